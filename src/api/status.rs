@@ -1,0 +1,107 @@
+//! What happened to an AgentRun. Only the controller writes the status, through
+//! the status subresource.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Phase, SandboxBackend};
+
+/// The observed state of an AgentRun.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRunStatus {
+    /// Where the run is in its life; a run without a phase is Pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// The conditions of the run, in Kubernetes API-convention form.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// The sandbox that runs, or ran, the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxRef>,
+
+    /// When the agent started working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+
+    /// When the run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+
+    /// How long the run took, for people (`kubectl get`), e.g. `2m13s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+
+    /// What the agent reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<RunResult>,
+
+    /// The reply posted on GitHub; once set, the reply is never posted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<PostedComment>,
+
+    /// A human-readable account of the latest transition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The sandbox of a run.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxRef {
+    /// The backend that holds the sandbox.
+    pub backend: SandboxBackend,
+    /// The pod name, or the Daytona sandbox id.
+    pub name: String,
+}
+
+/// The agent's answer.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunResult {
+    /// The reply, as Markdown for a GitHub comment.
+    pub reply: String,
+    /// The tokens the agent spent.
+    pub usage: TokenUsage,
+    /// The model that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// Tokens spent on the LLM.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenUsage {
+    /// Tokens sent to the model.
+    pub prompt_tokens: i64,
+    /// Tokens the model produced.
+    pub completion_tokens: i64,
+}
+
+/// A comment smolpaws posted on GitHub.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PostedComment {
+    /// GitHub's id of the comment.
+    pub id: i64,
+    /// The comment's page on GitHub.
+    pub html_url: String,
+}
+
+impl super::AgentRun {
+    /// The run's phase; a run the controller has not seen yet is Pending.
+    pub fn phase(&self) -> Phase {
+        self.status
+            .as_ref()
+            .and_then(|status| status.phase)
+            .unwrap_or_default()
+    }
+}

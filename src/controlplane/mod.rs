@@ -1,0 +1,324 @@
+//! A local Kubernetes control plane: etcd and kube-apiserver on loopback,
+//! with generated certificates and an admin credential.
+//!
+//! The integration tests run against it, and `smolpaws dev` embeds it, so
+//! both see a real apiserver (validation, CEL, RBAC, watches) rather than a
+//! mock. It runs no kubelet and no controller-manager.
+
+mod pki;
+mod process;
+mod tools;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use tempfile::TempDir;
+
+use pki::Pki;
+pub use process::Process;
+pub use tools::Tools;
+
+/// How long the apiserver may take to become ready before start-up fails.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// What can go wrong while starting or using a local control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `tools/build.sh` could not produce the binaries.
+    #[error("building the control plane binaries with {script} failed: {reason}")]
+    ToolsBuild {
+        /// The build script.
+        script: PathBuf,
+        /// Why it failed.
+        reason: String,
+    },
+    /// Generating certificates failed.
+    #[error("generating the control plane certificates failed: {0}")]
+    Pki(#[from] rcgen::Error),
+    /// A file in the control plane's directory could not be written.
+    #[error("writing {path} failed: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A binary could not be started.
+    #[error("starting {binary} failed: {source} (is the tools build complete?)")]
+    Spawn {
+        /// The binary.
+        binary: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A process exited while the control plane was starting.
+    #[error("{name} exited with {status} during start-up; its last output:\n{log}")]
+    Exited {
+        /// The process.
+        name: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// The tail of its log.
+        log: String,
+    },
+    /// The apiserver did not become ready in time.
+    #[error("kube-apiserver was not ready after {0:?}; its last output:\n{1}")]
+    NotReady(Duration, String),
+    /// The kubeconfig could not be turned into a client configuration.
+    #[error("the generated kubeconfig is unusable: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// Waiting for a CRD failed.
+    #[error("watching the CRD failed: {0}")]
+    Wait(#[from] kube::runtime::wait::Error),
+    /// No free loopback port could be found.
+    #[error("finding a free loopback port failed: {0}")]
+    Ports(std::io::Error),
+    /// A CRD did not become Established.
+    #[error("CRD {0} did not become Established within {1:?}")]
+    NotEstablished(String, Duration),
+}
+
+/// A running etcd and kube-apiserver, stopped when dropped.
+pub struct ControlPlane {
+    // Fields drop in order: the apiserver stops before etcd, and both before
+    // their directory is removed.
+    apiserver: Process,
+    etcd: Process,
+    kubeconfig: PathBuf,
+    config: kube::Config,
+    started_in: Duration,
+    dir: TempDir,
+}
+
+impl ControlPlane {
+    /// Starts etcd and kube-apiserver from `tools` on free loopback ports and
+    /// waits until the apiserver is ready.
+    pub async fn start(tools: &Tools) -> Result<Self, Error> {
+        let began = Instant::now();
+        let dir = tempfile::Builder::new()
+            .prefix("smolpaws-control-plane-")
+            .tempdir()
+            .map_err(|source| Error::Write {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let root = dir.path();
+        let write = |name: &str, contents: &str| -> Result<PathBuf, Error> {
+            let path = root.join(name);
+            std::fs::write(&path, contents).map_err(|source| Error::Write {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(path)
+        };
+
+        let pki = Pki::generate()?;
+        let ca = write("ca.crt", &pki.ca_cert)?;
+        let serving_cert = write("apiserver.crt", &pki.serving_cert)?;
+        let serving_key = write("apiserver.key", &pki.serving_key)?;
+        let sa_key = write("service-account.key", &pki.service_account_key)?;
+        let token = random_token();
+        let tokens = write(
+            "tokens.csv",
+            &format!("{token},smolpaws-admin,smolpaws-admin,\"system:masters\"\n"),
+        )?;
+
+        let [etcd_client, etcd_peer, apiserver_port] = free_ports()?;
+        let etcd_url = format!("http://127.0.0.1:{etcd_client}");
+        let peer_url = format!("http://127.0.0.1:{etcd_peer}");
+        let etcd = spawn(
+            "etcd",
+            &tools.etcd(),
+            &[
+                "--name=smolpaws".into(),
+                format!("--data-dir={}", root.join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=smolpaws={peer_url}"),
+                // Throwaway data: durability buys nothing and costs latency.
+                "--unsafe-no-fsync".into(),
+                "--log-level=warn".into(),
+            ],
+            root,
+        )?;
+
+        let apiserver = spawn(
+            "kube-apiserver",
+            &tools.kube_apiserver(),
+            &[
+                format!("--etcd-servers={etcd_url}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                format!("--secure-port={apiserver_port}"),
+                format!("--cert-dir={}", root.join("certs").display()),
+                format!("--tls-cert-file={}", serving_cert.display()),
+                format!("--tls-private-key-file={}", serving_key.display()),
+                format!("--token-auth-file={}", tokens.display()),
+                "--authorization-mode=RBAC".into(),
+                format!("--service-account-key-file={}", sa_key.display()),
+                format!("--service-account-signing-key-file={}", sa_key.display()),
+                "--service-account-issuer=https://kubernetes.default.svc".into(),
+                "--service-cluster-ip-range=10.96.0.0/16".into(),
+                "--allow-privileged=true".into(),
+                // No kubelet or controller-manager exists to act on these.
+                "--endpoint-reconciler-type=none".into(),
+                "--v=1".into(),
+            ],
+            root,
+        )?;
+
+        let server = format!("https://127.0.0.1:{apiserver_port}");
+        let kubeconfig = write("kubeconfig", &kubeconfig_yaml(&server, &ca, &token))?;
+        let config = kube::Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&kubeconfig)?,
+            &KubeConfigOptions::default(),
+        )
+        .await?;
+
+        let mut plane = Self {
+            apiserver,
+            etcd,
+            kubeconfig,
+            config,
+            started_in: Duration::ZERO,
+            dir,
+        };
+        plane.wait_ready().await?;
+        plane.started_in = began.elapsed();
+        Ok(plane)
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), Error> {
+        let client = self.client()?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            for process in [&mut self.etcd, &mut self.apiserver] {
+                if let Some(status) = process.exited() {
+                    return Err(Error::Exited {
+                        name: process.name().to_owned(),
+                        status,
+                        log: process.log_tail(40),
+                    });
+                }
+            }
+            let probe = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("a static request is well-formed");
+            if matches!(client.request_text(probe).await, Ok(body) if body == "ok") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::NotReady(READY_TIMEOUT, self.apiserver.log_tail(40)));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A new admin client. Each tokio runtime needs its own: a client's
+    /// background tasks live on the runtime that created it.
+    pub fn client(&self) -> Result<kube::Client, Error> {
+        Ok(kube::Client::try_from(self.config.clone())?)
+    }
+
+    /// The admin client configuration.
+    pub fn config(&self) -> &kube::Config {
+        &self.config
+    }
+
+    /// A kubeconfig file for the admin user, for `kubectl` and other tools.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The directory holding the control plane's state, certificates and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// How long [`ControlPlane::start`] took, from nothing to a ready apiserver.
+    pub fn started_in(&self) -> Duration {
+        self.started_in
+    }
+}
+
+/// Applies `crds` with server-side apply and waits until each is Established.
+pub async fn install_crds(
+    client: &kube::Client,
+    crds: &[CustomResourceDefinition],
+) -> Result<(), Error> {
+    const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(30);
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crds {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(
+            &name,
+            &PatchParams::apply("smolpaws").force(),
+            &Patch::Apply(crd),
+        )
+        .await?;
+        let established = await_condition(api.clone(), &name, conditions::is_crd_established());
+        tokio::time::timeout(ESTABLISH_TIMEOUT, established)
+            .await
+            .map_err(|_| Error::NotEstablished(name.clone(), ESTABLISH_TIMEOUT))?
+            ?;
+    }
+    Ok(())
+}
+
+fn spawn(name: &str, binary: &Path, args: &[String], root: &Path) -> Result<Process, Error> {
+    Process::spawn(name, binary, args, &root.join(format!("{name}.log"))).map_err(|source| {
+        Error::Spawn {
+            binary: binary.to_owned(),
+            source,
+        }
+    })
+}
+
+/// Distinct free loopback ports. The OS may hand a port out again between
+/// this call and the server binding it; on loopback in a test run that race
+/// is rare and shows up as a clear start-up error.
+fn free_ports<const N: usize>() -> Result<[u16; N], Error> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Error::Ports)?;
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()).unwrap_or_default())
+        .collect();
+    Ok(ports.try_into().expect("one port per listener"))
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    hex::encode(bytes)
+}
+
+fn kubeconfig_yaml(server: &str, ca: &Path, token: &str) -> String {
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": "smolpaws", "cluster": {
+            "server": server,
+            "certificate-authority": ca,
+        }}],
+        "users": [{ "name": "smolpaws-admin", "user": { "token": token } }],
+        "contexts": [{ "name": "smolpaws", "context": {
+            "cluster": "smolpaws",
+            "user": "smolpaws-admin",
+        }}],
+        "current-context": "smolpaws",
+    });
+    serde_yaml_ng::to_string(&kubeconfig).expect("a JSON value serializes as YAML")
+}

@@ -1,0 +1,114 @@
+//! Child processes that never outlive smolpaws.
+//!
+//! The kernel sends a child its parent-death signal when the *thread* that
+//! spawned it exits, not the process. Test threads and tokio's blocking
+//! threads come and go, so every child is spawned from one thread that lives
+//! as long as the process: when the process dies, however it dies (a panic,
+//! SIGKILL), its children are killed too.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc::{self, Sender};
+use std::thread;
+
+struct SpawnRequest {
+    command: Command,
+    reply: Sender<io::Result<Child>>,
+}
+
+fn spawner() -> &'static Sender<SpawnRequest> {
+    static SPAWNER: OnceLock<Sender<SpawnRequest>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let (requests, incoming) = mpsc::channel::<SpawnRequest>();
+        thread::Builder::new()
+            .name("smolpaws-spawner".into())
+            .spawn(move || {
+                // Ends only when the process does: the sender lives in a static.
+                for mut request in incoming {
+                    // The requester may have given up waiting; the child is
+                    // then dropped and reaped by nobody, like any orphan.
+                    let _ = request.reply.send(request.command.spawn());
+                }
+            })
+            .expect("the OS refused to start the spawner thread");
+        requests
+    })
+}
+
+/// A running child process, killed when this value is dropped and, through
+/// its parent-death signal, when this process exits.
+#[derive(Debug)]
+pub struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Starts `program` with `args`, its stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> io::Result<Self> {
+        let output = File::create(log)?;
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(output.try_clone()?)
+            .stderr(output);
+        let parent = std::process::id();
+        // SAFETY: the closure runs between fork and exec and calls only
+        // async-signal-safe functions (prctl, getppid).
+        unsafe {
+            command.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() as u32 != parent {
+                    return Err(io::Error::other("parent exited during spawn"));
+                }
+                Ok(())
+            });
+        }
+        let (reply, answer) = mpsc::channel();
+        spawner()
+            .send(SpawnRequest { command, reply })
+            .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+        let child = answer
+            .recv()
+            .map_err(|_| io::Error::other("the spawner thread is gone"))??;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            log: log.to_owned(),
+        })
+    }
+
+    /// The exit status, if the process has already exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// The last `lines` lines of the process's output, for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The process's name, as given to [`Process::spawn`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Already exited is fine; anything else leaves nothing to do either.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,50 @@
+//! The upstream binaries a local control plane runs, built by `tools/build.sh`
+//! from pinned Go modules and cached outside the repository.
+
+use std::path::{Path, PathBuf};
+
+use tokio::process::Command;
+
+use super::Error;
+
+/// A directory holding `etcd`, `kube-apiserver` and `helm`.
+#[derive(Clone, Debug)]
+pub struct Tools {
+    dir: PathBuf,
+}
+
+impl Tools {
+    /// Finds the binaries, building them first when they are not cached yet
+    /// (minutes, once per pinned version set; the build reports progress on
+    /// stderr). `SMOLPAWS_TOOLS_DIR` names prebuilt binaries instead.
+    pub async fn locate() -> Result<Self, Error> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/build.sh");
+        let output = Command::new("bash")
+            .arg(&script)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .await
+            .map_err(|source| Error::ToolsBuild {
+                script: script.clone(),
+                reason: source.to_string(),
+            })?;
+        if !output.status.success() {
+            return Err(Error::ToolsBuild {
+                script,
+                reason: format!("it exited with {} (its output is above)", output.status),
+            });
+        }
+        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        Ok(Self { dir })
+    }
+
+    /// The `etcd` binary.
+    pub fn etcd(&self) -> PathBuf {
+        self.dir.join("etcd")
+    }
+
+    /// The `kube-apiserver` binary.
+    pub fn kube_apiserver(&self) -> PathBuf {
+        self.dir.join("kube-apiserver")
+    }
+}

@@ -1,0 +1,102 @@
+//! The shared harness of the integration tests: one real etcd and
+//! kube-apiserver per test binary, started on first use with the AgentRun CRD
+//! installed, and stopped when the binary exits.
+//!
+//! Tests each get their own client (a client belongs to the tokio runtime that
+//! made it, and every `#[tokio::test]` has its own) and their own namespace.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+use kube::{Client, CustomResourceExt};
+use smolpaws::api::AgentRun;
+use smolpaws::controlplane::{self, ControlPlane, Tools};
+
+struct Shared {
+    config: kube::Config,
+    kubeconfig: PathBuf,
+    /// Taken and dropped at exit, which stops the processes and removes
+    /// their directory.
+    plane: Mutex<Option<ControlPlane>>,
+}
+
+static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
+
+extern "C" fn stop_control_plane() {
+    if let Some(Ok(shared)) = SHARED.get() {
+        let plane = shared
+            .plane
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        drop(plane);
+    }
+}
+
+fn shared() -> &'static Shared {
+    let shared = SHARED.get_or_init(|| {
+        // Its own thread and runtime: the caller's runtime ends with its test.
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?
+                .block_on(start())
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the control plane start-up thread panicked".into()))
+    });
+    match shared {
+        Ok(shared) => shared,
+        Err(error) => panic!("the test control plane could not start: {error}"),
+    }
+}
+
+async fn start() -> Result<Shared, String> {
+    let tools = Tools::locate().await.map_err(|e| e.to_string())?;
+    let plane = ControlPlane::start(&tools).await.map_err(|e| e.to_string())?;
+    let client = plane.client().map_err(|e| e.to_string())?;
+    controlplane::install_crds(&client, &[AgentRun::crd()])
+        .await
+        .map_err(|e| e.to_string())?;
+    // Straight to stderr: the test harness captures only print macros.
+    let _ = writeln!(
+        std::io::stderr(),
+        "test control plane ready in {:.2?} (kube-apiserver + etcd + CRDs), kubeconfig {}",
+        plane.started_in(),
+        plane.kubeconfig_path().display()
+    );
+    // SAFETY: registers a plain function with no preconditions.
+    unsafe { libc::atexit(stop_control_plane) };
+    Ok(Shared {
+        config: plane.config().clone(),
+        kubeconfig: plane.kubeconfig_path().to_owned(),
+        plane: Mutex::new(Some(plane)),
+    })
+}
+
+/// An admin client of the shared control plane, for the calling test's runtime.
+pub fn client() -> Client {
+    Client::try_from(shared().config.clone()).expect("the admin kubeconfig is valid")
+}
+
+/// The admin kubeconfig of the shared control plane.
+pub fn kubeconfig() -> PathBuf {
+    shared().kubeconfig.clone()
+}
+
+/// Creates a namespace of its own for one test and returns its name.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let mut ns = Namespace::default();
+    ns.metadata.generate_name = Some(format!("{prefix}-"));
+    let created = Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("creating a test namespace");
+    created.metadata.name.expect("the apiserver names the namespace")
+}
