@@ -164,7 +164,10 @@ async fn malformed_specs_are_refused_with_the_apiservers_reason() {
     let mut extra_slash = valid.clone();
     extra_slash["github"]["repository"] = json!("octo-org/hello/world");
     let mut no_prompt = valid.clone();
-    no_prompt.as_object_mut().expect("an object").remove("prompt");
+    no_prompt
+        .as_object_mut()
+        .expect("an object")
+        .remove("prompt");
     let mut empty_prompt = valid.clone();
     empty_prompt["prompt"] = json!("");
     let mut zero_number = valid.clone();

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::AgentRunStatus;
 
 /// An agent run requested on GitHub or by hand.
+// Clippy reads the repeated `type_` keys of separate printer columns as
+// duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "smolpaws.dev",
@@ -44,7 +47,11 @@ use super::AgentRunStatus;
         json_path = ".spec.github.comment.author",
         description = "Who asked"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     printcolumn(
         name = "Duration",
         type_ = "string",

@@ -125,6 +125,7 @@ impl ControlPlane {
         let serving_cert = write("apiserver.crt", &pki.serving_cert)?;
         let serving_key = write("apiserver.key", &pki.serving_key)?;
         let sa_key = write("service-account.key", &pki.service_account_key)?;
+        let sa_public_key = write("service-account.pub", &pki.service_account_public_key)?;
         let token = random_token();
         let tokens = write(
             "tokens.csv",
@@ -165,7 +166,7 @@ impl ControlPlane {
                 format!("--tls-private-key-file={}", serving_key.display()),
                 format!("--token-auth-file={}", tokens.display()),
                 "--authorization-mode=RBAC".into(),
-                format!("--service-account-key-file={}", sa_key.display()),
+                format!("--service-account-key-file={}", sa_public_key.display()),
                 format!("--service-account-signing-key-file={}", sa_key.display()),
                 "--service-account-issuer=https://kubernetes.default.svc".into(),
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
@@ -269,8 +270,7 @@ pub async fn install_crds(
         let established = await_condition(api.clone(), &name, conditions::is_crd_established());
         tokio::time::timeout(ESTABLISH_TIMEOUT, established)
             .await
-            .map_err(|_| Error::NotEstablished(name.clone(), ESTABLISH_TIMEOUT))?
-            ?;
+            .map_err(|_| Error::NotEstablished(name.clone(), ESTABLISH_TIMEOUT))??;
     }
     Ok(())
 }

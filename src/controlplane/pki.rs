@@ -14,8 +14,10 @@ pub struct Pki {
     pub serving_cert: String,
     /// The serving certificate's private key.
     pub serving_key: String,
-    /// The key that signs (and verifies) service-account tokens.
+    /// The key that signs service-account tokens.
     pub service_account_key: String,
+    /// Its public half, which verifies them.
+    pub service_account_public_key: String,
 }
 
 impl Pki {
@@ -51,11 +53,13 @@ impl Pki {
         let serving_key = KeyPair::generate()?;
         let serving_cert = serving.signed_by(&serving_key, &ca)?;
 
+        let service_account = KeyPair::generate()?;
         Ok(Self {
             ca_cert: ca.pem(),
             serving_cert: serving_cert.pem(),
             serving_key: serving_key.serialize_pem(),
-            service_account_key: KeyPair::generate()?.serialize_pem(),
+            service_account_key: service_account.serialize_pem(),
+            service_account_public_key: service_account.public_key_pem(),
         })
     }
 }

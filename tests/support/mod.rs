@@ -58,8 +58,11 @@ fn shared() -> &'static Shared {
 }
 
 async fn start() -> Result<Shared, String> {
+    let began = std::time::Instant::now();
     let tools = Tools::locate().await.map_err(|e| e.to_string())?;
-    let plane = ControlPlane::start(&tools).await.map_err(|e| e.to_string())?;
+    let plane = ControlPlane::start(&tools)
+        .await
+        .map_err(|e| e.to_string())?;
     let client = plane.client().map_err(|e| e.to_string())?;
     controlplane::install_crds(&client, &[AgentRun::crd()])
         .await
@@ -67,8 +70,9 @@ async fn start() -> Result<Shared, String> {
     // Straight to stderr: the test harness captures only print macros.
     let _ = writeln!(
         std::io::stderr(),
-        "test control plane ready in {:.2?} (kube-apiserver + etcd + CRDs), kubeconfig {}",
+        "test control plane: etcd and kube-apiserver ready in {:.2?}, CRDs Established at {:.2?}; kubeconfig {}",
         plane.started_in(),
+        began.elapsed(),
         plane.kubeconfig_path().display()
     );
     // SAFETY: registers a plain function with no preconditions.
@@ -98,5 +102,8 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
         .create(&PostParams::default(), &ns)
         .await
         .expect("creating a test namespace");
-    created.metadata.name.expect("the apiserver names the namespace")
+    created
+        .metadata
+        .name
+        .expect("the apiserver names the namespace")
 }
