@@ -6,3 +6,5 @@
 pub mod api;
 pub mod cli;
 pub mod controlplane;
+pub mod intake;
+pub mod telemetry;

@@ -1,0 +1,165 @@
+//! The `POST /webhooks/github` handler.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use kube::api::PostParams;
+use tracing::{Span, field, info, warn};
+
+use super::delivery::{self, Decision};
+use super::metrics::Outcome;
+use super::{Intake, STORE_TIMEOUT};
+
+type Answer = (StatusCode, String);
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.is_empty())
+}
+
+/// Times every webhook request, whatever its answer.
+pub(super) async fn record_latency(
+    State(intake): State<Arc<Intake>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let response = next.run(request).await;
+    intake
+        .metrics
+        .observe_latency(started.elapsed().as_secs_f64());
+    response
+}
+
+#[tracing::instrument(name = "delivery", skip_all, fields(delivery = field::Empty, event = field::Empty))]
+pub(super) async fn webhook(
+    State(intake): State<Arc<Intake>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Answer {
+    let event = header_str(&headers, "x-github-event");
+    let delivery = header_str(&headers, "x-github-delivery");
+    let span = Span::current();
+    if let Some(delivery) = delivery {
+        span.record("delivery", delivery);
+    }
+    if let Some(event) = event {
+        span.record("event", event);
+    }
+    let (outcome, answer) = handle(&intake, &headers, event, delivery, &body).await;
+    intake.metrics.delivery(event, outcome);
+    answer
+}
+
+async fn handle(
+    intake: &Intake,
+    headers: &HeaderMap,
+    event: Option<&str>,
+    delivery: Option<&str>,
+    body: &[u8],
+) -> (Outcome, Answer) {
+    let signature = headers
+        .get("x-hub-signature-256")
+        .map(|value| value.as_bytes());
+    if let Err(error) = intake.secrets.verify(signature, body) {
+        warn!(%error, "refused an unsigned or wrongly signed delivery");
+        return (
+            Outcome::BadSignature,
+            (StatusCode::UNAUTHORIZED, error.to_string()),
+        );
+    }
+    let invalid = |message: String| {
+        warn!(%message, "refused an invalid delivery");
+        (Outcome::Invalid, (StatusCode::BAD_REQUEST, message))
+    };
+    let Some(event) = event else {
+        return invalid("the X-GitHub-Event header is missing".into());
+    };
+    let Some(delivery) = delivery else {
+        return invalid("the X-GitHub-Delivery header is missing".into());
+    };
+    let json = header_str(headers, header::CONTENT_TYPE.as_str())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !json {
+        return invalid(
+            "the body must be application/json: set the webhook's content type to JSON in the GitHub App".into(),
+        );
+    }
+
+    let run = match delivery::decide(&intake.rules, event, delivery, body) {
+        Err(error) => return invalid(error.to_string()),
+        Ok(Decision::Pong) => {
+            info!("answered a ping");
+            return (Outcome::Ignored, (StatusCode::OK, "pong".into()));
+        }
+        Ok(Decision::Ignored(reason)) => {
+            info!(%reason, "ignored");
+            return (
+                Outcome::Ignored,
+                (StatusCode::OK, format!("ignored: {reason}")),
+            );
+        }
+        Ok(Decision::Denied(denial)) => {
+            warn!(reason = %denial, "denied by policy");
+            return (
+                Outcome::Denied,
+                (StatusCode::OK, format!("denied: {denial}")),
+            );
+        }
+        Ok(Decision::Run(run)) => run,
+    };
+
+    let name = run.metadata.name.clone().unwrap_or_default();
+    let repo = &run.spec.github.repository;
+    let stored = tokio::time::timeout(
+        STORE_TIMEOUT,
+        intake.runs.create(&PostParams::default(), &run),
+    )
+    .await;
+    match stored {
+        Ok(Ok(_)) => {
+            info!(run = %name, %repo, "accepted");
+            (
+                Outcome::Accepted,
+                (StatusCode::ACCEPTED, format!("accepted: agentrun {name}")),
+            )
+        }
+        Ok(Err(kube::Error::Api(status))) if status.code == 409 => {
+            info!(run = %name, %repo, "duplicate delivery; the run exists");
+            (
+                Outcome::Duplicate,
+                (StatusCode::OK, format!("duplicate: agentrun {name} exists")),
+            )
+        }
+        Ok(Err(kube::Error::Api(status))) if status.code == 422 => {
+            invalid(format!("the payload does not make a valid AgentRun: {}", status.message))
+        }
+        Ok(Err(error)) => {
+            warn!(run = %name, %error, "could not store the run");
+            (
+                Outcome::Unavailable,
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the run could not be stored; redeliver later".into(),
+                ),
+            )
+        }
+        Err(_) => {
+            warn!(run = %name, "the apiserver did not answer in {STORE_TIMEOUT:?}");
+            (
+                Outcome::Unavailable,
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the run could not be stored in time; redeliver later".into(),
+                ),
+            )
+        }
+    }
+}
