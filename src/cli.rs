@@ -17,7 +17,13 @@ use crate::telemetry::{self, LogFormat};
 #[command(name = "smolpaws", version, about)]
 pub struct Cli {
     /// How log lines are written.
-    #[arg(long, env = "SMOLPAWS_LOG_FORMAT", value_enum, default_value = "auto", global = true)]
+    #[arg(
+        long,
+        env = "SMOLPAWS_LOG_FORMAT",
+        value_enum,
+        default_value = "auto",
+        global = true
+    )]
     pub log_format: LogFormat,
 
     /// What to run.
@@ -26,6 +32,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once at start-up: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the AgentRun CustomResourceDefinition as YAML (the source of

@@ -29,7 +29,11 @@ pub fn init(format: LogFormat) {
         LogFormat::Pretty => false,
     };
     if json {
-        builder.json().flatten_event(true).with_current_span(true).init();
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init();
     } else {
         builder.init();
     }

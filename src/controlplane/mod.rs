@@ -90,8 +90,10 @@ pub enum Error {
 pub struct ControlPlane {
     // Fields drop in order: the apiserver stops before etcd, and both before
     // their directory is removed.
-    apiserver: Process,
+    apiserver: Option<Process>,
     etcd: Process,
+    apiserver_binary: PathBuf,
+    apiserver_args: Vec<String>,
     kubeconfig: PathBuf,
     config: kube::Config,
     started_in: Duration,
@@ -153,30 +155,27 @@ impl ControlPlane {
             root,
         )?;
 
-        let apiserver = spawn(
-            "kube-apiserver",
-            &tools.kube_apiserver(),
-            &[
-                format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".into(),
-                "--advertise-address=127.0.0.1".into(),
-                format!("--secure-port={apiserver_port}"),
-                format!("--cert-dir={}", root.join("certs").display()),
-                format!("--tls-cert-file={}", serving_cert.display()),
-                format!("--tls-private-key-file={}", serving_key.display()),
-                format!("--token-auth-file={}", tokens.display()),
-                "--authorization-mode=RBAC".into(),
-                format!("--service-account-key-file={}", sa_public_key.display()),
-                format!("--service-account-signing-key-file={}", sa_key.display()),
-                "--service-account-issuer=https://kubernetes.default.svc".into(),
-                "--service-cluster-ip-range=10.96.0.0/16".into(),
-                "--allow-privileged=true".into(),
-                // No kubelet or controller-manager exists to act on these.
-                "--endpoint-reconciler-type=none".into(),
-                "--v=1".into(),
-            ],
-            root,
-        )?;
+        let apiserver_args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={apiserver_port}"),
+            format!("--cert-dir={}", root.join("certs").display()),
+            format!("--tls-cert-file={}", serving_cert.display()),
+            format!("--tls-private-key-file={}", serving_key.display()),
+            format!("--token-auth-file={}", tokens.display()),
+            "--authorization-mode=RBAC".into(),
+            format!("--service-account-key-file={}", sa_public_key.display()),
+            format!("--service-account-signing-key-file={}", sa_key.display()),
+            "--service-account-issuer=https://kubernetes.default.svc".into(),
+            "--service-cluster-ip-range=10.96.0.0/16".into(),
+            "--allow-privileged=true".into(),
+            // No kubelet or controller-manager exists to act on these.
+            "--endpoint-reconciler-type=none".into(),
+            "--v=1".into(),
+        ];
+        let apiserver_binary = tools.kube_apiserver();
+        let apiserver = spawn("kube-apiserver", &apiserver_binary, &apiserver_args, root)?;
 
         let server = format!("https://127.0.0.1:{apiserver_port}");
         let kubeconfig = write("kubeconfig", &kubeconfig_yaml(&server, &ca, &token))?;
@@ -187,8 +186,10 @@ impl ControlPlane {
         .await?;
 
         let mut plane = Self {
-            apiserver,
+            apiserver: Some(apiserver),
             etcd,
+            apiserver_binary,
+            apiserver_args,
             kubeconfig,
             config,
             started_in: Duration::ZERO,
@@ -199,11 +200,31 @@ impl ControlPlane {
         Ok(plane)
     }
 
+    /// Stops kube-apiserver, leaving etcd and its data: clients now get
+    /// connection errors, as in an apiserver outage.
+    pub fn stop_apiserver(&mut self) {
+        self.apiserver = None;
+    }
+
+    /// Starts kube-apiserver again on the same port with the same data, and
+    /// waits until it is ready.
+    pub async fn start_apiserver(&mut self) -> Result<(), Error> {
+        if self.apiserver.is_none() {
+            self.apiserver = Some(spawn(
+                "kube-apiserver",
+                &self.apiserver_binary,
+                &self.apiserver_args,
+                self.dir.path(),
+            )?);
+        }
+        self.wait_ready().await
+    }
+
     async fn wait_ready(&mut self) -> Result<(), Error> {
         let client = self.client()?;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            for process in [&mut self.etcd, &mut self.apiserver] {
+            for process in std::iter::once(&mut self.etcd).chain(self.apiserver.as_mut()) {
                 if let Some(status) = process.exited() {
                     return Err(Error::Exited {
                         name: process.name().to_owned(),
@@ -219,7 +240,8 @@ impl ControlPlane {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(Error::NotReady(READY_TIMEOUT, self.apiserver.log_tail(40)));
+                let log = self.apiserver.as_ref().map(|p| p.log_tail(40));
+                return Err(Error::NotReady(READY_TIMEOUT, log.unwrap_or_default()));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -15,7 +15,11 @@ use super::trigger::Mention;
 #[derive(Args, Clone, Debug)]
 pub struct IntakeConfig {
     /// Address the webhook server listens on.
-    #[arg(long = "listen", env = "SMOLPAWS_INTAKE_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long = "listen",
+        env = "SMOLPAWS_INTAKE_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     pub listen: SocketAddr,
 
     /// The webhook secret set in the GitHub App.

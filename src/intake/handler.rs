@@ -138,9 +138,10 @@ async fn handle(
                 (StatusCode::OK, format!("duplicate: agentrun {name} exists")),
             )
         }
-        Ok(Err(kube::Error::Api(status))) if status.code == 422 => {
-            invalid(format!("the payload does not make a valid AgentRun: {}", status.message))
-        }
+        Ok(Err(kube::Error::Api(status))) if status.code == 422 => invalid(format!(
+            "the payload does not make a valid AgentRun: {}",
+            status.message
+        )),
         Ok(Err(error)) => {
             warn!(run = %name, %error, "could not store the run");
             (

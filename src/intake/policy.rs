@@ -146,7 +146,11 @@ mod tests {
         )
     }
 
-    fn asking(actor: &'static str, repository: &'static str, installation: Option<u64>) -> Requester<'static> {
+    fn asking(
+        actor: &'static str,
+        repository: &'static str,
+        installation: Option<u64>,
+    ) -> Requester<'static> {
         Requester {
             actor,
             repository,
@@ -158,7 +162,12 @@ mod tests {
     fn decides_each_case() {
         let octocat = asking("octocat", "octo-org/hello", Some(7));
         let cases: Vec<(&str, Policy, Requester<'_>, Result<(), Denial>)> = vec![
-            ("allowed", policy(&["octocat"], &["octo-org"], &[], &[]), octocat, Ok(())),
+            (
+                "allowed",
+                policy(&["octocat"], &["octo-org"], &[], &[]),
+                octocat,
+                Ok(()),
+            ),
             (
                 "case-insensitive",
                 policy(&["OctoCat"], &["Octo-Org"], &["OCTO-ORG/Hello"], &[7]),

@@ -104,7 +104,13 @@ mod tests {
         let body = b"{}";
         let good = sign(&secret("current"), body);
         assert_eq!(secrets.verify(None, body), Err(SignatureError::Missing));
-        for garbled in ["", "sha256=", "sha1=abcd", "sha256=zz", &good[..good.len() - 2]] {
+        for garbled in [
+            "",
+            "sha256=",
+            "sha1=abcd",
+            "sha256=zz",
+            &good[..good.len() - 2],
+        ] {
             assert_eq!(
                 secrets.verify(Some(garbled.as_bytes()), body),
                 Err(SignatureError::Malformed),
@@ -127,7 +133,10 @@ mod tests {
         let secrets = WebhookSecrets::new([secret("new"), secret("old")]);
         for key in ["new", "old"] {
             let signature = sign(&secret(key), b"payload");
-            assert_eq!(secrets.verify(Some(signature.as_bytes()), b"payload"), Ok(()));
+            assert_eq!(
+                secrets.verify(Some(signature.as_bytes()), b"payload"),
+                Ok(())
+            );
         }
     }
 

@@ -25,7 +25,9 @@ impl FromStr for Mention {
         let login = s.strip_prefix('@').unwrap_or(s);
         let valid = !login.is_empty()
             && login.len() <= 39
-            && login.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && login
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             && !login.starts_with('-');
         if valid {
             Ok(Self {
@@ -85,7 +87,11 @@ impl Mention {
         while let Some(at) = rest.find('@') {
             let (before, from_at) = rest.split_at(at);
             let name = &from_at[1..];
-            let starts_word = !before.chars().next_back().or(previous).is_some_and(continues_word);
+            let starts_word = !before
+                .chars()
+                .next_back()
+                .or(previous)
+                .is_some_and(continues_word);
             let after = name
                 .get(..self.login.len())
                 .filter(|candidate| candidate.eq_ignore_ascii_case(&self.login))
@@ -122,7 +128,10 @@ mod tests {
     #[test]
     fn finds_the_request_after_a_mention() {
         let cases = [
-            ("@smolpaws why does the parser drop commas?", Some("why does the parser drop commas?")),
+            (
+                "@smolpaws why does the parser drop commas?",
+                Some("why does the parser drop commas?"),
+            ),
             ("@SmolPaws fix it", Some("fix it")),
             ("hey @smolpaws, look at this", Some("hey  look at this")),
             ("@smolpaws: summarize", Some("summarize")),

@@ -57,8 +57,15 @@ fn shared() -> &'static Shared {
     }
 }
 
-async fn start() -> Result<Shared, String> {
-    let began = std::time::Instant::now();
+/// A control plane of the caller's own, with the CRDs installed, for tests
+/// that stop or break it. Stopped when dropped.
+pub async fn private_control_plane() -> ControlPlane {
+    start_plane()
+        .await
+        .unwrap_or_else(|error| panic!("a private control plane could not start: {error}"))
+}
+
+async fn start_plane() -> Result<ControlPlane, String> {
     let tools = Tools::locate().await.map_err(|e| e.to_string())?;
     let plane = ControlPlane::start(&tools)
         .await
@@ -67,6 +74,12 @@ async fn start() -> Result<Shared, String> {
     controlplane::install_crds(&client, &[AgentRun::crd()])
         .await
         .map_err(|e| e.to_string())?;
+    Ok(plane)
+}
+
+async fn start() -> Result<Shared, String> {
+    let began = std::time::Instant::now();
+    let plane = start_plane().await?;
     // Straight to stderr: the test harness captures only print macros.
     let _ = writeln!(
         std::io::stderr(),
@@ -92,6 +105,16 @@ pub fn client() -> Client {
 /// The admin kubeconfig of the shared control plane.
 pub fn kubeconfig() -> PathBuf {
     shared().kubeconfig.clone()
+}
+
+/// A fixture payload from `tests/fixtures/github/` (real GitHub deliveries).
+pub fn fixture(name: &str) -> serde_json::Value {
+    let path = format!(
+        "{}/tests/fixtures/github/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {path}: {e}"))
 }
 
 /// Creates a namespace of its own for one test and returns its name.
