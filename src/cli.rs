@@ -1,14 +1,21 @@
 //! The `smolpaws` command line: one binary, one subcommand per component.
 
 use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context as _, bail};
+use axum::Router;
+use axum::routing::get;
 use clap::{Parser, Subcommand};
 use kube::api::Api;
+use kube_lease_manager::LeaseManagerBuilder;
 use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::controller::{self, ControllerConfig, metrics::ControllerMetrics};
 use crate::intake::{Intake, IntakeConfig, metrics::IntakeMetrics};
 use crate::telemetry::{self, LogFormat};
 
@@ -41,6 +48,30 @@ pub enum Command {
     Crd,
     /// Serve the GitHub webhook: signed comment deliveries become AgentRuns.
     Intake(IntakeConfig),
+    /// Reconcile AgentRuns into sandboxes and replies (leader-elected).
+    Controller {
+        /// Settings of the controller.
+        #[command(flatten)]
+        controller: ControllerConfig,
+        /// Address of /metrics and /healthz.
+        #[arg(long, env = "SMOLPAWS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+        metrics_listen: SocketAddr,
+    },
+    /// Intake and controller in one process: what the Helm chart runs.
+    Operator {
+        /// Settings of the intake.
+        #[command(flatten)]
+        intake: IntakeConfig,
+        /// Settings of the controller.
+        #[command(flatten)]
+        controller: ControllerConfig,
+    },
+    /// Copy this binary to PATH: how the sandbox's init container puts the
+    /// agent into any image.
+    Install {
+        /// Where to put the binary.
+        path: PathBuf,
+    },
 }
 
 impl Cli {
@@ -52,18 +83,74 @@ impl Cli {
                 std::io::stdout().lock().write_all(yaml.as_bytes())?;
                 Ok(())
             }
+            Command::Install { path } => install(&path),
             Command::Intake(config) => {
                 telemetry::init(self.log_format);
-                run_intake(config).await
+                let client = client().await?;
+                let stop = stop_on_signal();
+                let intake = build_intake(&config, &client, Registry::default());
+                serve(config.listen, intake.router(), stop).await
+            }
+            Command::Controller {
+                controller,
+                metrics_listen,
+            } => {
+                telemetry::init(self.log_format);
+                let client = client().await?;
+                let stop = stop_on_signal();
+                let mut registry = Registry::default();
+                let metrics = ControllerMetrics::register(&mut registry);
+                let registry = Arc::new(registry);
+                let metrics_router = Router::new()
+                    .route("/healthz", get(|| async { "ok" }))
+                    .route(
+                        "/metrics",
+                        get(move || {
+                            let registry = registry.clone();
+                            async move { telemetry::metrics_response(&registry) }
+                        }),
+                    );
+                tokio::try_join!(
+                    serve(metrics_listen, metrics_router, stop.clone()),
+                    serve(
+                        controller.result_listen,
+                        controller::report::router(client.clone()),
+                        stop.clone()
+                    ),
+                    lead(client.clone(), &controller, metrics, stop.clone()),
+                )?;
+                Ok(())
+            }
+            Command::Operator { intake, controller } => {
+                telemetry::init(self.log_format);
+                let client = client().await?;
+                let stop = stop_on_signal();
+                let mut registry = Registry::default();
+                let metrics = ControllerMetrics::register(&mut registry);
+                let router = build_intake(&intake, &client, registry).router();
+                tokio::try_join!(
+                    serve(intake.listen, router, stop.clone()),
+                    serve(
+                        controller.result_listen,
+                        controller::report::router(client.clone()),
+                        stop.clone()
+                    ),
+                    lead(client.clone(), &controller, metrics, stop.clone()),
+                )?;
+                Ok(())
             }
         }
     }
 }
 
-async fn run_intake(config: IntakeConfig) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
+async fn client() -> anyhow::Result<kube::Client> {
+    kube::Client::try_default()
         .await
-        .context("no Kubernetes client configuration: run in a cluster or set KUBECONFIG")?;
+        .context("no Kubernetes client configuration: run in a cluster or set KUBECONFIG")
+}
+
+/// The intake, its metrics added to `registry`, which it serves at /metrics.
+fn build_intake(config: &IntakeConfig, client: &kube::Client, mut registry: Registry) -> Intake {
     let namespace = config
         .namespace
         .clone()
@@ -72,41 +159,116 @@ async fn run_intake(config: IntakeConfig) -> anyhow::Result<()> {
     if let Some(denial) = rules.policy.denies_everything() {
         warn!(%denial, "no delivery can trigger a run until ALLOWED_ACTORS and ALLOWED_OWNERS are set");
     }
-    let mut registry = Registry::default();
+    info!(%namespace, trigger = %config.trigger, "intake configured");
     let metrics = IntakeMetrics::register(&mut registry);
-    let intake = Intake::new(
+    Intake::new(
         rules,
         config.secrets(),
-        Api::namespaced(client, &namespace),
+        Api::namespaced(client.clone(), &namespace),
         metrics,
         Arc::new(registry),
-    );
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    info!(address = %config.listen, %namespace, trigger = %config.trigger, "intake listening");
-    axum::serve(listener, intake.router())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("the webhook server failed")
+    )
 }
 
-/// Resolves on SIGINT or SIGTERM (what Kubernetes sends before it kills).
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let terminated = async {
-        match terminate.as_mut() {
-            Some(signal) => {
-                signal.recv().await;
+/// Serves `router` on `address` until `stop` is cancelled.
+async fn serve(address: SocketAddr, router: Router, stop: CancellationToken) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    info!(%address, "listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+        .with_context(|| format!("the server on {address} failed"))
+}
+
+/// Runs the controller while this replica holds the leader Lease, so two
+/// replicas never reconcile at once. Losing the lease ends the process with
+/// an error; Kubernetes restarts it as a follower.
+async fn lead(
+    client: kube::Client,
+    config: &ControllerConfig,
+    metrics: ControllerMetrics,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let namespace = config
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let identity = config.identity.clone().unwrap_or_else(crate::random::token);
+    let manager = LeaseManagerBuilder::new(client.clone(), "smolpaws-controller")
+        .with_namespace(&namespace)
+        .with_identity(&identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await
+        .context("cannot set up the leader-election Lease")?;
+    let (mut leading, lease) = manager.watch().await;
+    info!(%namespace, %identity, "waiting to become the leader");
+    while !*leading.borrow_and_update() {
+        tokio::select! {
+            changed = leading.changed() => changed.context("leader election stopped")?,
+            () = stop.cancelled() => return Ok(()),
+        }
+    }
+    info!("leading: reconciling AgentRuns");
+    let lost = async {
+        loop {
+            if leading.changed().await.is_err() || !*leading.borrow_and_update() {
+                return;
             }
-            None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        _ = interrupt => {},
-        _ = terminated => {},
+    let outcome = tokio::select! {
+        result = controller::run(client, config, metrics, stop.clone().cancelled_owned()) => {
+            result.map_err(anyhow::Error::from)
+        }
+        () = lost => Err(anyhow::anyhow!("lost the leader Lease; exiting so a follower takes over")),
+    };
+    stop.cancel();
+    drop(lease);
+    if outcome.is_ok() && !stop.is_cancelled() {
+        bail!("the controller stopped unexpectedly");
     }
-    info!("shutting down");
+    outcome
+}
+
+/// Cancelled on SIGINT or SIGTERM (what Kubernetes sends before it kills).
+fn stop_on_signal() -> CancellationToken {
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match terminate.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            () = terminated => {},
+        }
+        info!("shutting down");
+        token.cancel();
+    });
+    stop
+}
+
+/// Copies the running executable to `path`, executable by anyone.
+fn install(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let me = std::env::current_exe().context("cannot find the running executable")?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::copy(&me, path)
+        .with_context(|| format!("cannot copy {} to {}", me.display(), path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot make {} executable", path.display()))?;
+    Ok(())
 }

@@ -5,6 +5,10 @@
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod controlplane;
+pub mod github;
 pub mod intake;
+pub mod random;
+pub mod sandbox;
 pub mod telemetry;

@@ -3,6 +3,10 @@
 
 use std::io::IsTerminal;
 
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::registry::Registry;
+
 use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 
@@ -36,5 +40,22 @@ pub fn init(format: LogFormat) {
             .init();
     } else {
         builder.init();
+    }
+}
+
+/// `registry` in the Prometheus (OpenMetrics) text format, as a response.
+pub fn metrics_response(registry: &Registry) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     }
 }

@@ -128,7 +128,7 @@ impl ControlPlane {
         let serving_key = write("apiserver.key", &pki.serving_key)?;
         let sa_key = write("service-account.key", &pki.service_account_key)?;
         let sa_public_key = write("service-account.pub", &pki.service_account_public_key)?;
-        let token = random_token();
+        let token = crate::random::token();
         let tokens = write(
             "tokens.csv",
             &format!("{token},smolpaws-admin,smolpaws-admin,\"system:masters\"\n"),
@@ -298,7 +298,9 @@ pub async fn install_crds(
 }
 
 fn spawn(name: &str, binary: &Path, args: &[String], root: &Path) -> Result<Process, Error> {
-    Process::spawn(name, binary, args, &root.join(format!("{name}.log"))).map_err(|source| {
+    let mut command = std::process::Command::new(binary);
+    command.args(args);
+    Process::spawn(name, command, &root.join(format!("{name}.log"))).map_err(|source| {
         Error::Spawn {
             binary: binary.to_owned(),
             source,
@@ -319,12 +321,6 @@ fn free_ports<const N: usize>() -> Result<[u16; N], Error> {
         .map(|l| l.local_addr().map(|a| a.port()).unwrap_or_default())
         .collect();
     Ok(ports.try_into().expect("one port per listener"))
-}
-
-fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    hex::encode(bytes)
 }
 
 fn kubeconfig_yaml(server: &str, ca: &Path, token: &str) -> String {

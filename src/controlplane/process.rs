@@ -49,12 +49,10 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `program` with `args`, its stdout and stderr appended to `log`.
-    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> io::Result<Self> {
+    /// Starts `command`, its stdout and stderr written to `log`.
+    pub fn spawn(name: &str, mut command: Command, log: &Path) -> io::Result<Self> {
         let output = File::create(log)?;
-        let mut command = Command::new(program);
         command
-            .args(args)
             .stdin(Stdio::null())
             .stdout(output.try_clone()?)
             .stderr(output);
@@ -97,6 +95,11 @@ impl Process {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The OS process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// The process's name, as given to [`Process::spawn`].

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kube::api::{Api, ListParams};
 use prometheus_client::registry::Registry;
@@ -110,18 +110,6 @@ async fn ready(State(intake): State<Arc<Intake>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics_text(State(intake): State<Arc<Intake>>) -> impl IntoResponse {
-    let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &intake.registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
-    }
+async fn metrics_text(State(intake): State<Arc<Intake>>) -> Response {
+    crate::telemetry::metrics_response(&intake.registry)
 }

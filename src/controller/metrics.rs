@@ -1,0 +1,99 @@
+//! The controller's Prometheus metrics.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::api::Phase;
+
+impl EncodeLabelValue for Phase {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: Phase,
+}
+
+/// Counters and latency histograms of runs.
+#[derive(Clone)]
+pub struct ControllerMetrics {
+    runs: Family<PhaseLabel, Counter>,
+    reconcile_errors: Counter,
+    to_sandbox: Histogram,
+    to_running: Histogram,
+    to_reply: Histogram,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 50 ms to about 14 minutes.
+    Histogram::new(exponential_buckets(0.05, 2.0, 15))
+}
+
+impl ControllerMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            runs: Family::default(),
+            reconcile_errors: Counter::default(),
+            to_sandbox: seconds_histogram(),
+            to_running: seconds_histogram(),
+            to_reply: seconds_histogram(),
+        };
+        registry.register(
+            "smolpaws_runs",
+            "AgentRuns that entered each phase",
+            metrics.runs.clone(),
+        );
+        registry.register(
+            "smolpaws_reconcile_errors",
+            "Reconciles that failed and were retried",
+            metrics.reconcile_errors.clone(),
+        );
+        registry.register(
+            "smolpaws_run_sandbox_created_seconds",
+            "Time from AgentRun creation to its sandbox pod being created",
+            metrics.to_sandbox.clone(),
+        );
+        registry.register(
+            "smolpaws_run_running_seconds",
+            "Time from AgentRun creation to its agent running",
+            metrics.to_running.clone(),
+        );
+        registry.register(
+            "smolpaws_run_replied_seconds",
+            "Time from AgentRun creation to its reply being posted",
+            metrics.to_reply.clone(),
+        );
+        metrics
+    }
+
+    /// A run entered `phase`.
+    pub fn entered(&self, phase: Phase) {
+        self.runs.get_or_create(&PhaseLabel { phase }).inc();
+    }
+
+    /// A reconcile failed.
+    pub fn reconcile_failed(&self) {
+        self.reconcile_errors.inc();
+    }
+
+    /// A sandbox was created `seconds` after its run.
+    pub fn sandbox_created(&self, seconds: f64) {
+        self.to_sandbox.observe(seconds);
+    }
+
+    /// An agent started `seconds` after its run was created.
+    pub fn running(&self, seconds: f64) {
+        self.to_running.observe(seconds);
+    }
+
+    /// A reply was posted `seconds` after its run was created.
+    pub fn replied(&self, seconds: f64) {
+        self.to_reply.observe(seconds);
+    }
+}

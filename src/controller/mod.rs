@@ -1,0 +1,170 @@
+//! The controller: AgentRun → sandbox → reply.
+//!
+//! A kube-runtime [`Controller`] watches AgentRuns and the sandbox pods they
+//! own, and [`reconcile::reconcile`] moves each run one step at a time.
+//! Sandboxes report their result to [`report`], which writes it into the
+//! run's status; the reconcile then posts the reply.
+
+pub mod admission;
+pub mod config;
+pub mod metrics;
+pub mod reconcile;
+pub mod report;
+pub mod status;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::runtime::{Controller, watcher};
+
+use crate::api::AgentRun;
+use crate::github::GitHub;
+use crate::sandbox::pod::PodSettings;
+use admission::Limits;
+pub use config::ControllerConfig;
+use metrics::ControllerMetrics;
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// A GitHub call failed.
+    #[error(transparent)]
+    GitHub(#[from] crate::github::Error),
+    /// The finalizer machinery failed, or a step inside it did.
+    #[error(transparent)]
+    Finalizer(Box<kube::runtime::finalizer::Error<Error>>),
+    /// An AgentRun without a namespace (the CRD is namespaced).
+    #[error("the AgentRun has no namespace")]
+    NoNamespace,
+    /// A GitHub step was reached without GitHub configured.
+    #[error("GitHub is not configured: set GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY_FILE")]
+    GitHubDisabled,
+}
+
+impl Error {
+    /// Whether retrying the same step can succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::GitHub(error) => error.is_transient(),
+            Self::Kube(_) => true,
+            Self::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(error)
+                | kube::runtime::finalizer::Error::CleanupFailed(error) => error.is_transient(),
+                _ => true,
+            },
+            Self::NoNamespace | Self::GitHubDisabled => false,
+        }
+    }
+
+    /// When to try again: GitHub's word for rate limits, soon for server
+    /// errors and conflicts, later for the rest.
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Self::GitHub(error) => error.retry_after().unwrap_or(if error.is_transient() {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(60)
+            }),
+            Self::Kube(kube::Error::Api(status)) if status.code == 409 => {
+                Duration::from_millis(200)
+            }
+            Self::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(error)
+                | kube::runtime::finalizer::Error::CleanupFailed(error) => error.retry_after(),
+                _ => Duration::from_secs(1),
+            },
+            _ => Duration::from_secs(5),
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// GitHub, when an App is configured.
+    pub github: Option<GitHub>,
+    /// How sandbox pods are made.
+    pub settings: PodSettings,
+    /// Where sandboxes report.
+    pub result_url: String,
+    /// Concurrency limits.
+    pub limits: Limits,
+    /// How long a sandbox may take to start.
+    pub pending_timeout: Duration,
+    /// How long an agent may run by default.
+    pub run_timeout: Duration,
+    /// How long finished runs are kept.
+    pub ttl: Duration,
+    /// Records Kubernetes Events.
+    pub recorder: Recorder,
+    /// The controller's view of all AgentRuns.
+    pub runs: Store<AgentRun>,
+    /// Runs admitted by this controller that its view may not show yet.
+    pub admitted: Mutex<HashSet<String>>,
+    /// Metrics.
+    pub metrics: ControllerMetrics,
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    config: &ControllerConfig,
+    metrics: ControllerMetrics,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), crate::github::Error> {
+    let github = config
+        .github
+        .app()
+        .map(|app| GitHub::new(&app))
+        .transpose()?;
+    let (runs, pods): (Api<AgentRun>, Api<Pod>) = match &config.watch_namespace {
+        Some(namespace) => (
+            Api::namespaced(client.clone(), namespace),
+            Api::namespaced(client.clone(), namespace),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let controller = Controller::new(runs, watcher::Config::default()).owns(
+        pods,
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=smolpaws"),
+    );
+    let reporter = Reporter {
+        controller: "smolpaws-controller".into(),
+        instance: config.identity.clone(),
+    };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        github,
+        settings: config.sandbox.clone(),
+        result_url: config.result_url.clone(),
+        limits: Limits {
+            global: config.max_concurrent_runs,
+            per_repository: config.max_runs_per_repo,
+        },
+        pending_timeout: config.pending_timeout,
+        run_timeout: config.run_timeout,
+        ttl: config.ttl,
+        runs: controller.store(),
+        admitted: Mutex::new(HashSet::new()),
+        metrics,
+    });
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, context)
+        .for_each(|_| async {})
+        .await;
+    Ok(())
+}

@@ -1,0 +1,562 @@
+//! The story of one AgentRun: Pending → Provisioning → Running →
+//! Succeeded | Failed | Cancelled, then its reply, then its TTL.
+//!
+//! Every step looks at what exists (the run's status, its pod, its Secret,
+//! the thread on GitHub) and does the next thing, so a reconcile interrupted
+//! anywhere is finished by the next one, and nothing happens twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, finalizer};
+use kube::{Resource, ResourceExt};
+use secrecy::SecretString;
+use tracing::{info, warn};
+
+use super::admission::{admits, key};
+use super::status::{Transition, condition, conditions, now, write};
+use super::{Context, Error};
+use crate::api::{AgentRun, Phase, PostedComment, SandboxBackend, SandboxRef};
+use crate::github::reply::{compose, marker};
+use crate::sandbox::pod::{self as sandbox, RunCredentials, SandboxState};
+
+/// Holds a run until its sandbox is stopped and its thread told.
+pub const FINALIZER: &str = "smolpaws.dev/sandbox";
+
+/// How often a queued run looks for a free slot.
+const QUEUE_POLL: Duration = Duration::from_secs(5);
+
+/// Reconciles one AgentRun.
+#[tracing::instrument(skip_all, fields(run = %key(&run), repo = %run.spec.github.repository))]
+pub async fn reconcile(run: Arc<AgentRun>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = run.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<AgentRun> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, run, |event| async {
+        match event {
+            finalizer::Event::Apply(run) => apply(&run, &ctx).await,
+            finalizer::Event::Cleanup(run) => cleanup(&run, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|error| Error::Finalizer(Box::new(error)))
+}
+
+/// Requeues a failed reconcile when GitHub or the apiserver says it may work.
+pub fn error_policy(run: Arc<AgentRun>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed();
+    let retry = error.retry_after();
+    warn!(run = %key(&run), %error, ?retry, "reconcile failed; will retry");
+    Action::requeue(retry)
+}
+
+async fn apply(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
+    let phase = run.phase();
+    let unacknowledged = ctx.github.is_some()
+        && run.spec.github.comment.is_some()
+        && condition(run, conditions::ACKNOWLEDGED).is_none();
+    if !phase.is_terminal() && unacknowledged {
+        return acknowledge(run, ctx).await;
+    }
+    match phase {
+        Phase::Pending => admit(run, ctx).await,
+        Phase::Provisioning => provision(run, ctx).await,
+        Phase::Running => supervise(run, ctx).await,
+        Phase::Succeeded | Phase::Failed | Phase::Cancelled => finish(run, ctx).await,
+    }
+}
+
+fn pods(run: &AgentRun, ctx: &Context) -> Api<Pod> {
+    Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default())
+}
+
+fn secrets(run: &AgentRun, ctx: &Context) -> Api<Secret> {
+    Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default())
+}
+
+fn runs(run: &AgentRun, ctx: &Context) -> Api<AgentRun> {
+    Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default())
+}
+
+/// Time since `time`, or zero for a time in the future.
+fn since(time: Timestamp) -> Duration {
+    Timestamp::now()
+        .duration_since(time)
+        .try_into()
+        .unwrap_or_default()
+}
+
+fn age(run: &AgentRun) -> Duration {
+    run.metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(Duration::ZERO, |t| since(t.0))
+}
+
+fn human(duration: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(duration.as_secs()))
+        .to_string()
+        .replace(' ', "")
+}
+
+/// The App installation that serves the run's repository.
+async fn installation(run: &AgentRun, ctx: &Context) -> Result<u64, Error> {
+    let github = ctx.github.as_ref().ok_or(Error::GitHubDisabled)?;
+    match run.spec.github.installation_id {
+        Some(id) => Ok(id.unsigned_abs()),
+        None => Ok(github.installation_for(&run.spec.github.repository).await?),
+    }
+}
+
+async fn acknowledge(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
+    let github = ctx.github.as_ref().ok_or(Error::GitHubDisabled)?;
+    let acknowledged = match installation(run, ctx).await {
+        Ok(installation) => github
+            .acknowledge(installation, &run.spec.github)
+            .await
+            .map_err(Error::from),
+        Err(error) => Err(error),
+    };
+    let transition = match acknowledged {
+        Ok(()) => Transition::new(
+            conditions::ACKNOWLEDGED,
+            "Reacted",
+            "added 👀 to the comment",
+        ),
+        Err(error) if error.is_transient() => return Err(error),
+        Err(error) => Transition::new(
+            conditions::ACKNOWLEDGED,
+            "ReactionFailed",
+            error.to_string(),
+        )
+        .failing(),
+    };
+    write(ctx, run, transition).await?;
+    Ok(Action::await_change())
+}
+
+async fn admit(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
+    let admitted = {
+        let store = ctx.runs.state();
+        let mut admitted = ctx.admitted.lock().unwrap_or_else(|p| p.into_inner());
+        // Runs the store already shows past Pending (or gone) count by
+        // their phase from now on.
+        admitted.retain(|k| {
+            store
+                .iter()
+                .any(|r| key(r) == *k && r.phase() == Phase::Pending)
+        });
+        let ok = admits(ctx.limits, &store, &admitted, run);
+        if ok {
+            admitted.insert(key(run));
+        }
+        ok
+    };
+    if !admitted {
+        if condition(run, conditions::ADMITTED).is_none() {
+            let queued = Transition::new(
+                conditions::ADMITTED,
+                "Queued",
+                format!(
+                    "waiting for a sandbox slot (at most {} runs at once, {} per repository)",
+                    ctx.limits.global, ctx.limits.per_repository
+                ),
+            )
+            .failing();
+            write(ctx, run, queued).await?;
+        }
+        return Ok(Action::requeue(QUEUE_POLL));
+    }
+    let sandbox = SandboxRef {
+        backend: SandboxBackend::Pod,
+        name: sandbox::pod_name(run),
+    };
+    let transition = Transition::new(
+        conditions::ADMITTED,
+        "Admitted",
+        "a sandbox slot is free; creating the sandbox",
+    )
+    .to(Phase::Provisioning)
+    .with("sandbox", sandbox);
+    write(ctx, run, transition).await?;
+    Ok(Action::await_change())
+}
+
+/// The agent's credentials, minted once per run.
+async fn ensure_secret(run: &AgentRun, ctx: &Context) -> Result<Option<Action>, Error> {
+    let api = secrets(run, ctx);
+    if api.get_opt(&sandbox::secret_name(run)).await?.is_some() {
+        return Ok(None);
+    }
+    let github_token = match &ctx.github {
+        None => None,
+        Some(github) => {
+            let repository = &run.spec.github.repository;
+            let minted = match installation(run, ctx).await {
+                Ok(installation) => github
+                    .run_token(installation, repository)
+                    .await
+                    .map_err(Error::from),
+                Err(error) => Err(error),
+            };
+            match minted {
+                Ok(token) => Some(token.token),
+                Err(error) if error.is_transient() => return Err(error),
+                Err(error) => {
+                    let message = format!("could not get a GitHub token for {repository}: {error}");
+                    return fail(run, ctx, "GitHubTokenFailed", message).await.map(Some);
+                }
+            }
+        }
+    };
+    let credentials = RunCredentials {
+        github_token,
+        report_token: SecretString::from(crate::random::token()),
+    };
+    let secret = sandbox::secret(run, &credentials, &ctx.settings);
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn provision(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
+    if let Some(action) = ensure_secret(run, ctx).await? {
+        return Ok(action);
+    }
+    let api = pods(run, ctx);
+    let name = sandbox::pod_name(run);
+    let pod = match api.get_opt(&name).await? {
+        Some(pod) => pod,
+        None => {
+            let pod = sandbox::pod(
+                run,
+                &ctx.settings,
+                &ctx.result_url,
+                timeout(run, ctx).as_secs() as i64,
+            );
+            match api.create(&PostParams::default(), &pod).await {
+                Ok(pod) => {
+                    ctx.metrics.sandbox_created(age(run).as_secs_f64());
+                    info!(pod = %name, "created the sandbox pod");
+                    pod
+                }
+                Err(kube::Error::Api(status)) if status.code == 409 => api.get(&name).await?,
+                Err(kube::Error::Api(status)) if matches!(status.code, 400 | 403 | 422) => {
+                    let message = format!("Kubernetes refused the sandbox pod: {}", status.message);
+                    return fail(run, ctx, "SandboxRejected", message).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    };
+    match sandbox::state(&pod) {
+        SandboxState::Waiting { reason } => {
+            let admitted = condition(run, conditions::ADMITTED)
+                .map(|c| c.last_transition_time.0)
+                .unwrap_or_else(Timestamp::now);
+            let waited = since(admitted);
+            if waited < ctx.pending_timeout {
+                return Ok(Action::requeue(
+                    (ctx.pending_timeout - waited).min(Duration::from_secs(10)),
+                ));
+            }
+            delete_pod(run, ctx).await?;
+            let message = format!(
+                "the sandbox did not start within {}: {}",
+                human(ctx.pending_timeout),
+                reason.as_deref().unwrap_or("Kubernetes gave no reason")
+            );
+            fail(run, ctx, "PendingTimeout", message).await
+        }
+        SandboxState::Running | SandboxState::Exited { .. } => {
+            let started = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.clone())
+                .unwrap_or_else(now);
+            ctx.metrics.running(age(run).as_secs_f64());
+            let transition = Transition::new(
+                conditions::SANDBOX_RUNNING,
+                "SandboxStarted",
+                format!("pod {name} runs the agent"),
+            )
+            .to(Phase::Running)
+            .with("startedAt", started);
+            write(ctx, run, transition).await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+fn timeout(run: &AgentRun, ctx: &Context) -> Duration {
+    run.spec
+        .sandbox
+        .timeout_seconds
+        .map_or(ctx.run_timeout, |s| Duration::from_secs(s.unsigned_abs()))
+}
+
+async fn supervise(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
+    if run.status.as_ref().is_some_and(|s| s.result.is_some()) {
+        return succeed(run, ctx).await;
+    }
+    let name = sandbox::pod_name(run);
+    let pod = pods(run, ctx).get_opt(&name).await?;
+    let state = pod.as_ref().map(sandbox::state);
+    if let None | Some(SandboxState::Exited { .. }) = state {
+        // The result may have landed after this reconcile's view was taken:
+        // the agent reports before it exits.
+        let fresh = runs(run, ctx).get(&run.name_any()).await?;
+        if fresh.status.as_ref().is_some_and(|s| s.result.is_some()) {
+            return succeed(&fresh, ctx).await;
+        }
+    }
+    match state {
+        None => {
+            let message = format!("the sandbox pod {name} disappeared before the agent reported");
+            fail(run, ctx, "SandboxLost", message).await
+        }
+        Some(SandboxState::Exited { code, reason }) => {
+            let (reason, message) = match (code, reason.as_deref()) {
+                (_, Some("OOMKilled")) => (
+                    "OutOfMemory",
+                    format!(
+                        "the agent ran out of memory (pod {name}); give the run more memory in spec.sandbox.resources"
+                    ),
+                ),
+                (_, Some("DeadlineExceeded")) => (
+                    "RunTimeout",
+                    format!(
+                        "the agent did not finish within {}",
+                        human(timeout(run, ctx))
+                    ),
+                ),
+                (0, _) => (
+                    "NoReply",
+                    "the agent exited without reporting a reply".to_owned(),
+                ),
+                (code, _) => (
+                    "AgentFailed",
+                    format!(
+                        "the agent exited with code {code}; its log: kubectl logs -n {} pod/{name}",
+                        run.namespace().unwrap_or_default()
+                    ),
+                ),
+            };
+            fail(run, ctx, reason, message).await
+        }
+        Some(SandboxState::Running | SandboxState::Waiting { .. }) => {
+            let started = run
+                .status
+                .as_ref()
+                .and_then(|s| s.started_at.as_ref())
+                .map_or_else(Timestamp::now, |t| t.0);
+            let ran = since(started);
+            let limit = timeout(run, ctx);
+            if ran < limit {
+                return Ok(Action::requeue((limit - ran).min(Duration::from_secs(30))));
+            }
+            delete_pod(run, ctx).await?;
+            let message = format!("the agent did not finish within {}", human(limit));
+            fail(run, ctx, "RunTimeout", message).await
+        }
+    }
+}
+
+async fn delete_pod(run: &AgentRun, ctx: &Context) -> Result<(), Error> {
+    match pods(run, ctx)
+        .delete(&sandbox::pod_name(run), &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The `Finished` transition, with the end time and duration.
+fn ended(run: &AgentRun, reason: &'static str, message: String) -> Transition {
+    let finished = Timestamp::now();
+    let began = run
+        .status
+        .as_ref()
+        .and_then(|s| s.started_at.as_ref())
+        .or(run.metadata.creation_timestamp.as_ref())
+        .map_or(finished, |t| t.0);
+    let took = human(
+        finished
+            .duration_since(began)
+            .try_into()
+            .unwrap_or_default(),
+    );
+    Transition::new(conditions::FINISHED, reason, message)
+        .with("finishedAt", Time(finished))
+        .with("duration", took)
+}
+
+async fn succeed(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
+    let transition = ended(run, "Succeeded", "the agent replied".into());
+    write(ctx, run, transition.to(Phase::Succeeded)).await?;
+    Ok(Action::await_change())
+}
+
+async fn fail(
+    run: &AgentRun,
+    ctx: &Context,
+    reason: &'static str,
+    message: String,
+) -> Result<Action, Error> {
+    warn!(%reason, %message, "the run failed");
+    write(ctx, run, ended(run, reason, message).to(Phase::Failed)).await?;
+    Ok(Action::await_change())
+}
+
+/// What to say in the thread about how the run ended.
+fn reply_text(run: &AgentRun) -> String {
+    let finished = condition(run, conditions::FINISHED);
+    let why = finished.map_or("no reason was recorded", |c| c.message.as_str());
+    match (
+        run.phase(),
+        run.status.as_ref().and_then(|s| s.result.as_ref()),
+    ) {
+        (Phase::Succeeded, Some(result)) => result.reply.clone(),
+        (Phase::Cancelled, _) => {
+            format!("This request was cancelled before smolpaws finished it: {why}.")
+        }
+        _ => format!(
+            "smolpaws could not finish this request: {why}.\n\nAsk again with a new comment once that is fixed (reason: `{}`).",
+            finished.map_or("Unknown", |c| c.reason.as_str())
+        ),
+    }
+}
+
+/// Posts `text` in the run's thread unless a reply of this run is already
+/// there: the marker finds a reply whose recording a crash interrupted.
+async fn post_once(
+    run: &AgentRun,
+    ctx: &Context,
+    text: &str,
+) -> Result<Result<PostedComment, crate::github::Error>, Error> {
+    let github = ctx.github.as_ref().ok_or(Error::GitHubDisabled)?;
+    let installation = installation(run, ctx).await?;
+    let marker = marker(
+        &run.namespace().unwrap_or_default(),
+        &run.name_any(),
+        run.meta().uid.as_deref().unwrap_or_default(),
+    );
+    let since = run
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or_else(Timestamp::now, |t| t.0)
+        .checked_sub(SignedDuration::from_secs(60))
+        .unwrap_or_else(|_| Timestamp::now());
+    let since = since.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let thread = &run.spec.github;
+    if let Some(found) = github
+        .find_reply(installation, thread, &marker, &since)
+        .await?
+    {
+        return Ok(Ok(found));
+    }
+    match github
+        .post_reply(installation, thread, &compose(text, &marker))
+        .await
+    {
+        Ok(posted) => Ok(Ok(posted)),
+        Err(error) if error.is_transient() => Err(error.into()),
+        Err(error) => Ok(Err(error)),
+    }
+}
+
+async fn finish(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
+    let replied = run.status.as_ref().is_some_and(|s| s.reply.is_some())
+        || condition(run, conditions::REPLIED).is_some();
+    if ctx.github.is_some() && !replied {
+        let transition = match post_once(run, ctx, &reply_text(run)).await? {
+            Ok(posted) => {
+                ctx.metrics.replied(age(run).as_secs_f64());
+                Transition::new(
+                    conditions::REPLIED,
+                    "Replied",
+                    format!("replied at {}", posted.html_url),
+                )
+                .with("reply", posted)
+            }
+            Err(error) => {
+                Transition::new(conditions::REPLIED, "ReplyFailed", error.to_string()).failing()
+            }
+        };
+        write(ctx, run, transition).await?;
+        return Ok(Action::await_change());
+    }
+    // The agent is done with its credentials.
+    match secrets(run, ctx)
+        .delete(&sandbox::secret_name(run), &DeleteParams::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(error) => return Err(error.into()),
+    }
+    let finished = run
+        .status
+        .as_ref()
+        .and_then(|s| s.finished_at.as_ref())
+        .map_or_else(Timestamp::now, |t| t.0);
+    let kept = since(finished);
+    if kept < ctx.ttl {
+        return Ok(Action::requeue(ctx.ttl - kept));
+    }
+    info!(ttl = %human(ctx.ttl), "deleting the finished run after its TTL");
+    match runs(run, ctx)
+        .delete(&run.name_any(), &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(Action::await_change()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Action::await_change()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// A run being deleted: stop its sandbox and tell its thread.
+async fn cleanup(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
+    ctx.admitted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&key(run));
+    let replied = run.status.as_ref().is_some_and(|s| s.reply.is_some())
+        || condition(run, conditions::REPLIED).is_some();
+    if run.phase().is_terminal() {
+        // A run deleted before its reply went out still answers its thread.
+        if ctx.github.is_some()
+            && !replied
+            && let Err(error) = post_once(run, ctx, &reply_text(run)).await?
+        {
+            warn!(%error, "could not post the reply of a deleted run");
+        }
+        return Ok(Action::await_change());
+    }
+    delete_pod(run, ctx).await?;
+    // Told before the status changes: a retry of this cleanup sees the run
+    // still unfinished and looks for the same marked comment.
+    if ctx.github.is_some() {
+        let text =
+            "This request was cancelled before smolpaws finished it: the AgentRun was deleted.";
+        if let Err(error) = post_once(run, ctx, text).await? {
+            warn!(%error, "could not say in the thread that the run was cancelled");
+        }
+    }
+    let transition = ended(
+        run,
+        "Cancelled",
+        "the AgentRun was deleted before the agent finished".into(),
+    );
+    write(ctx, run, transition.to(Phase::Cancelled)).await?;
+    Ok(Action::await_change())
+}
