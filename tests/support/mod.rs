@@ -7,11 +7,15 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod fake_github;
+pub mod kubelet;
+pub mod operator;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, PostParams};
 use kube::{Client, CustomResourceExt};
 use smolpaws::api::AgentRun;
@@ -125,8 +129,17 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
         .create(&PostParams::default(), &ns)
         .await
         .expect("creating a test namespace");
-    created
+    let name = created
         .metadata
         .name
-        .expect("the apiserver names the namespace")
+        .expect("the apiserver names the namespace");
+    // Pods need the namespace's default ServiceAccount, which a
+    // controller-manager would create; this control plane runs none.
+    let mut account = ServiceAccount::default();
+    account.metadata.name = Some("default".into());
+    Api::<ServiceAccount>::namespaced(client.clone(), &name)
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("creating the default ServiceAccount");
+    name
 }

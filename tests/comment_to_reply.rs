@@ -1,0 +1,292 @@
+//! An AgentRun becomes a hardened sandbox, its agent's reply lands in the
+//! run's status and, once, in the GitHub thread; failures, timeouts and
+//! cancellations are answered too.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::wait::await_condition;
+use smolpaws::api::{AgentRun, AgentRunSpec, CommentKind, GitHubContext, Phase, TriggerComment};
+use support::fake_github::FakeGitHub;
+use support::kubelet::{Behaviour, Kubelet};
+use support::operator::{Operator, stand_in_agent};
+
+const REPO: &str = "Codertocat/Hello-World";
+
+fn spec(comment_id: i64, timeout_seconds: Option<i64>) -> AgentRunSpec {
+    let mut spec = AgentRunSpec {
+        prompt: "why does the parser drop trailing commas?".into(),
+        github: GitHubContext {
+            installation_id: Some(1),
+            repository: REPO.into(),
+            number: 7,
+            pull_request: false,
+            comment: Some(TriggerComment {
+                id: comment_id,
+                kind: CommentKind::IssueComment,
+                html_url: format!("https://github.com/{REPO}/issues/7#issuecomment-{comment_id}"),
+                author: "Codertocat".into(),
+                review: None,
+            }),
+            head: None,
+            delivery_id: None,
+        },
+        sandbox: Default::default(),
+        agent: None,
+    };
+    spec.sandbox.timeout_seconds = timeout_seconds;
+    spec
+}
+
+async fn create(api: &Api<AgentRun>, name: &str, spec: AgentRunSpec) -> AgentRun {
+    api.create(&PostParams::default(), &AgentRun::new(name, spec))
+        .await
+        .expect("the AgentRun is created")
+}
+
+/// Waits (up to a minute) until the run satisfies `done`.
+async fn until(
+    api: &Api<AgentRun>,
+    name: &str,
+    what: &str,
+    done: impl Fn(&AgentRun) -> bool,
+) -> AgentRun {
+    let wait = await_condition(api.clone(), name, move |run: Option<&AgentRun>| {
+        run.is_some_and(&done)
+    });
+    match tokio::time::timeout(Duration::from_secs(60), wait).await {
+        Ok(Ok(Some(run))) => run,
+        _ => {
+            let now = api.get_opt(name).await.ok().flatten();
+            panic!(
+                "{name} never became {what}; it is {:#?}",
+                now.map(|r| r.status)
+            );
+        }
+    }
+}
+
+fn replied(run: &AgentRun) -> bool {
+    run.status.as_ref().is_some_and(|s| s.reply.is_some())
+}
+
+fn finished_reason(run: &AgentRun) -> String {
+    run.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Finished"))
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_agentrun_becomes_a_hardened_pod_and_a_scoped_secret() {
+    let client = support::client();
+    let ns = support::namespace(&client, "sandbox").await;
+    let github = FakeGitHub::start().await;
+    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), &[]).await;
+    let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
+    create(&runs, "hardened", spec(101, Some(600))).await;
+
+    let run = until(&runs, "hardened", "Provisioning", |r| {
+        r.phase() == Phase::Provisioning
+    })
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(pod) = pods.get_opt("hardened").await.expect("get pod") {
+                return pod;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the sandbox pod is created");
+    let uid = run.metadata.uid.clone().expect("a uid");
+    let owner = &pod
+        .metadata
+        .owner_references
+        .as_ref()
+        .expect("owner references")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("AgentRun", uid.as_str(), Some(true))
+    );
+
+    let spec = pod.spec.as_ref().expect("a pod spec");
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    assert_eq!(spec.active_deadline_seconds, Some(600));
+    let security = spec
+        .security_context
+        .as_ref()
+        .expect("a pod security context");
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(
+        security.seccomp_profile.as_ref().map(|s| s.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+    let containers = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers);
+    for container in containers {
+        let context = container
+            .security_context
+            .as_ref()
+            .expect("a container security context");
+        assert_eq!(
+            context.allow_privilege_escalation,
+            Some(false),
+            "{}",
+            container.name
+        );
+        assert_eq!(context.run_as_non_root, Some(true), "{}", container.name);
+        let dropped = context.capabilities.as_ref().and_then(|c| c.drop.clone());
+        assert_eq!(dropped, Some(vec!["ALL".to_owned()]), "{}", container.name);
+        let resources = container.resources.as_ref().expect("resources");
+        assert!(
+            resources.requests.is_some() && resources.limits.is_some(),
+            "{}",
+            container.name
+        );
+    }
+    let init = &spec.init_containers.as_ref().expect("an init container")[0];
+    assert_eq!(
+        init.command.as_deref().map(|c| c[1].as_str()),
+        Some("install")
+    );
+    let agent = &spec.containers[0];
+    assert_eq!(
+        agent.command.as_deref(),
+        Some(&["/opt/smolpaws/bin/smolpaws".to_owned(), "agent".to_owned()][..])
+    );
+
+    // Credentials reach the pod only by reference.
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get("hardened-run")
+        .await
+        .expect("the per-run Secret");
+    assert_eq!(
+        secret
+            .metadata
+            .owner_references
+            .as_ref()
+            .map(|o| o[0].uid.clone()),
+        Some(uid)
+    );
+    let data = secret.data.expect("secret data");
+    let token = String::from_utf8(data["GITHUB_TOKEN"].0.clone()).expect("UTF-8");
+    let report = String::from_utf8(data["SMOLPAWS_REPORT_TOKEN"].0.clone()).expect("UTF-8");
+    assert!(github.issued_tokens().contains(&token));
+    let pod_json = serde_json::to_string(&pod).expect("JSON");
+    assert!(
+        !pod_json.contains(&token) && !pod_json.contains(&report),
+        "no token in the pod spec"
+    );
+
+    // The agent's token is scoped to the one repository, read only.
+    let (installation, request) = github
+        .token_requests()
+        .into_iter()
+        .find(|(_, body)| body.get("repositories").is_some())
+        .expect("a scoped token request");
+    assert_eq!(installation, 1);
+    assert_eq!(request["repositories"], serde_json::json!(["Hello-World"]));
+    for permission in ["contents", "issues", "pull_requests", "metadata"] {
+        assert_eq!(request["permissions"][permission], "read", "{permission}");
+    }
+    assert_eq!(github.reactions(), vec![(101, "eyes".to_owned())]);
+}
+
+#[tokio::test]
+async fn a_run_replies_once_with_its_whole_reply() {
+    let client = support::client();
+    let ns = support::namespace(&client, "reply").await;
+    let github = FakeGitHub::start().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    // Longer than a GitHub comment: the status keeps it whole.
+    let reply = format!(
+        "# Trailing commas\n\n{}",
+        "The tokenizer drops them. ".repeat(3000)
+    );
+    let agent = stand_in_agent(dir.path(), &reply, 0, false);
+    let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
+    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), &[]).await;
+    let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
+    create(&runs, "answered", spec(202, None)).await;
+
+    let run = until(&runs, "answered", "replied", replied).await;
+    let status = run.status.clone().expect("a status");
+    assert_eq!(status.phase, Some(Phase::Succeeded));
+    let result = status.result.expect("a result");
+    assert_eq!(
+        result.reply,
+        reply,
+        "the reply arrives intact ({} bytes)",
+        reply.len()
+    );
+    assert!(reply.len() > 64 * 1024);
+    assert_eq!(
+        (result.usage.prompt_tokens, result.usage.completion_tokens),
+        (1200, 80)
+    );
+    assert!(status.finished_at.is_some() && status.duration.is_some());
+
+    let comments = github.comments();
+    assert_eq!(comments.len(), 1, "one reply");
+    let posted = &comments[0];
+    assert_eq!(status.reply.expect("the posted reply").id, posted.id);
+    assert!(posted.body.starts_with("# Trailing commas"));
+    assert!(posted.body.chars().count() <= 65_536 && posted.body.contains("reply truncated"));
+    assert!(posted.body.contains(&format!("smolpaws:run {ns}/answered")));
+    assert!(
+        github.unauthorized().is_empty(),
+        "{:?}",
+        github.unauthorized()
+    );
+
+    // Nothing happens twice on later reconciles.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(github.comments().len(), 1);
+    let reasons: Vec<String> = runs
+        .get("answered")
+        .await
+        .expect("get")
+        .status
+        .expect("status")
+        .conditions
+        .iter()
+        .map(|c| format!("{}={}", c.type_, c.reason))
+        .collect();
+    for expected in [
+        "Acknowledged=Reacted",
+        "Admitted=Admitted",
+        "SandboxRunning=SandboxStarted",
+        "Finished=Succeeded",
+        "Replied=Replied",
+    ] {
+        assert!(
+            reasons.contains(&expected.to_owned()),
+            "{expected} in {reasons:?}"
+        );
+    }
+    // The per-run credentials are gone once the run is over.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        secrets
+            .get_opt("answered-run")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let _ = (
+        finished_reason(&run),
+        ListParams::default(),
+        DeleteParams::default(),
+    );
+}

@@ -1,0 +1,452 @@
+//! A local GitHub REST API speaking the shapes smolpaws uses, recording what
+//! it receives: App installation tokens, reactions, issue comments and
+//! review-thread replies. Tests script failures for the next comment posts.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// A comment as the fake stores it.
+#[derive(Clone, Debug)]
+pub struct Comment {
+    pub id: i64,
+    pub repository: String,
+    pub number: i64,
+    /// `issue` or `review`.
+    pub kind: &'static str,
+    pub body: String,
+    pub in_reply_to: Option<i64>,
+    pub at: Instant,
+}
+
+/// A scripted answer to the next comment post.
+#[derive(Clone, Debug)]
+pub enum Scripted {
+    /// Answer with this status, headers and JSON body; store nothing.
+    Fail {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: Value,
+    },
+    /// Store the comment, but answer only after this long (a client killed
+    /// meanwhile never learns it was posted).
+    SlowSuccess(Duration),
+}
+
+#[derive(Default)]
+struct State_ {
+    next_id: i64,
+    comments: Vec<Comment>,
+    reactions: Vec<(i64, String)>,
+    token_requests: Vec<(u64, Value)>,
+    issued: Vec<String>,
+    script: VecDeque<Scripted>,
+    post_attempts: Vec<(Instant, u16)>,
+    unauthorized: Vec<String>,
+}
+
+/// The fake GitHub, serving on loopback until dropped.
+#[derive(Clone)]
+pub struct FakeGitHub {
+    state: Arc<Mutex<State_>>,
+    pub url: String,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+type Shared = Arc<Mutex<State_>>;
+
+impl FakeGitHub {
+    /// Starts the fake on a free loopback port.
+    pub async fn start() -> Self {
+        let state: Shared = Arc::new(Mutex::new(State_ {
+            next_id: 5_000,
+            ..State_::default()
+        }));
+        let notify = Arc::new(tokio::sync::Notify::new());
+        let router = Router::new()
+            .route("/app/installations/{id}/access_tokens", post(access_token))
+            .route("/repos/{owner}/{repo}/installation", get(installation))
+            .route(
+                "/repos/{owner}/{repo}/issues/comments/{id}/reactions",
+                post(react),
+            )
+            .route(
+                "/repos/{owner}/{repo}/pulls/comments/{id}/reactions",
+                post(react),
+            )
+            .route(
+                "/repos/{owner}/{repo}/issues/{number}/comments",
+                get(list_issue_comments).post(create_issue_comment),
+            )
+            .route(
+                "/repos/{owner}/{repo}/pulls/{number}/comments",
+                get(list_review_comments),
+            )
+            .route(
+                "/repos/{owner}/{repo}/pulls/{number}/comments/{id}/replies",
+                post(reply_to_review_comment),
+            )
+            .with_state((state.clone(), notify.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .await
+                .expect("the fake GitHub serves");
+        });
+        Self { state, url, notify }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State_) -> T) -> T {
+        f(&mut self.state.lock().expect("fake state"))
+    }
+
+    /// The comments posted so far.
+    pub fn comments(&self) -> Vec<Comment> {
+        self.with(|s| s.comments.clone())
+    }
+
+    /// The comment ids that got a reaction, with its content.
+    pub fn reactions(&self) -> Vec<(i64, String)> {
+        self.with(|s| s.reactions.clone())
+    }
+
+    /// The installation-token requests (installation id, body).
+    pub fn token_requests(&self) -> Vec<(u64, Value)> {
+        self.with(|s| s.token_requests.clone())
+    }
+
+    /// Every token the fake handed out.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.with(|s| s.issued.clone())
+    }
+
+    /// When each comment post arrived, and its answer's status.
+    pub fn post_attempts(&self) -> Vec<(Instant, u16)> {
+        self.with(|s| s.post_attempts.clone())
+    }
+
+    /// Requests refused for a missing or unknown token.
+    pub fn unauthorized(&self) -> Vec<String> {
+        self.with(|s| s.unauthorized.clone())
+    }
+
+    /// Queues answers for the next comment posts.
+    pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
+        self.with(|s| s.script.extend(answers));
+    }
+
+    /// Stores a comment as if someone posted it.
+    pub fn seed_comment(&self, repository: &str, number: i64, body: &str) -> i64 {
+        self.with(|s| store(s, repository, number, "issue", body.to_owned(), None).id)
+    }
+
+    /// Waits until a comment post arrives.
+    pub async fn comment_posted(&self) {
+        self.notify.notified().await;
+    }
+}
+
+fn store(
+    s: &mut State_,
+    repository: &str,
+    number: i64,
+    kind: &'static str,
+    body: String,
+    in_reply_to: Option<i64>,
+) -> Comment {
+    s.next_id += 1;
+    let comment = Comment {
+        id: s.next_id,
+        repository: repository.to_owned(),
+        number,
+        kind,
+        body,
+        in_reply_to,
+        at: Instant::now(),
+    };
+    s.comments.push(comment.clone());
+    comment
+}
+
+fn comment_json(comment: &Comment) -> Value {
+    let anchor = match comment.kind {
+        "review" => format!("pull/{}#discussion_r{}", comment.number, comment.id),
+        _ => format!("issues/{}#issuecomment-{}", comment.number, comment.id),
+    };
+    json!({
+        "id": comment.id,
+        "html_url": format!("https://github.com/{}/{anchor}", comment.repository),
+        "body": comment.body,
+        "in_reply_to_id": comment.in_reply_to,
+        "user": { "login": "smolpaws[bot]", "type": "Bot" },
+    })
+}
+
+type AppState = (Shared, Arc<tokio::sync::Notify>);
+
+/// Installation routes need a token this fake issued.
+fn authorized(state: &Shared, headers: &HeaderMap, path: &str) -> bool {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("token "))
+        })
+        .unwrap_or_default()
+        .to_owned();
+    let mut s = state.lock().expect("fake state");
+    let ok = s.issued.contains(&token);
+    if !ok {
+        s.unauthorized.push(path.to_owned());
+    }
+    ok
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({ "message": "Bad credentials" })),
+    )
+        .into_response()
+}
+
+async fn access_token(
+    State((state, _)): State<AppState>,
+    Path(id): Path<u64>,
+    headers: HeaderMap,
+    body: Option<Json<Value>>,
+) -> Response {
+    // The App authenticates with a JWT: three dot-separated parts.
+    let jwt = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t.split('.').count() == 3);
+    if !jwt {
+        return unauthorized();
+    }
+    let body = body.map(|Json(b)| b).unwrap_or(Value::Null);
+    let mut s = state.lock().expect("fake state");
+    let token = format!("ghs_fake{}{}", id, s.issued.len());
+    s.issued.push(token.clone());
+    s.token_requests.push((id, body.clone()));
+    let expires =
+        k8s_openapi::jiff::Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_hours(1);
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "token": token,
+            "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "permissions": body.get("permissions").cloned().unwrap_or(json!({ "issues": "write" })),
+            "repository_selection": "selected",
+        })),
+    )
+        .into_response()
+}
+
+async fn installation(Path((_owner, _repo)): Path<(String, String)>) -> Json<Value> {
+    Json(json!({ "id": 1, "app_id": 1 }))
+}
+
+async fn react(
+    State((state, _)): State<AppState>,
+    Path((owner, repo, id)): Path<(String, String, i64)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !authorized(&state, &headers, &format!("{owner}/{repo} reaction")) {
+        return unauthorized();
+    }
+    let content = body["content"].as_str().unwrap_or_default().to_owned();
+    state
+        .lock()
+        .expect("fake state")
+        .reactions
+        .push((id, content.clone()));
+    (
+        StatusCode::CREATED,
+        Json(json!({ "id": 1, "content": content })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct Listing {
+    #[serde(default)]
+    page: Option<usize>,
+    #[serde(default)]
+    per_page: Option<usize>,
+}
+
+fn list(
+    state: &Shared,
+    repository: &str,
+    number: i64,
+    kind: &str,
+    listing: &Listing,
+) -> Json<Value> {
+    let s = state.lock().expect("fake state");
+    let per_page = listing.per_page.unwrap_or(30);
+    let page = listing.page.unwrap_or(1).max(1);
+    let matching: Vec<Value> = s
+        .comments
+        .iter()
+        .filter(|c| c.repository == repository && c.number == number && c.kind == kind)
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(comment_json)
+        .collect();
+    Json(Value::Array(matching))
+}
+
+async fn list_issue_comments(
+    State((state, _)): State<AppState>,
+    Path((owner, repo, number)): Path<(String, String, i64)>,
+    Query(listing): Query<Listing>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &headers, "list issue comments") {
+        return unauthorized();
+    }
+    list(
+        &state,
+        &format!("{owner}/{repo}"),
+        number,
+        "issue",
+        &listing,
+    )
+    .into_response()
+}
+
+async fn list_review_comments(
+    State((state, _)): State<AppState>,
+    Path((owner, repo, number)): Path<(String, String, i64)>,
+    Query(listing): Query<Listing>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &headers, "list review comments") {
+        return unauthorized();
+    }
+    list(
+        &state,
+        &format!("{owner}/{repo}"),
+        number,
+        "review",
+        &listing,
+    )
+    .into_response()
+}
+
+async fn post_comment(
+    state: &Shared,
+    notify: &tokio::sync::Notify,
+    headers: &HeaderMap,
+    repository: String,
+    number: i64,
+    kind: &'static str,
+    in_reply_to: Option<i64>,
+    body: Value,
+) -> Response {
+    if !authorized(state, headers, "post comment") {
+        return unauthorized();
+    }
+    let scripted = state.lock().expect("fake state").script.pop_front();
+    let text = body["body"].as_str().unwrap_or_default().to_owned();
+    let response = match scripted {
+        Some(Scripted::Fail {
+            status,
+            headers,
+            body,
+        }) => {
+            let mut response =
+                (StatusCode::from_u16(status).expect("a status"), Json(body)).into_response();
+            for (name, value) in headers {
+                response
+                    .headers_mut()
+                    .insert(name, value.parse().expect("a header value"));
+            }
+            response
+        }
+        Some(Scripted::SlowSuccess(delay)) => {
+            let comment = store(
+                &mut state.lock().expect("fake state"),
+                &repository,
+                number,
+                kind,
+                text,
+                in_reply_to,
+            );
+            notify.notify_waiters();
+            tokio::time::sleep(delay).await;
+            (StatusCode::CREATED, Json(comment_json(&comment))).into_response()
+        }
+        None => {
+            let comment = store(
+                &mut state.lock().expect("fake state"),
+                &repository,
+                number,
+                kind,
+                text,
+                in_reply_to,
+            );
+            (StatusCode::CREATED, Json(comment_json(&comment))).into_response()
+        }
+    };
+    state
+        .lock()
+        .expect("fake state")
+        .post_attempts
+        .push((Instant::now(), response.status().as_u16()));
+    notify.notify_waiters();
+    response
+}
+
+async fn create_issue_comment(
+    State((state, notify)): State<AppState>,
+    Path((owner, repo, number)): Path<(String, String, i64)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    post_comment(
+        &state,
+        &notify,
+        &headers,
+        format!("{owner}/{repo}"),
+        number,
+        "issue",
+        None,
+        body,
+    )
+    .await
+}
+
+async fn reply_to_review_comment(
+    State((state, notify)): State<AppState>,
+    Path((owner, repo, number, id)): Path<(String, String, i64, i64)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    post_comment(
+        &state,
+        &notify,
+        &headers,
+        format!("{owner}/{repo}"),
+        number,
+        "review",
+        Some(id),
+        body,
+    )
+    .await
+}

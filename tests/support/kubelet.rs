@@ -1,0 +1,298 @@
+//! A stand-in for the kubelet, since the test control plane has none: it
+//! watches a namespace's pods, runs each pod's agent container as a local
+//! process (the pod's own command and env, Secret references resolved, with
+//! the in-image agent path mapped to a local program), and writes the pod's
+//! status as a kubelet would.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use smolpaws::sandbox::pod::AGENT_BINARY;
+use tokio_util::sync::CancellationToken;
+
+/// What the "node" does with a pod.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    /// Runs the pod's command with the agent binary mapped to this program.
+    Run(PathBuf),
+    /// Never starts the container: the pod waits with this reason.
+    Waiting(&'static str),
+    /// Starts, then is killed for exceeding its memory limit.
+    OomKilled,
+}
+
+/// The stand-in kubelet of one namespace; stops when dropped.
+pub struct Kubelet {
+    stop: CancellationToken,
+    running: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+    started: Arc<AtomicUsize>,
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Kubelet {
+    /// The most agent processes that ran at once.
+    pub fn most_at_once(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
+    }
+
+    /// How many pods were started.
+    pub fn started(&self) -> usize {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    /// Starts serving `namespace`, deciding each pod's fate with `behaviour`.
+    pub fn start(
+        client: kube::Client,
+        namespace: &str,
+        behaviour: impl Fn(&Pod) -> Behaviour + Send + Sync + 'static,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let kubelet = Self {
+            stop: stop.clone(),
+            running: Arc::default(),
+            most: Arc::default(),
+            started: Arc::default(),
+        };
+        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        let secrets: Api<Secret> = Api::namespaced(client, namespace);
+        let behaviour = Arc::new(behaviour);
+        let (running, most, started) = (
+            kubelet.running.clone(),
+            kubelet.most.clone(),
+            kubelet.started.clone(),
+        );
+        tokio::spawn(async move {
+            let live: Arc<Mutex<HashMap<String, CancellationToken>>> = Arc::default();
+            let mut events = watcher(pods.clone(), watcher::Config::default()).boxed();
+            loop {
+                let event = tokio::select! {
+                    () = stop.cancelled() => break,
+                    event = events.next() => event,
+                };
+                match event {
+                    Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
+                        let name = pod.metadata.name.clone().unwrap_or_default();
+                        if pod.metadata.deletion_timestamp.is_some() {
+                            continue;
+                        }
+                        let token = {
+                            let mut live = live.lock().expect("kubelet state");
+                            if live.contains_key(&name) {
+                                continue;
+                            }
+                            let token = stop.child_token();
+                            live.insert(name.clone(), token.clone());
+                            token
+                        };
+                        started.fetch_add(1, Ordering::SeqCst);
+                        let fate = behaviour(&pod);
+                        let gauge = Gauge {
+                            running: running.clone(),
+                            most: most.clone(),
+                        };
+                        tokio::spawn(run_pod(
+                            pods.clone(),
+                            secrets.clone(),
+                            pod,
+                            fate,
+                            token,
+                            gauge,
+                        ));
+                    }
+                    Some(Ok(watcher::Event::Delete(pod))) => {
+                        let name = pod.metadata.name.unwrap_or_default();
+                        if let Some(token) = live.lock().expect("kubelet state").get(&name) {
+                            token.cancel();
+                        }
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+        });
+        kubelet
+    }
+}
+
+/// Counts agent processes running at once.
+struct Gauge {
+    running: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+}
+
+impl Gauge {
+    fn up(&self) {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+    }
+
+    fn down(&self) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+async fn write_status(pods: &Api<Pod>, name: &str, status: Value) {
+    // The pod may be gone (deleted by the controller); nothing to report then.
+    let _ = pods
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "status": status })),
+        )
+        .await;
+}
+
+fn agent_status(image: &str, state: Value, ready: bool) -> Value {
+    json!([{
+        "name": "agent",
+        "image": image,
+        "imageID": "",
+        "ready": ready,
+        "restartCount": 0,
+        "started": ready,
+        "state": state,
+    }])
+}
+
+/// The container's environment with Secret references resolved, as the
+/// kubelet hands it to the container.
+async fn resolve_env(secrets: &Api<Secret>, pod: &Pod) -> Vec<(String, String)> {
+    let container = &pod.spec.as_ref().expect("a pod spec").containers[0];
+    let mut resolved = Vec::new();
+    for var in container.env.iter().flatten() {
+        if let Some(value) = &var.value {
+            resolved.push((var.name.clone(), value.clone()));
+        } else if let Some(selector) = var
+            .value_from
+            .as_ref()
+            .and_then(|v| v.secret_key_ref.as_ref())
+        {
+            let secret = secrets
+                .get(&selector.name)
+                .await
+                .expect("the referenced Secret exists");
+            let value = secret.data.unwrap_or_default().remove(&selector.key);
+            match value {
+                Some(bytes) => resolved.push((
+                    var.name.clone(),
+                    String::from_utf8(bytes.0).expect("UTF-8 secret"),
+                )),
+                None => assert_eq!(
+                    selector.optional,
+                    Some(true),
+                    "required key {} missing",
+                    selector.key
+                ),
+            }
+        }
+    }
+    resolved
+}
+
+async fn run_pod(
+    pods: Api<Pod>,
+    secrets: Api<Secret>,
+    pod: Pod,
+    fate: Behaviour,
+    stop: CancellationToken,
+    gauge: Gauge,
+) {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let spec = pod.spec.clone().expect("a pod spec");
+    let container = &spec.containers[0];
+    let image = container.image.clone().unwrap_or_default();
+    let program = match fate {
+        Behaviour::Waiting(reason) => {
+            let waiting = json!({ "waiting": { "reason": reason, "message": format!("{reason} (stand-in kubelet)") } });
+            write_status(
+                &pods,
+                &name,
+                json!({
+                    "phase": "Pending",
+                    "containerStatuses": agent_status(&image, waiting, false),
+                }),
+            )
+            .await;
+            return;
+        }
+        Behaviour::OomKilled => None,
+        Behaviour::Run(program) => Some(program),
+    };
+    let started = now();
+    write_status(&pods, &name, json!({
+        "phase": "Running",
+        "startTime": started,
+        "containerStatuses": agent_status(&image, json!({ "running": { "startedAt": started } }), true),
+    })).await;
+    gauge.up();
+    let (code, reason) = match program {
+        None => {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            (137, "OOMKilled")
+        }
+        Some(program) => {
+            let command = container.command.clone().expect("a command");
+            assert_eq!(
+                command[0], AGENT_BINARY,
+                "the agent runs from the copied binary"
+            );
+            let workspace = tempfile::tempdir().expect("a workspace");
+            let mut child = tokio::process::Command::new(&program)
+                .args(&command[1..])
+                .env_clear()
+                .envs(resolve_env(&secrets, &pod).await)
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .current_dir(workspace.path())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("the stand-in agent starts");
+            tokio::select! {
+                status = child.wait() => {
+                    let code = status.ok().and_then(|s| s.code()).unwrap_or(-1);
+                    (code, if code == 0 { "Completed" } else { "Error" })
+                }
+                () = stop.cancelled() => {
+                    // Deleted: the process is killed with the pod.
+                    gauge.down();
+                    return;
+                }
+            }
+        }
+    };
+    gauge.down();
+    let finished = now();
+    let terminated = json!({ "terminated": {
+        "exitCode": code,
+        "reason": reason,
+        "startedAt": started,
+        "finishedAt": finished,
+    }});
+    write_status(
+        &pods,
+        &name,
+        json!({
+            "phase": if code == 0 { "Succeeded" } else { "Failed" },
+            "containerStatuses": agent_status(&image, terminated, false),
+        }),
+    )
+    .await;
+}

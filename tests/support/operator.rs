@@ -1,0 +1,127 @@
+//! The controller and its result endpoint, run inside a test against the
+//! test control plane and a fake GitHub, plus a stand-in agent program that
+//! follows the result contract (`docs/result-contract.md`).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use smolpaws::controller::{self, ControllerConfig, metrics::ControllerMetrics};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    controller: ControllerConfig,
+}
+
+/// A running controller; stopped (killed) when dropped.
+pub struct Operator {
+    task: JoinHandle<()>,
+    results: JoinHandle<()>,
+    pub result_url: String,
+    pub registry: std::sync::Arc<Registry>,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.results.abort();
+    }
+}
+
+/// The throwaway App key the fake GitHub accepts.
+pub fn app_key() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/github-app-test-key.pem"
+    ))
+}
+
+impl Operator {
+    /// Starts a controller for `namespace` talking to GitHub at `github`
+    /// (none: GitHub off), with `extra` flags.
+    pub async fn start(
+        client: kube::Client,
+        namespace: &str,
+        github: Option<&str>,
+        extra: &[&str],
+    ) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let result_url = format!("http://{}", listener.local_addr().expect("an address"));
+        let results = tokio::spawn({
+            let router = controller::report::router(client.clone());
+            async move {
+                axum::serve(listener, router)
+                    .await
+                    .expect("the result endpoint serves");
+            }
+        });
+        let key = app_key();
+        let mut args = vec![
+            "controller".to_owned(),
+            format!("--result-url={result_url}"),
+            format!("--watch-namespace={namespace}"),
+            "--pending-timeout=30s".to_owned(),
+        ];
+        if let Some(github) = github {
+            args.push("--app-id=1".into());
+            args.push(format!("--app-private-key-file={}", key.display()));
+            args.push(format!("--api-url={github}"));
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let config = Args::try_parse_from(&args)
+            .expect("valid controller flags")
+            .controller;
+        let mut registry = Registry::default();
+        let metrics = ControllerMetrics::register(&mut registry);
+        let task = tokio::spawn(async move {
+            controller::run(
+                client,
+                &config,
+                metrics,
+                CancellationToken::new().cancelled_owned(),
+            )
+            .await
+            .expect("the controller runs");
+        });
+        Self {
+            task,
+            results,
+            result_url,
+            registry: std::sync::Arc::new(registry),
+        }
+    }
+}
+
+/// Writes an executable stand-in for `smolpaws agent` into `dir`: it reports
+/// `reply` through the result contract and exits with `exit_code`. With
+/// `hang`, it sleeps instead of reporting.
+pub fn stand_in_agent(dir: &Path, reply: &str, exit_code: i32, hang: bool) -> PathBuf {
+    let report = dir.join("report.json");
+    let body = json!({
+        "reply": reply,
+        "usage": { "promptTokens": 1200, "completionTokens": 80 },
+        "model": "stand-in",
+    });
+    std::fs::write(&report, serde_json::to_vec(&body).expect("JSON")).expect("writing the report");
+    let action = if hang {
+        "sleep 600".to_owned()
+    } else {
+        format!(
+            "curl -sS --fail-with-body -X POST \\\n  -H \"Authorization: Bearer $SMOLPAWS_REPORT_TOKEN\" \\\n  -H 'Content-Type: application/json' \\\n  --data-binary @{} \\\n  \"$SMOLPAWS_RESULT_URL/v1/runs/$SMOLPAWS_RUN_NAMESPACE/$SMOLPAWS_RUN_NAME/result\"",
+            report.display()
+        )
+    };
+    let script =
+        format!("#!/bin/sh\nset -eu\n[ \"$1\" = agent ] || exit 64\n{action}\nexit {exit_code}\n");
+    let path = dir.join("agent");
+    std::fs::write(&path, script).expect("writing the stand-in agent");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
