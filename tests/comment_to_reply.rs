@@ -7,12 +7,12 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::wait::await_condition;
 use smolpaws::api::{AgentRun, AgentRunSpec, CommentKind, GitHubContext, Phase, TriggerComment};
-use support::fake_github::FakeGitHub;
+use support::fake_github::{FakeGitHub, Scripted};
 use support::kubelet::{Behaviour, Kubelet};
-use support::operator::{Operator, stand_in_agent};
+use support::operator::{Agent, Operator, stand_in_agent};
 
 const REPO: &str = "Codertocat/Hello-World";
 
@@ -214,7 +214,7 @@ async fn a_run_replies_once_with_its_whole_reply() {
         "# Trailing commas\n\n{}",
         "The tokenizer drops them. ".repeat(3000)
     );
-    let agent = stand_in_agent(dir.path(), &reply, 0, false);
+    let agent = stand_in_agent(dir.path(), Agent::Replies(&reply));
     let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
     let _operator = Operator::start(client.clone(), &ns, Some(&github.url), &[]).await;
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
@@ -284,9 +284,256 @@ async fn a_run_replies_once_with_its_whole_reply() {
             .expect("get")
             .is_none()
     );
-    let _ = (
-        finished_reason(&run),
-        ListParams::default(),
-        DeleteParams::default(),
+    assert_eq!(finished_reason(&run), "Succeeded");
+}
+
+#[tokio::test]
+async fn a_controller_killed_between_posting_and_recording_still_replies_once() {
+    let client = support::client();
+    let ns = support::namespace(&client, "crash").await;
+    let github = FakeGitHub::start().await;
+    // The first reply is stored, but its answer comes too late for the
+    // controller, which is killed meanwhile.
+    github.script([Scripted::SlowSuccess(Duration::from_secs(3))]);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let agent = stand_in_agent(dir.path(), Agent::Replies("the answer"));
+    let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
+    let first = Operator::start(client.clone(), &ns, Some(&github.url), &[]).await;
+    let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
+    create(&runs, "crashy", spec(303, None)).await;
+
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while github.comments().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the reply is posted");
+    drop(first);
+    let run = runs.get("crashy").await.expect("get");
+    assert!(
+        !replied(&run),
+        "the killed controller never recorded its reply"
     );
+
+    let _second = Operator::start(client.clone(), &ns, Some(&github.url), &[]).await;
+    let run = until(&runs, "crashy", "replied", replied).await;
+    let comments = github.comments();
+    assert_eq!(
+        comments.len(),
+        1,
+        "the restarted controller found the first reply"
+    );
+    assert_eq!(
+        run.status.and_then(|s| s.reply).map(|r| r.id),
+        Some(comments[0].id)
+    );
+}
+
+#[tokio::test]
+async fn failures_and_timeouts_end_in_the_right_phase_and_are_answered() {
+    let client = support::client();
+    let ns = support::namespace(&client, "failures").await;
+    let github = FakeGitHub::start().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let crashes = stand_in_agent(&dir.path().join("crash"), Agent::Exits(3));
+    let silent = stand_in_agent(&dir.path().join("silent"), Agent::Exits(0));
+    let hangs = stand_in_agent(&dir.path().join("hang"), Agent::Hangs);
+    let _kubelet = Kubelet::start(client.clone(), &ns, move |pod| {
+        match pod.metadata.name.as_deref().unwrap_or_default() {
+            "crashes" => Behaviour::Run(crashes.clone()),
+            "silent" => Behaviour::Run(silent.clone()),
+            "hangs" => Behaviour::Run(hangs.clone()),
+            "oom" => Behaviour::OomKilled,
+            _ => Behaviour::Waiting("ImagePullBackOff"),
+        }
+    });
+    let _operator = Operator::start(
+        client.clone(),
+        &ns,
+        Some(&github.url),
+        &["--pending-timeout=2s", "--max-runs-per-repo=10"],
+    )
+    .await;
+    let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
+    let cases = [
+        ("crashes", None, "AgentFailed", "exited with code 3"),
+        ("silent", None, "NoReply", "without reporting a reply"),
+        ("hangs", Some(2), "RunTimeout", "did not finish within 2s"),
+        ("oom", None, "OutOfMemory", "ran out of memory"),
+        ("never-starts", None, "PendingTimeout", "ImagePullBackOff"),
+    ];
+    for (index, (name, timeout, _, _)) in cases.iter().enumerate() {
+        let mut spec = spec(400 + index as i64, *timeout);
+        spec.github.number = 100 + index as i64;
+        create(&runs, name, spec).await;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    for (index, (name, _, reason, says)) in cases.into_iter().enumerate() {
+        let run = until(&runs, name, "replied", replied).await;
+        assert_eq!(run.phase(), Phase::Failed, "{name}");
+        assert_eq!(finished_reason(&run), reason, "{name}");
+        let comment = github
+            .comments()
+            .into_iter()
+            .find(|c| c.number == 100 + index as i64)
+            .unwrap_or_else(|| panic!("{name}: no reply in its thread"));
+        assert!(
+            comment.body.contains("could not finish this request"),
+            "{name}: {}",
+            comment.body
+        );
+        assert!(
+            comment.body.contains(says),
+            "{name}: {:?} lacks {says:?}",
+            comment.body
+        );
+        if matches!(reason, "RunTimeout" | "PendingTimeout") {
+            assert!(
+                pods.get_opt(name).await.expect("get").is_none(),
+                "{name}: the sandbox is stopped"
+            );
+        }
+    }
+    assert_eq!(github.comments().len(), 5, "one answer each");
+}
+
+#[tokio::test]
+async fn deleting_a_running_agentrun_stops_its_sandbox_and_says_so() {
+    let client = support::client();
+    let ns = support::namespace(&client, "cancel").await;
+    let github = FakeGitHub::start().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let agent = stand_in_agent(dir.path(), Agent::Hangs);
+    let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
+    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), &[]).await;
+    let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
+    create(&runs, "unwanted", spec(505, None)).await;
+    until(&runs, "unwanted", "Running", |r| {
+        r.phase() == Phase::Running
+    })
+    .await;
+
+    runs.delete("unwanted", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let gone = await_condition(runs.clone(), "unwanted", |run: Option<&AgentRun>| {
+        run.is_none()
+    });
+    tokio::time::timeout(Duration::from_secs(30), gone)
+        .await
+        .expect("the run is deleted once cancelled")
+        .expect("watch");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        pods.get_opt("unwanted").await.expect("get").is_none(),
+        "the sandbox is stopped"
+    );
+    let comments = github.comments();
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert!(
+        comments[0].body.contains("cancelled"),
+        "{}",
+        comments[0].body
+    );
+}
+
+#[tokio::test]
+async fn finished_runs_are_deleted_after_their_ttl() {
+    let client = support::client();
+    let ns = support::namespace(&client, "ttl").await;
+    let github = FakeGitHub::start().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let agent = stand_in_agent(dir.path(), Agent::Replies("done"));
+    let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
+    let _operator =
+        Operator::start(client.clone(), &ns, Some(&github.url), &["--run-ttl=2s"]).await;
+    let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
+    create(&runs, "ephemeral", spec(606, None)).await;
+    let gone = await_condition(runs.clone(), "ephemeral", |run: Option<&AgentRun>| {
+        run.is_none()
+    });
+    tokio::time::timeout(Duration::from_secs(60), gone)
+        .await
+        .expect("the run is deleted after its TTL")
+        .expect("watch");
+    assert_eq!(github.comments().len(), 1, "it replied before it went");
+}
+
+#[tokio::test]
+async fn fifty_runs_share_five_sandboxes_and_each_replies_once() {
+    let client = support::client();
+    let ns = support::namespace(&client, "busy").await;
+    let github = FakeGitHub::start().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let agent = stand_in_agent(
+        dir.path(),
+        Agent::RepliesAfter(Duration::from_millis(300), "done"),
+    );
+    let kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
+    let _operator = Operator::start(
+        client.clone(),
+        &ns,
+        Some(&github.url),
+        &["--max-concurrent-runs=5", "--max-runs-per-repo=5"],
+    )
+    .await;
+    let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
+    for index in 0..50 {
+        let mut spec = spec(1000 + index, None);
+        spec.github.number = 1000 + index;
+        create(&runs, &format!("run-{index:02}"), spec).await;
+    }
+    for index in 0..50 {
+        until(&runs, &format!("run-{index:02}"), "replied", replied).await;
+    }
+    assert!(
+        kubelet.most_at_once() <= 5,
+        "{} sandboxes ran at once",
+        kubelet.most_at_once()
+    );
+    assert_eq!(kubelet.started(), 50);
+    let comments = github.comments();
+    assert_eq!(comments.len(), 50, "each run replied once");
+    let threads: std::collections::HashSet<i64> = comments.iter().map(|c| c.number).collect();
+    assert_eq!(threads.len(), 50, "in its own thread");
+}
+
+#[tokio::test]
+async fn github_errors_and_rate_limits_delay_the_reply_but_never_double_it() {
+    let client = support::client();
+    let ns = support::namespace(&client, "ratelimit").await;
+    let github = FakeGitHub::start().await;
+    github.script([
+        Scripted::Fail {
+            status: 502,
+            headers: vec![],
+            body: serde_json::json!({ "message": "Server Error" }),
+        },
+        Scripted::Fail {
+            status: 403,
+            headers: vec![("retry-after", "2".into())],
+            body: serde_json::json!({
+                "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits",
+            }),
+        },
+    ]);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let agent = stand_in_agent(dir.path(), Agent::Replies("eventually"));
+    let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
+    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), &[]).await;
+    let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
+    create(&runs, "patient", spec(707, None)).await;
+    until(&runs, "patient", "replied", replied).await;
+
+    let attempts = github.post_attempts();
+    let statuses: Vec<u16> = attempts.iter().map(|(_, s)| *s).collect();
+    assert_eq!(statuses, [502, 403, 201]);
+    let waited = attempts[2].0 - attempts[1].0;
+    assert!(
+        waited >= Duration::from_secs(2),
+        "posted {waited:?} after the 403 that said 2s"
+    );
+    assert_eq!(github.comments().len(), 1);
 }

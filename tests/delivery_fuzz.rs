@@ -174,10 +174,11 @@ fn a_fixture_with_any_field_replaced_never_panics() {
             if let Some(slot) = payload.pointer_mut(path) {
                 *slot = value;
             }
-            if remove && let Some((parent, key)) = path.rsplit_once('/') {
-                if let Some(Value::Object(object)) = payload.pointer_mut(parent) {
-                    object.remove(key);
-                }
+            if remove
+                && let Some((parent, key)) = path.rsplit_once('/')
+                && let Some(Value::Object(object)) = payload.pointer_mut(parent)
+            {
+                object.remove(key);
             }
             let body = serde_json::to_vec(&payload).expect("JSON serializes");
             let _ = decide(&rules, event, "delivery", &body);

@@ -54,7 +54,7 @@ pub struct ControllerConfig {
     pub run_timeout: Duration,
 
     /// How long finished AgentRuns are kept before they are deleted.
-    #[arg(long, env = "SMOLPAWS_RUN_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    #[arg(long = "run-ttl", env = "SMOLPAWS_RUN_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
 
     /// The namespace of the leader-election Lease; the client's default

@@ -22,10 +22,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 
-use crate::api::AgentRun;
+use crate::api::{AgentRun, Phase};
 use crate::github::GitHub;
 use crate::sandbox::pod::PodSettings;
 use admission::Limits;
@@ -115,6 +115,21 @@ pub struct Context {
     pub admitted: Mutex<HashSet<String>>,
     /// Metrics.
     pub metrics: ControllerMetrics,
+    /// Asks the controller to reconcile a run now.
+    pub wake: futures::channel::mpsc::UnboundedSender<ObjectRef<AgentRun>>,
+}
+
+impl Context {
+    /// A sandbox slot was freed: queued runs look at once rather than at
+    /// their next poll.
+    pub fn wake_queued(&self) {
+        for run in self.runs.state() {
+            if run.phase() == Phase::Pending {
+                // Fails only when the controller is shutting down.
+                let _ = self.wake.unbounded_send(ObjectRef::from_obj(run.as_ref()));
+            }
+        }
+    }
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -136,10 +151,13 @@ pub async fn run(
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let controller = Controller::new(runs, watcher::Config::default()).owns(
-        pods,
-        watcher::Config::default().labels("app.kubernetes.io/managed-by=smolpaws"),
-    );
+    let (wake, woken) = futures::channel::mpsc::unbounded();
+    let controller = Controller::new(runs, watcher::Config::default())
+        .owns(
+            pods,
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=smolpaws"),
+        )
+        .reconcile_on(woken);
     let reporter = Reporter {
         controller: "smolpaws-controller".into(),
         instance: config.identity.clone(),
@@ -160,6 +178,7 @@ pub async fn run(
         runs: controller.store(),
         admitted: Mutex::new(HashSet::new()),
         metrics,
+        wake,
     });
     controller
         .graceful_shutdown_on(shutdown)

@@ -149,6 +149,9 @@ pub async fn write(ctx: &Context, run: &AgentRun, transition: Transition) -> Res
         .await?;
     if let Some(phase) = transition.phase {
         ctx.metrics.entered(phase);
+        if phase.is_terminal() {
+            ctx.wake_queued();
+        }
     }
     let warning =
         !transition.holds || matches!(transition.phase, Some(Phase::Failed | Phase::Cancelled));

@@ -349,16 +349,27 @@ async fn list_review_comments(
     .into_response()
 }
 
-async fn post_comment(
-    state: &Shared,
-    notify: &tokio::sync::Notify,
-    headers: &HeaderMap,
+/// Where a posted comment goes.
+struct Thread {
     repository: String,
     number: i64,
     kind: &'static str,
     in_reply_to: Option<i64>,
+}
+
+async fn post_comment(
+    state: &Shared,
+    notify: &tokio::sync::Notify,
+    headers: &HeaderMap,
+    thread: Thread,
     body: Value,
 ) -> Response {
+    let Thread {
+        repository,
+        number,
+        kind,
+        in_reply_to,
+    } = thread;
     if !authorized(state, headers, "post comment") {
         return unauthorized();
     }
@@ -423,10 +434,12 @@ async fn create_issue_comment(
         &state,
         &notify,
         &headers,
-        format!("{owner}/{repo}"),
-        number,
-        "issue",
-        None,
+        Thread {
+            repository: format!("{owner}/{repo}"),
+            number,
+            kind: "issue",
+            in_reply_to: None,
+        },
         body,
     )
     .await
@@ -442,10 +455,12 @@ async fn reply_to_review_comment(
         &state,
         &notify,
         &headers,
-        format!("{owner}/{repo}"),
-        number,
-        "review",
-        Some(id),
+        Thread {
+            repository: format!("{owner}/{repo}"),
+            number,
+            kind: "review",
+            in_reply_to: Some(id),
+        },
         body,
     )
     .await

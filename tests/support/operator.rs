@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Parser;
 use prometheus_client::registry::Registry;
@@ -67,8 +68,10 @@ impl Operator {
             "controller".to_owned(),
             format!("--result-url={result_url}"),
             format!("--watch-namespace={namespace}"),
-            "--pending-timeout=30s".to_owned(),
         ];
+        if !extra.iter().any(|a| a.starts_with("--pending-timeout")) {
+            args.push("--pending-timeout=30s".to_owned());
+        }
         if let Some(github) = github {
             args.push("--app-id=1".into());
             args.push(format!("--app-private-key-file={}", key.display()));
@@ -99,27 +102,45 @@ impl Operator {
     }
 }
 
-/// Writes an executable stand-in for `smolpaws agent` into `dir`: it reports
-/// `reply` through the result contract and exits with `exit_code`. With
-/// `hang`, it sleeps instead of reporting.
-pub fn stand_in_agent(dir: &Path, reply: &str, exit_code: i32, hang: bool) -> PathBuf {
-    let report = dir.join("report.json");
-    let body = json!({
-        "reply": reply,
-        "usage": { "promptTokens": 1200, "completionTokens": 80 },
-        "model": "stand-in",
-    });
-    std::fs::write(&report, serde_json::to_vec(&body).expect("JSON")).expect("writing the report");
-    let action = if hang {
-        "sleep 600".to_owned()
-    } else {
+/// What the stand-in agent does.
+pub enum Agent<'a> {
+    /// Reports this reply, then exits 0.
+    Replies(&'a str),
+    /// Exits with this code without reporting.
+    Exits(i32),
+    /// Never finishes.
+    Hangs,
+    /// Sleeps this long, then reports this reply.
+    RepliesAfter(Duration, &'a str),
+}
+
+/// Writes an executable stand-in for `smolpaws agent` into `dir`, following
+/// the result contract with curl.
+pub fn stand_in_agent(dir: &Path, agent: Agent<'_>) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("creating the stand-in's directory");
+    let report = |reply: &str| {
+        let path = dir.join("report.json");
+        let body = json!({
+            "reply": reply,
+            "usage": { "promptTokens": 1200, "completionTokens": 80 },
+            "model": "stand-in",
+        });
+        std::fs::write(&path, serde_json::to_vec(&body).expect("JSON"))
+            .expect("writing the report");
         format!(
             "curl -sS --fail-with-body -X POST \\\n  -H \"Authorization: Bearer $SMOLPAWS_REPORT_TOKEN\" \\\n  -H 'Content-Type: application/json' \\\n  --data-binary @{} \\\n  \"$SMOLPAWS_RESULT_URL/v1/runs/$SMOLPAWS_RUN_NAMESPACE/$SMOLPAWS_RUN_NAME/result\"",
-            report.display()
+            path.display()
         )
     };
-    let script =
-        format!("#!/bin/sh\nset -eu\n[ \"$1\" = agent ] || exit 64\n{action}\nexit {exit_code}\n");
+    let action = match agent {
+        Agent::Replies(reply) => report(reply),
+        Agent::Exits(code) => format!("exit {code}"),
+        Agent::Hangs => "exec sleep 600".to_owned(),
+        Agent::RepliesAfter(delay, reply) => {
+            format!("sleep {:.1}\n{}", delay.as_secs_f64(), report(reply))
+        }
+    };
+    let script = format!("#!/bin/sh\nset -eu\n[ \"$1\" = agent ] || exit 64\n{action}\n");
     let path = dir.join("agent");
     std::fs::write(&path, script).expect("writing the stand-in agent");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
