@@ -162,6 +162,17 @@ pub async fn run(
         controller: "smolpaws-controller".into(),
         instance: config.identity.clone(),
     };
+    let store = controller.store();
+    tokio::spawn(async move {
+        let began = std::time::Instant::now();
+        if store.wait_until_ready().await.is_ok() {
+            tracing::info!(
+                runs = store.len(),
+                seconds = began.elapsed().as_secs_f64(),
+                "initial sync complete"
+            );
+        }
+    });
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,

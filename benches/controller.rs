@@ -1,0 +1,227 @@
+//! Controller figures on the local control plane (kube-apiserver + etcd on
+//! loopback, GitHub off):
+//! - time from an AgentRun being created to its sandbox pod being created,
+//!   p50/p99 over 200 runs created back to back;
+//! - with 10,000 AgentRuns stored, the release controller's initial sync time
+//!   and resident memory.
+//!
+//! `cargo bench --bench controller`
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, CustomResourceExt};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use smolpaws::api::{AgentRun, AgentRunSpec, GitHubContext};
+use smolpaws::controller::{self, ControllerConfig, metrics::ControllerMetrics};
+use smolpaws::controlplane::{self, ControlPlane, Process, Tools};
+
+const LATENCY_RUNS: usize = 200;
+const STORED_RUNS: usize = 10_000;
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    controller: ControllerConfig,
+}
+
+fn spec(number: i64) -> AgentRunSpec {
+    AgentRunSpec {
+        prompt: "why does the parser drop trailing commas?".into(),
+        github: GitHubContext {
+            installation_id: None,
+            repository: "octo-org/hello-world".into(),
+            number,
+            pull_request: false,
+            comment: None,
+            head: None,
+            delivery_id: None,
+        },
+        sandbox: Default::default(),
+        agent: None,
+    }
+}
+
+async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(name.into());
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+    let mut account = ServiceAccount::default();
+    account.metadata.name = Some("default".into());
+    Api::<ServiceAccount>::namespaced(client.clone(), name)
+        .create(&PostParams::default(), &account)
+        .await?;
+    Ok(())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+async fn created_to_pod(client: &Client) -> anyhow::Result<()> {
+    namespace(client, "latency").await?;
+    let args = [
+        "controller",
+        "--result-url=http://127.0.0.1:9",
+        "--watch-namespace=latency",
+        "--max-concurrent-runs=100000",
+        "--max-runs-per-repo=100000",
+    ];
+    let config = Args::try_parse_from(args)?.controller;
+    let controller = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let mut registry = Registry::default();
+            let metrics = ControllerMetrics::register(&mut registry);
+            controller::run(client, &config, metrics, std::future::pending()).await
+        }
+    });
+    let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let watching = tokio::spawn({
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "latency");
+        let seen = seen.clone();
+        async move {
+            let mut events = watcher(pods, watcher::Config::default()).boxed();
+            while let Some(Ok(event)) = events.next().await {
+                if let watcher::Event::Apply(pod) = event {
+                    let name = pod.metadata.name.unwrap_or_default();
+                    seen.lock().expect("seen").entry(name).or_insert_with(Instant::now);
+                }
+            }
+        }
+    });
+    // Let the controller and the watch settle before the clock starts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let runs: Api<AgentRun> = Api::namespaced(client.clone(), "latency");
+    let mut created = HashMap::new();
+    for index in 0..LATENCY_RUNS {
+        let name = format!("run-{index:03}");
+        runs.create(&PostParams::default(), &AgentRun::new(&name, spec(index as i64 + 1)))
+            .await?;
+        created.insert(name, Instant::now());
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while seen.lock().expect("seen").len() < LATENCY_RUNS {
+        if Instant::now() > deadline {
+            bail!("only {} of {LATENCY_RUNS} pods appeared", seen.lock().expect("seen").len());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = seen.lock().expect("seen").clone();
+    let mut latencies: Vec<Duration> = created
+        .iter()
+        .map(|(name, at)| seen[name].saturating_duration_since(*at))
+        .collect();
+    latencies.sort();
+    println!(
+        "AgentRun created → sandbox Pod created, {LATENCY_RUNS} runs back to back: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies[latencies.len() - 1].as_secs_f64() * 1e3,
+    );
+    controller.abort();
+    watching.abort();
+    Ok(())
+}
+
+async fn initial_sync(plane: &ControlPlane, client: &Client) -> anyhow::Result<()> {
+    namespace(client, "stored").await?;
+    let runs: Api<AgentRun> = Api::namespaced(client.clone(), "stored");
+    let began = Instant::now();
+    let now = k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    futures::stream::iter(0..STORED_RUNS)
+        .map(|index| {
+            let runs = runs.clone();
+            let now = now.clone();
+            async move {
+                let name = format!("run-{index:05}");
+                runs.create(&PostParams::default(), &AgentRun::new(&name, spec(index as i64 + 1)))
+                    .await?;
+                // Finished and answered: the controller has nothing to do
+                // but hold them in its store.
+                let status = json!({ "status": {
+                    "phase": "Succeeded",
+                    "finishedAt": now,
+                    "reply": { "id": index + 1, "htmlUrl": "https://github.com/octo-org/hello-world/issues/1" },
+                    "result": { "reply": "done", "usage": { "promptTokens": 1200, "completionTokens": 80 } },
+                }});
+                runs.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+                Ok::<_, kube::Error>(())
+            }
+        })
+        .buffer_unordered(16)
+        .try_collect::<Vec<()>>()
+        .await?;
+    println!("stored {STORED_RUNS} finished AgentRuns in {:.1?}", began.elapsed());
+
+    let log = plane.dir().join("controller.log");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_smolpaws"));
+    command
+        .args(["controller", "--result-url=http://127.0.0.1:9", "--watch-namespace=stored"])
+        .args(["--lease-namespace=stored", "--metrics-listen=127.0.0.1:0", "--result-listen=127.0.0.1:0"])
+        .env("KUBECONFIG", plane.kubeconfig_path())
+        .env("SMOLPAWS_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info");
+    let started = Instant::now();
+    let mut process = Process::spawn("smolpaws controller", command, &log)?;
+    let synced = loop {
+        if let Some(status) = process.exited() {
+            bail!("the controller exited with {status}: {}", process.log_tail(20));
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("initial sync complete")) {
+            break serde_json::from_str::<serde_json::Value>(line).context("a JSON log line")?;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("no initial sync after 5 minutes: {}", process.log_tail(20));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let to_sync = started.elapsed();
+    let rss_at_sync = memory(process.id(), "VmRSS:");
+    // Every run is reconciled once after the sync (its finalizer added).
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    println!(
+        "controller with {} AgentRuns: initial sync {:.2} s after the watch started ({:.2} s from process start, incl. leader election); resident memory {:.1} MiB at sync, {:.1} MiB after reconciling all, peak {:.1} MiB",
+        synced["runs"],
+        synced["seconds"].as_f64().unwrap_or(f64::NAN),
+        to_sync.as_secs_f64(),
+        rss_at_sync,
+        memory(process.id(), "VmRSS:"),
+        memory(process.id(), "VmHWM:"),
+    );
+    Ok(())
+}
+
+/// A memory figure of `pid` from /proc, in MiB.
+fn memory(pid: u32, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with(field))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let tools = Tools::locate().await?;
+    let plane = ControlPlane::start(&tools).await?;
+    let client = plane.client()?;
+    controlplane::install_crds(&client, &[AgentRun::crd()]).await?;
+    let version = client.apiserver_version().await?.git_version;
+    println!("controller benchmarks: kube-apiserver {version} + etcd on loopback, GitHub off");
+    created_to_pod(&client).await?;
+    initial_sync(&plane, &client).await?;
+    Ok(())
+}
