@@ -53,7 +53,9 @@ fn spec(number: i64) -> AgentRunSpec {
 async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
     let mut ns = Namespace::default();
     ns.metadata.name = Some(name.into());
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await?;
     let mut account = ServiceAccount::default();
     account.metadata.name = Some("default".into());
     Api::<ServiceAccount>::namespaced(client.clone(), name)
@@ -94,7 +96,10 @@ async fn created_to_pod(client: &Client) -> anyhow::Result<()> {
             while let Some(Ok(event)) = events.next().await {
                 if let watcher::Event::Apply(pod) = event {
                     let name = pod.metadata.name.unwrap_or_default();
-                    seen.lock().expect("seen").entry(name).or_insert_with(Instant::now);
+                    seen.lock()
+                        .expect("seen")
+                        .entry(name)
+                        .or_insert_with(Instant::now);
                 }
             }
         }
@@ -105,14 +110,20 @@ async fn created_to_pod(client: &Client) -> anyhow::Result<()> {
     let mut created = HashMap::new();
     for index in 0..LATENCY_RUNS {
         let name = format!("run-{index:03}");
-        runs.create(&PostParams::default(), &AgentRun::new(&name, spec(index as i64 + 1)))
-            .await?;
+        runs.create(
+            &PostParams::default(),
+            &AgentRun::new(&name, spec(index as i64 + 1)),
+        )
+        .await?;
         created.insert(name, Instant::now());
     }
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen.lock().expect("seen").len() < LATENCY_RUNS {
         if Instant::now() > deadline {
-            bail!("only {} of {LATENCY_RUNS} pods appeared", seen.lock().expect("seen").len());
+            bail!(
+                "only {} of {LATENCY_RUNS} pods appeared",
+                seen.lock().expect("seen").len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -137,7 +148,9 @@ async fn initial_sync(plane: &ControlPlane, client: &Client) -> anyhow::Result<(
     namespace(client, "stored").await?;
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), "stored");
     let began = Instant::now();
-    let now = k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let now = k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
     futures::stream::iter(0..STORED_RUNS)
         .map(|index| {
             let runs = runs.clone();
@@ -161,13 +174,24 @@ async fn initial_sync(plane: &ControlPlane, client: &Client) -> anyhow::Result<(
         .buffer_unordered(16)
         .try_collect::<Vec<()>>()
         .await?;
-    println!("stored {STORED_RUNS} finished AgentRuns in {:.1?}", began.elapsed());
+    println!(
+        "stored {STORED_RUNS} finished AgentRuns in {:.1?}",
+        began.elapsed()
+    );
 
     let log = plane.dir().join("controller.log");
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_smolpaws"));
     command
-        .args(["controller", "--result-url=http://127.0.0.1:9", "--watch-namespace=stored"])
-        .args(["--lease-namespace=stored", "--metrics-listen=127.0.0.1:0", "--result-listen=127.0.0.1:0"])
+        .args([
+            "controller",
+            "--result-url=http://127.0.0.1:9",
+            "--watch-namespace=stored",
+        ])
+        .args([
+            "--lease-namespace=stored",
+            "--metrics-listen=127.0.0.1:0",
+            "--result-listen=127.0.0.1:0",
+        ])
         .env("KUBECONFIG", plane.kubeconfig_path())
         .env("SMOLPAWS_LOG_FORMAT", "json")
         .env("RUST_LOG", "info");
@@ -175,7 +199,10 @@ async fn initial_sync(plane: &ControlPlane, client: &Client) -> anyhow::Result<(
     let mut process = Process::spawn("smolpaws controller", command, &log)?;
     let synced = loop {
         if let Some(status) = process.exited() {
-            bail!("the controller exited with {status}: {}", process.log_tail(20));
+            bail!(
+                "the controller exited with {status}: {}",
+                process.log_tail(20)
+            );
         }
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if let Some(line) = text.lines().find(|l| l.contains("initial sync complete")) {

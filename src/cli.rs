@@ -5,12 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use axum::Router;
 use axum::routing::get;
 use clap::{Parser, Subcommand};
 use kube::api::Api;
-use kube_lease_manager::LeaseManagerBuilder;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -182,56 +181,17 @@ async fn serve(address: SocketAddr, router: Router, stop: CancellationToken) -> 
         .with_context(|| format!("the server on {address} failed"))
 }
 
-/// Runs the controller while this replica holds the leader Lease, so two
-/// replicas never reconcile at once. Losing the lease ends the process with
-/// an error; Kubernetes restarts it as a follower.
+/// Leads (see [`controller::leader`]); whenever that ends, everything else
+/// in the process stops too.
 async fn lead(
     client: kube::Client,
     config: &ControllerConfig,
     metrics: ControllerMetrics,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let namespace = config
-        .lease_namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_owned());
-    let identity = config.identity.clone().unwrap_or_else(crate::random::token);
-    let manager = LeaseManagerBuilder::new(client.clone(), "smolpaws-controller")
-        .with_namespace(&namespace)
-        .with_identity(&identity)
-        .with_duration(15)
-        .with_grace(5)
-        .build()
-        .await
-        .context("cannot set up the leader-election Lease")?;
-    let (mut leading, lease) = manager.watch().await;
-    info!(%namespace, %identity, "waiting to become the leader");
-    while !*leading.borrow_and_update() {
-        tokio::select! {
-            changed = leading.changed() => changed.context("leader election stopped")?,
-            () = stop.cancelled() => return Ok(()),
-        }
-    }
-    info!("leading: reconciling AgentRuns");
-    let lost = async {
-        loop {
-            if leading.changed().await.is_err() || !*leading.borrow_and_update() {
-                return;
-            }
-        }
-    };
-    let outcome = tokio::select! {
-        result = controller::run(client, config, metrics, stop.clone().cancelled_owned()) => {
-            result.map_err(anyhow::Error::from)
-        }
-        () = lost => Err(anyhow::anyhow!("lost the leader Lease; exiting so a follower takes over")),
-    };
+    let outcome = controller::leader::lead(client, config, metrics, stop.clone()).await;
     stop.cancel();
-    drop(lease);
-    if outcome.is_ok() && !stop.is_cancelled() {
-        bail!("the controller stopped unexpectedly");
-    }
-    outcome
+    Ok(outcome?)
 }
 
 /// Cancelled on SIGINT or SIGTERM (what Kubernetes sends before it kills).

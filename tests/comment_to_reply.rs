@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::wait::await_condition;
@@ -536,4 +537,64 @@ async fn github_errors_and_rate_limits_delay_the_reply_but_never_double_it() {
         "posted {waited:?} after the 403 that said 2s"
     );
     assert_eq!(github.comments().len(), 1);
+}
+
+#[tokio::test]
+async fn only_the_leader_reconciles_and_a_follower_takes_over() {
+    let client = support::client();
+    let ns = support::namespace(&client, "replicas").await;
+    let github = FakeGitHub::start().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let agent = stand_in_agent(dir.path(), Agent::Replies("led"));
+    let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
+    let flags = ["--lease-duration=3s"];
+    let mut replicas = vec![
+        (
+            "replica-a",
+            Operator::replica(client.clone(), &ns, Some(&github.url), "replica-a", &flags).await,
+        ),
+        (
+            "replica-b",
+            Operator::replica(client.clone(), &ns, Some(&github.url), "replica-b", &flags).await,
+        ),
+    ];
+    let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
+    create(&runs, "first", spec(808, None)).await;
+    until(&runs, "first", "replied", replied).await;
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let holder = |lease: Lease| {
+        lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default()
+    };
+    let leader = holder(leases.get("smolpaws-controller").await.expect("the Lease"));
+    let succeeded = r#"smolpaws_runs_total{phase="Succeeded"} 1"#;
+    for (name, replica) in &replicas {
+        assert_eq!(
+            replica.metrics().contains(succeeded),
+            *name == leader,
+            "{name} (leader {leader})"
+        );
+    }
+
+    // The leader dies; the follower takes the Lease once it expires.
+    let position = replicas
+        .iter()
+        .position(|(name, _)| *name == leader)
+        .expect("a leader");
+    drop(replicas.remove(position));
+    let (follower, survivor) = &replicas[0];
+    create(&runs, "second", spec(809, None)).await;
+    until(&runs, "second", "replied", replied).await;
+    assert_eq!(
+        holder(leases.get("smolpaws-controller").await.expect("the Lease")),
+        *follower
+    );
+    assert!(
+        survivor.metrics().contains(succeeded),
+        "{follower} reconciled after taking over"
+    );
+    assert_eq!(github.comments().len(), 2);
 }

@@ -62,6 +62,11 @@ pub struct ControllerConfig {
     #[arg(long, env = "SMOLPAWS_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
 
+    /// How long the leader's Lease lasts without renewal: how long a crashed
+    /// leader's runs wait before a follower takes over.
+    #[arg(long, env = "SMOLPAWS_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+
     /// This replica's name in the Lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,

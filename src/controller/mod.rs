@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod config;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod report;

@@ -51,6 +51,36 @@ impl Operator {
         github: Option<&str>,
         extra: &[&str],
     ) -> Self {
+        Self::spawn(client, namespace, github, extra, None).await
+    }
+
+    /// Starts a leader-elected replica named `identity`, its Lease in
+    /// `namespace`.
+    pub async fn replica(
+        client: kube::Client,
+        namespace: &str,
+        github: Option<&str>,
+        identity: &str,
+        extra: &[&str],
+    ) -> Self {
+        Self::spawn(client, namespace, github, extra, Some(identity)).await
+    }
+
+    /// The metrics of this controller, as Prometheus text.
+    pub fn metrics(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("metrics encode");
+        text
+    }
+
+    async fn spawn(
+        client: kube::Client,
+        namespace: &str,
+        github: Option<&str>,
+        extra: &[&str],
+        identity: Option<&str>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");
@@ -77,21 +107,28 @@ impl Operator {
             args.push(format!("--app-private-key-file={}", key.display()));
             args.push(format!("--api-url={github}"));
         }
+        if let Some(identity) = identity {
+            args.push(format!("--identity={identity}"));
+            args.push(format!("--lease-namespace={namespace}"));
+        }
         args.extend(extra.iter().map(|a| a.to_string()));
         let config = Args::try_parse_from(&args)
             .expect("valid controller flags")
             .controller;
         let mut registry = Registry::default();
         let metrics = ControllerMetrics::register(&mut registry);
+        let leader_elected = identity.is_some();
         let task = tokio::spawn(async move {
-            controller::run(
-                client,
-                &config,
-                metrics,
-                CancellationToken::new().cancelled_owned(),
-            )
-            .await
-            .expect("the controller runs");
+            let stop = CancellationToken::new();
+            if leader_elected {
+                controller::leader::lead(client, &config, metrics, stop)
+                    .await
+                    .expect("the replica leads or follows");
+            } else {
+                controller::run(client, &config, metrics, stop.cancelled_owned())
+                    .await
+                    .expect("the controller runs");
+            }
         });
         Self {
             task,

@@ -1,0 +1,71 @@
+//! Leader election: only the replica holding the `smolpaws-controller`
+//! Lease reconciles, so two replicas never act on one run at once.
+
+use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::ControllerConfig;
+use super::metrics::ControllerMetrics;
+
+/// Why leading ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    /// The Lease could not be read or written.
+    #[error("leader election failed: {0}")]
+    Lease(#[from] LeaseManagerError),
+    /// Another replica took the Lease.
+    #[error("lost the leader Lease; exiting so that this replica restarts as a follower")]
+    Lost,
+    /// The controller could not start.
+    #[error(transparent)]
+    GitHub(#[from] crate::github::Error),
+}
+
+/// Runs the controller while this replica holds the leader Lease; returns
+/// when `stop` is cancelled, or with [`LeaderError::Lost`] when another
+/// replica takes over (the process should then exit).
+pub async fn lead(
+    client: kube::Client,
+    config: &ControllerConfig,
+    metrics: ControllerMetrics,
+    stop: CancellationToken,
+) -> Result<(), LeaderError> {
+    let namespace = config
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let identity = config.identity.clone().unwrap_or_else(crate::random::token);
+    let seconds = config.lease_duration.as_secs().max(2);
+    let manager = LeaseManagerBuilder::new(client.clone(), "smolpaws-controller")
+        .with_namespace(&namespace)
+        .with_identity(&identity)
+        .with_duration(seconds)
+        .with_grace((seconds / 3).max(1))
+        .build()
+        .await?;
+    let (mut leading, lease) = manager.watch().await;
+    info!(%namespace, %identity, "waiting to become the leader");
+    while !*leading.borrow_and_update() {
+        tokio::select! {
+            changed = leading.changed() => if changed.is_err() { return Err(LeaderError::Lost) },
+            () = stop.cancelled() => return Ok(()),
+        }
+    }
+    info!(%identity, "leading: reconciling AgentRuns");
+    let lost = async {
+        loop {
+            if leading.changed().await.is_err() || !*leading.borrow_and_update() {
+                return;
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        result = super::run(client, config, metrics, stop.clone().cancelled_owned()) => result.map_err(LeaderError::from),
+        () = lost => Err(LeaderError::Lost),
+    };
+    // Dropping the watch lets the lease manager release the Lease.
+    drop(leading);
+    let _ = lease.await;
+    outcome
+}
