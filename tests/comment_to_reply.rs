@@ -598,3 +598,38 @@ async fn only_the_leader_reconciles_and_a_follower_takes_over() {
     );
     assert_eq!(github.comments().len(), 2);
 }
+
+#[tokio::test]
+async fn a_review_comment_is_answered_in_its_review_thread() {
+    let client = support::client();
+    let ns = support::namespace(&client, "review").await;
+    let github = FakeGitHub::start().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let agent = stand_in_agent(dir.path(), Agent::Replies("Use `?` here."));
+    let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
+    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), &[]).await;
+    let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
+    let mut review = spec(909, None);
+    review.github.pull_request = true;
+    let comment = review.github.comment.as_mut().expect("a comment");
+    comment.kind = CommentKind::ReviewComment;
+    comment.review = Some(smolpaws::api::ReviewContext {
+        path: "src/parser.rs".into(),
+        line: Some(42),
+        side: Some(smolpaws::api::DiffSide::Right),
+        diff_hunk: "@@ -40,3 +40,3 @@".into(),
+        commit_id: "6dcb09b5b57875f334f61aebed695e2e4193db5e".into(),
+        // The trigger is itself a reply: the answer joins the thread's
+        // first comment.
+        in_reply_to: Some(900),
+    });
+    create(&runs, "reviewed", review).await;
+    until(&runs, "reviewed", "replied", replied).await;
+
+    let comments = github.comments();
+    assert_eq!(comments.len(), 1);
+    assert_eq!(comments[0].kind, "review");
+    assert_eq!(comments[0].in_reply_to, Some(900));
+    assert!(comments[0].body.starts_with("Use `?` here."));
+    assert_eq!(github.reactions(), vec![(909, "eyes".to_owned())]);
+}
