@@ -15,12 +15,13 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, VersionMatch};
 use kube::runtime::watcher;
 use kube::{Client, CustomResourceExt};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use smolpaws::api::{AgentRun, AgentRunSpec, GitHubContext};
+use smolpaws::controller::reconcile::FINALIZER;
 use smolpaws::controller::{self, ControllerConfig, metrics::ControllerMetrics};
 use smolpaws::controlplane::{self, ControlPlane, Process, Tools};
 
@@ -157,8 +158,10 @@ async fn initial_sync(plane: &ControlPlane, client: &Client) -> anyhow::Result<(
             let now = now.clone();
             async move {
                 let name = format!("run-{index:05}");
-                runs.create(&PostParams::default(), &AgentRun::new(&name, spec(index as i64 + 1)))
-                    .await?;
+                let mut run = AgentRun::new(&name, spec(index as i64 + 1));
+                // As a previous controller would have left them.
+                run.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+                runs.create(&PostParams::default(), &run).await?;
                 // Finished and answered: the controller has nothing to do
                 // but hold them in its store.
                 let status = json!({ "status": {

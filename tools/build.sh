@@ -38,9 +38,17 @@ if ! ready; then
 	start=$(date +%s)
 	cd "$here"
 	export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly -trimpath"
-	go build -ldflags=-s -o "$dir/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+	# Module builds carry no release stamp; set the one upstream's release
+	# build would, so the apiserver reports its real version.
+	k8s=$(version k8s.io/kubernetes)
+	minor=${k8s#v1.}
+	minor=${minor%%.*}
+	stamp="-X k8s.io/component-base/version.gitVersion=$k8s -X k8s.io/component-base/version.gitMajor=1"
+	stamp="$stamp -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+	go build -ldflags="-s $stamp" -o "$dir/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
 	go build -ldflags=-s -o "$dir/etcd.tmp" go.etcd.io/etcd/server/v3
-	go build -ldflags=-s -o "$dir/helm.tmp" helm.sh/helm/v4/cmd/helm
+	go build -ldflags="-s -X helm.sh/helm/v4/internal/version.version=$(version helm.sh/helm/v4)" \
+		-o "$dir/helm.tmp" helm.sh/helm/v4/cmd/helm
 	for bin in "${bins[@]}"; do mv "$dir/$bin.tmp" "$dir/$bin"; done
 	echo "built the test tools in $(($(date +%s) - start))s" >&2
 fi
