@@ -181,6 +181,29 @@ async fn initial_sync(plane: &ControlPlane, client: &Client) -> anyhow::Result<(
         "stored {STORED_RUNS} finished AgentRuns in {:.1?}",
         began.elapsed()
     );
+    // The apiserver's watch cache digests those writes after answering
+    // them; the controller starts once a cached list is current.
+    let settled = Instant::now();
+    loop {
+        let current = runs.list_metadata(&ListParams::default().limit(1)).await?;
+        let version = current.metadata.resource_version.unwrap_or_default();
+        let cached = ListParams::default()
+            .limit(1)
+            .at(&version)
+            .matching(VersionMatch::NotOlderThan);
+        let caught_up =
+            tokio::time::timeout(Duration::from_secs(2), runs.list_metadata(&cached)).await;
+        if matches!(caught_up, Ok(Ok(_))) {
+            break;
+        }
+        if settled.elapsed() > Duration::from_secs(600) {
+            bail!("the apiserver's watch cache did not catch up in 10 minutes");
+        }
+    }
+    println!(
+        "the apiserver's watch cache caught up {:.1?} later",
+        settled.elapsed()
+    );
 
     let log = plane.dir().join("controller.log");
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_smolpaws"));
