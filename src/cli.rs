@@ -1,5 +1,6 @@
 //! The `smolpaws` command line: one binary, one subcommand per component.
 
+use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -109,16 +110,8 @@ impl Cli {
                             async move { telemetry::metrics_response(&registry) }
                         }),
                     );
-                tokio::try_join!(
-                    serve(metrics_listen, metrics_router, stop.clone()),
-                    serve(
-                        controller.result_listen,
-                        controller::report::router(client.clone()),
-                        stop.clone()
-                    ),
-                    lead(client.clone(), &controller, metrics, stop.clone()),
-                )?;
-                Ok(())
+                let front = serve(metrics_listen, metrics_router, stop.clone());
+                run_controller(client, &controller, metrics, stop, front).await
             }
             Command::Operator { intake, controller } => {
                 telemetry::init(self.log_format);
@@ -127,19 +120,29 @@ impl Cli {
                 let mut registry = Registry::default();
                 let metrics = ControllerMetrics::register(&mut registry);
                 let router = build_intake(&intake, &client, registry).router();
-                tokio::try_join!(
-                    serve(intake.listen, router, stop.clone()),
-                    serve(
-                        controller.result_listen,
-                        controller::report::router(client.clone()),
-                        stop.clone()
-                    ),
-                    lead(client.clone(), &controller, metrics, stop.clone()),
-                )?;
-                Ok(())
+                let front = serve(intake.listen, router, stop.clone());
+                run_controller(client, &controller, metrics, stop, front).await
             }
         }
     }
+}
+
+/// The controller (while leading), its result endpoint, and `front` (the
+/// process's other server), until one of them ends.
+async fn run_controller(
+    client: kube::Client,
+    config: &ControllerConfig,
+    metrics: ControllerMetrics,
+    stop: CancellationToken,
+    front: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let results = controller::report::router(client.clone());
+    tokio::try_join!(
+        front,
+        serve(config.result_listen, results, stop.clone()),
+        lead(client, config, metrics, stop),
+    )?;
+    Ok(())
 }
 
 async fn client() -> anyhow::Result<kube::Client> {
