@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
@@ -220,7 +220,8 @@ async fn initial_sync(plane: &ControlPlane, client: &Client) -> anyhow::Result<(
         ])
         .env("KUBECONFIG", plane.kubeconfig_path())
         .env("SMOLPAWS_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info");
+        // kube-runtime says "store is ready" once its initial list is in.
+        .env("RUST_LOG", "info,kube_runtime::controller=debug");
     let started = Instant::now();
     let mut process = Process::spawn("smolpaws controller", command, &log)?;
     let synced = loop {
@@ -231,8 +232,22 @@ async fn initial_sync(plane: &ControlPlane, client: &Client) -> anyhow::Result<(
             );
         }
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("initial sync complete")) {
-            break serde_json::from_str::<serde_json::Value>(line).context("a JSON log line")?;
+        let lines = || {
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        };
+        let time = |message: &str| {
+            lines().find(|l| l["message"] == message).and_then(|l| {
+                l["timestamp"]
+                    .as_str()
+                    .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            })
+        };
+        if let (Some(leading), Some(ready)) = (
+            time("leading: reconciling AgentRuns"),
+            time("store is ready, starting runner"),
+        ) {
+            break ready.duration_since(leading);
         }
         if started.elapsed() > Duration::from_secs(300) {
             bail!("no initial sync after 5 minutes: {}", process.log_tail(20));
@@ -244,9 +259,8 @@ async fn initial_sync(plane: &ControlPlane, client: &Client) -> anyhow::Result<(
     // Every run is reconciled once after the sync (its finalizer added).
     tokio::time::sleep(Duration::from_secs(20)).await;
     println!(
-        "controller with {} AgentRuns: initial sync {:.2} s after the watch started ({:.2} s from process start, incl. leader election); resident memory {:.1} MiB at sync, {:.1} MiB after reconciling all, peak {:.1} MiB",
-        synced["runs"],
-        synced["seconds"].as_f64().unwrap_or(f64::NAN),
+        "controller with {STORED_RUNS} AgentRuns: initial sync {:.2} s after it began leading ({:.2} s from process start, incl. leader election); resident memory {:.1} MiB at sync, {:.1} MiB after reconciling all, peak {:.1} MiB",
+        synced.as_secs_f64(),
         to_sync.as_secs_f64(),
         rss_at_sync,
         memory(process.id(), "VmRSS:"),

@@ -163,17 +163,6 @@ pub async fn run(
         controller: "smolpaws-controller".into(),
         instance: config.identity.clone(),
     };
-    let store = controller.store();
-    tokio::spawn(async move {
-        let began = std::time::Instant::now();
-        if store.wait_until_ready().await.is_ok() {
-            tracing::info!(
-                runs = store.len(),
-                seconds = began.elapsed().as_secs_f64(),
-                "initial sync complete"
-            );
-        }
-    });
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
@@ -195,7 +184,13 @@ pub async fn run(
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, context)
-        .for_each(|_| async {})
+        .for_each(|outcome| async move {
+            match outcome {
+                // error_policy has logged it.
+                Ok(_) | Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                Err(error) => tracing::warn!(%error, "the controller's watch failed; retrying"),
+            }
+        })
         .await;
     Ok(())
 }
