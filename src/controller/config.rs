@@ -45,6 +45,10 @@ pub struct ControllerConfig {
     #[arg(long, env = "SMOLPAWS_MAX_RUNS_PER_REPO", default_value_t = 2)]
     pub max_runs_per_repo: usize,
 
+    /// Reconciles in flight at once.
+    #[arg(long, env = "SMOLPAWS_RECONCILE_CONCURRENCY", default_value_t = 16)]
+    pub reconcile_concurrency: u16,
+
     /// How long a sandbox may take to start (image pull, scheduling).
     #[arg(long, env = "SMOLPAWS_PENDING_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub pending_timeout: Duration,

@@ -153,7 +153,13 @@ pub async fn run(
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let (wake, woken) = futures::channel::mpsc::unbounded();
+    // Bounded: every run is reconciled at start-up, and each reconcile in
+    // flight holds its own state; thousands at once would only queue at the
+    // apiserver anyway.
+    let limits =
+        kube::runtime::controller::Config::default().concurrency(config.reconcile_concurrency);
     let controller = Controller::new(runs, watcher::Config::default())
+        .with_config(limits)
         .owns(
             pods,
             watcher::Config::default().labels("app.kubernetes.io/managed-by=smolpaws"),

@@ -23,6 +23,42 @@ use pki::Pki;
 pub use process::Process;
 pub use tools::Tools;
 
+/// The prefix of control plane directories under the temp dir.
+const DIR_PREFIX: &str = "smolpaws-control-plane-";
+/// The file in a control plane directory naming the process that owns it.
+const OWNER_FILE: &str = "owner.pid";
+
+/// Removes the directories of control planes whose owner died without
+/// cleaning up (SIGKILL leaves no chance to): their processes died with it.
+fn remove_abandoned_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(DIR_PREFIX));
+        let alive = match std::fs::read_to_string(path.join(OWNER_FILE)) {
+            Ok(pid) => pid
+                .trim()
+                .parse::<u32>()
+                .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists()),
+            // Being set up right now, unless it has been so for long.
+            Err(_) => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < Duration::from_secs(600)),
+        };
+        if ours && !alive {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
 /// How long the apiserver may take to become ready before start-up fails.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -105,8 +141,9 @@ impl ControlPlane {
     /// waits until the apiserver is ready.
     pub async fn start(tools: &Tools) -> Result<Self, Error> {
         let began = Instant::now();
+        remove_abandoned_dirs();
         let dir = tempfile::Builder::new()
-            .prefix("smolpaws-control-plane-")
+            .prefix(DIR_PREFIX)
             .tempdir()
             .map_err(|source| Error::Write {
                 path: std::env::temp_dir(),
@@ -121,6 +158,7 @@ impl ControlPlane {
             })?;
             Ok(path)
         };
+        write(OWNER_FILE, &std::process::id().to_string())?;
 
         let pki = Pki::generate()?;
         let ca = write("ca.crt", &pki.ca_cert)?;
