@@ -3,6 +3,7 @@
 //! controller runs it in a sandbox, and the agent's reply goes back to the
 //! thread.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod controller;

@@ -1,0 +1,5 @@
+//! The agent entry: what runs inside a sandbox, working on one request in a
+//! checkout of the repository.
+
+pub mod redact;
+pub mod tools;
