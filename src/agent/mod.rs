@@ -2,5 +2,6 @@
 //! checkout of the repository.
 
 pub mod checkout;
+pub mod llm;
 pub mod redact;
 pub mod tools;

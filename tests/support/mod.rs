@@ -8,6 +8,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod fake_github;
+pub mod fake_llm;
 pub mod kubelet;
 pub mod operator;
 

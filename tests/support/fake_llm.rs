@@ -1,0 +1,151 @@
+//! A local LLM speaking OpenAI chat completions (`POST /v1/chat/completions`)
+//! and Anthropic Messages (`POST /v1/messages`), answering from a script and
+//! recording every request body.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// One scripted answer.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// The model calls a tool.
+    Tool {
+        name: &'static str,
+        arguments: Value,
+    },
+    /// The model answers in text and stops.
+    Text(&'static str),
+    /// The provider fails with this status (and `Retry-After` seconds).
+    Status(u16, Option<u64>),
+}
+
+#[derive(Default)]
+struct Script {
+    replies: VecDeque<Reply>,
+    requests: Vec<(Instant, Value)>,
+    calls: usize,
+}
+
+/// The fake provider; serves until the test ends.
+#[derive(Clone)]
+pub struct FakeLlm {
+    script: Arc<Mutex<Script>>,
+    /// The base URL to give as `LLM_BASE_URL` (ends in `/v1`).
+    pub base_url: String,
+}
+
+impl FakeLlm {
+    /// Starts the fake with `replies`, answered in order.
+    pub async fn start(replies: impl IntoIterator<Item = Reply>) -> Self {
+        let script = Arc::new(Mutex::new(Script {
+            replies: replies.into_iter().collect(),
+            ..Script::default()
+        }));
+        let router = Router::new()
+            .route("/v1/chat/completions", post(openai))
+            .route("/v1/messages", post(anthropic))
+            .with_state(script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let base_url = format!("http://{}/v1", listener.local_addr().expect("an address"));
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .await
+                .expect("the fake LLM serves");
+        });
+        Self { script, base_url }
+    }
+
+    /// The request bodies received, with when they arrived.
+    pub fn requests(&self) -> Vec<(Instant, Value)> {
+        self.script.lock().expect("script").requests.clone()
+    }
+}
+
+type Shared = Arc<Mutex<Script>>;
+
+fn next(script: &Shared, body: Value) -> (Reply, usize) {
+    let mut script = script.lock().expect("script");
+    script.requests.push((Instant::now(), body));
+    script.calls += 1;
+    let reply = script
+        .replies
+        .pop_front()
+        .unwrap_or(Reply::Text("(the script ran out)"));
+    (reply, script.calls)
+}
+
+fn failure(status: u16, retry_after: Option<u64>) -> Response {
+    let mut response = (
+        StatusCode::from_u16(status).expect("a status"),
+        Json(json!({ "error": { "message": "scripted failure", "type": "rate_limit_error" } })),
+    )
+        .into_response();
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert(
+            "retry-after",
+            seconds.to_string().parse().expect("a header"),
+        );
+    }
+    response
+}
+
+async fn openai(State(script): State<Shared>, Json(body): Json<Value>) -> Response {
+    let model = body["model"].clone();
+    let (reply, call) = next(&script, body);
+    let (message, finish) = match reply {
+        Reply::Status(status, retry_after) => return failure(status, retry_after),
+        Reply::Text(text) => (json!({ "role": "assistant", "content": text }), "stop"),
+        Reply::Tool { name, arguments } => (
+            json!({ "role": "assistant", "content": null, "tool_calls": [{
+                "id": format!("call_{call}"),
+                "type": "function",
+                "function": { "name": name, "arguments": arguments.to_string() },
+            }]}),
+            "tool_calls",
+        ),
+    };
+    Json(json!({
+        "id": format!("chatcmpl-{call}"),
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{ "index": 0, "message": message, "finish_reason": finish }],
+        "usage": { "prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120 },
+    }))
+    .into_response()
+}
+
+async fn anthropic(State(script): State<Shared>, Json(body): Json<Value>) -> Response {
+    let model = body["model"].clone();
+    let (reply, call) = next(&script, body);
+    let (content, stop) = match reply {
+        Reply::Status(status, retry_after) => return failure(status, retry_after),
+        Reply::Text(text) => (json!([{ "type": "text", "text": text }]), "end_turn"),
+        Reply::Tool { name, arguments } => (
+            json!([{ "type": "tool_use", "id": format!("toolu_{call}"), "name": name, "input": arguments }]),
+            "tool_use",
+        ),
+    };
+    Json(json!({
+        "id": format!("msg_{call}"),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": null,
+        "usage": { "input_tokens": 100, "output_tokens": 20 },
+    }))
+    .into_response()
+}
