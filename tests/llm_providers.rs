@@ -95,10 +95,7 @@ async fn anthropic_format_tool_calls_round_trip() {
     let requests = fake.requests();
     assert_eq!(requests.len(), 2);
     let first = &requests[0].1;
-    assert_eq!(
-        first["system"].to_string().contains("You are smolpaws."),
-        true
-    );
+    assert!(first["system"].to_string().contains("You are smolpaws."));
     assert_eq!(first["tools"][0]["name"], "view");
     let second = &requests[1].1;
     let result = second["messages"]
