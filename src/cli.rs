@@ -66,6 +66,9 @@ pub enum Command {
         #[command(flatten)]
         controller: ControllerConfig,
     },
+    /// Work on one AgentRun inside its sandbox and report the reply (the
+    /// sandbox's entry point).
+    Agent(crate::agent::AgentConfig),
     /// Copy this binary to PATH: how the sandbox's init container puts the
     /// agent into any image.
     Install {
@@ -84,6 +87,10 @@ impl Cli {
                 Ok(())
             }
             Command::Install { path } => install(&path),
+            Command::Agent(config) => {
+                telemetry::init(self.log_format);
+                Ok(crate::agent::run(config).await?)
+            }
             Command::Intake(config) => {
                 telemetry::init(self.log_format);
                 let client = client().await?;

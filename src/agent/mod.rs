@@ -1,7 +1,251 @@
-//! The agent entry: what runs inside a sandbox, working on one request in a
-//! checkout of the repository.
+//! The agent entry: what runs inside a sandbox. It checks the repository
+//! out, works on the request with an LLM and its tools, and reports the
+//! reply through the result contract (`docs/result-contract.md`).
 
 pub mod checkout;
+pub mod context;
 pub mod llm;
 pub mod redact;
+pub mod session;
+pub mod toolbox;
 pub mod tools;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::api::AgentRunSpec;
+use crate::github::reply::{MAX_COMMENT_CHARS, fit};
+use checkout::Target;
+use llm::{Llm, LlmSettings, Provider};
+use redact::Redactor;
+use tools::workspace::Workspace;
+
+/// Settings of `smolpaws agent`, from the sandbox's environment.
+#[derive(Args, Clone, Debug)]
+pub struct AgentConfig {
+    /// The AgentRun's spec, as JSON.
+    #[arg(long, env = "SMOLPAWS_RUN_SPEC", hide_env_values = true)]
+    pub run_spec: String,
+
+    /// The AgentRun's name.
+    #[arg(long, env = "SMOLPAWS_RUN_NAME", default_value = "local")]
+    pub run_name: String,
+
+    /// The AgentRun's namespace.
+    #[arg(long, env = "SMOLPAWS_RUN_NAMESPACE", default_value = "default")]
+    pub run_namespace: String,
+
+    /// Where to report the result; without it the result is printed.
+    #[arg(long, env = "SMOLPAWS_RESULT_URL")]
+    pub result_url: Option<String>,
+
+    /// The token that authenticates the report.
+    #[arg(long, env = "SMOLPAWS_REPORT_TOKEN", hide_env_values = true)]
+    pub report_token: Option<SecretString>,
+
+    /// The repository-scoped GitHub token.
+    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
+    pub github_token: Option<SecretString>,
+
+    /// The GitHub REST API.
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+
+    /// Where repositories are cloned from.
+    #[arg(long, env = "GITHUB_SERVER_URL", default_value = "https://github.com")]
+    pub github_server_url: String,
+
+    /// The directory the repository is checked out into.
+    #[arg(long, env = "SMOLPAWS_WORKSPACE", default_value = "/workspace")]
+    pub workspace: PathBuf,
+
+    /// The LLM model.
+    #[arg(long, env = "LLM_MODEL")]
+    pub llm_model: Option<String>,
+
+    /// The LLM endpoint (an OpenAI-compatible base URL, or Anthropic's).
+    #[arg(long, env = "LLM_BASE_URL")]
+    pub llm_base_url: Option<String>,
+
+    /// `openai` (any OpenAI-compatible endpoint) or `anthropic`.
+    #[arg(long, env = "LLM_PROVIDER")]
+    pub llm_provider: Option<String>,
+
+    /// The LLM API key.
+    #[arg(long, env = "LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<SecretString>,
+
+    /// The most LLM round trips (the run's spec may lower it).
+    #[arg(long, env = "SMOLPAWS_AGENT_MAX_ITERATIONS", default_value_t = 40)]
+    pub max_iterations: u32,
+
+    /// The most tokens, prompt and completion together.
+    #[arg(long, env = "SMOLPAWS_AGENT_MAX_TOKENS", default_value_t = 1_000_000)]
+    pub max_tokens: u64,
+
+    /// The longest the agent works.
+    #[arg(long, env = "SMOLPAWS_AGENT_TIMEOUT", default_value = "25m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+
+    /// A bash command's timeout unless the model asks for another.
+    #[arg(long, env = "SMOLPAWS_BASH_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub bash_timeout: Duration,
+}
+
+/// Why the agent could not work at all.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A setting is missing or wrong.
+    #[error("{0}")]
+    Config(String),
+    /// The repository could not be checked out.
+    #[error(transparent)]
+    Checkout(#[from] checkout::CheckoutError),
+    /// The LLM failed for good.
+    #[error(transparent)]
+    Llm(#[from] llm::LlmError),
+    /// The report could not be delivered.
+    #[error("the result could not be reported: {0}")]
+    Report(String),
+}
+
+/// Runs the agent to its end and reports the result.
+pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let spec: AgentRunSpec = serde_json::from_str(&config.run_spec).map_err(|e| {
+        AgentError::Config(format!("SMOLPAWS_RUN_SPEC is not an AgentRun spec: {e}"))
+    })?;
+    let model = spec
+        .agent
+        .as_ref()
+        .and_then(|a| a.model.clone())
+        .or_else(|| config.llm_model.clone())
+        .ok_or_else(|| {
+            AgentError::Config(
+                "set LLM_MODEL (or spec.agent.model) to the model the agent uses".into(),
+            )
+        })?;
+    let secrets = [
+        &config.github_token,
+        &config.llm_api_key,
+        &config.report_token,
+    ];
+    let redactor = Redactor::new(
+        secrets
+            .iter()
+            .filter_map(|s| s.as_ref())
+            .map(|s| s.expose_secret()),
+    );
+    let llm = Llm::new(LlmSettings {
+        provider: Provider::choose(config.llm_provider.as_deref(), &model)?,
+        model,
+        base_url: config.llm_base_url.clone(),
+        api_key: config.llm_api_key.clone(),
+        attempts: 5,
+        request_timeout: Duration::from_secs(300),
+    })?;
+
+    let github = &spec.github;
+    let target = if github.pull_request {
+        Target::PullRequest {
+            number: github.number,
+            sha: github.head.as_ref().map(|h| h.sha.clone()),
+        }
+    } else {
+        Target::DefaultBranch
+    };
+    let checked_out = checkout::checkout(
+        &config.github_server_url,
+        &github.repository,
+        config.github_token.as_ref(),
+        &target,
+        &config.workspace,
+    )
+    .await?;
+    info!(repository = %github.repository, sha = %checked_out.sha, "checked out");
+    let workspace = Workspace::new(&config.workspace).map_err(|e| {
+        AgentError::Config(format!(
+            "the workspace {} is unusable: {e}",
+            config.workspace.display()
+        ))
+    })?;
+
+    let request =
+        context::request(&spec, &config.github_api_url, config.github_token.as_ref()).await;
+    let limits = session::Limits {
+        iterations: spec
+            .agent
+            .as_ref()
+            .and_then(|a| a.max_iterations)
+            .map_or(config.max_iterations, |n| {
+                n.unsigned_abs().min(config.max_iterations)
+            }),
+        tokens: spec
+            .agent
+            .as_ref()
+            .and_then(|a| a.max_tokens)
+            .map_or(config.max_tokens, |n| {
+                n.unsigned_abs().min(config.max_tokens)
+            }),
+        wall_clock: config.timeout,
+        bash_timeout: config.bash_timeout,
+    };
+    let ending = session::run(&llm, &workspace, request, limits, &redactor).await?;
+    let report = json!({
+        "reply": fit(&ending.reply, MAX_COMMENT_CHARS),
+        "usage": ending.usage,
+        "model": llm.model(),
+    });
+    report_result(&config, &report).await
+}
+
+/// Delivers `report` to the result endpoint (retrying while it answers
+/// 503), or prints it when there is none.
+async fn report_result(config: &AgentConfig, report: &serde_json::Value) -> Result<(), AgentError> {
+    let Some(base) = &config.result_url else {
+        println!("{report}");
+        return Ok(());
+    };
+    let token = config.report_token.as_ref().ok_or_else(|| {
+        AgentError::Config("SMOLPAWS_REPORT_TOKEN is required with SMOLPAWS_RESULT_URL".into())
+    })?;
+    let url = format!(
+        "{}/v1/runs/{}/{}/result",
+        base.trim_end_matches('/'),
+        config.run_namespace,
+        config.run_name
+    );
+    let http = reqwest::Client::new();
+    let mut wait = Duration::from_secs(1);
+    for attempt in 1..=6 {
+        let sent = http
+            .post(&url)
+            .bearer_auth(token.expose_secret())
+            .header("content-type", "application/json")
+            .body(report.to_string())
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => {
+                info!("reported the result");
+                return Ok(());
+            }
+            Ok(response) if response.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                return Err(AgentError::Report(format!("{status}: {body}")));
+            }
+            Ok(response) => {
+                warn!(attempt, status = %response.status(), "the result endpoint is unavailable; retrying")
+            }
+            Err(error) => warn!(attempt, %error, "the result endpoint is unreachable; retrying"),
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+    }
+    Err(AgentError::Report(format!("{url} stayed unavailable")))
+}

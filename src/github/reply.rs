@@ -14,16 +14,22 @@ pub fn marker(namespace: &str, name: &str, uid: &str) -> String {
 /// `text` with `marker` appended, cut to fit GitHub's limit with a note
 /// saying so.
 pub fn compose(text: &str, marker: &str) -> String {
-    const NOTE: &str = "\n\n*(reply truncated: it was longer than a GitHub comment can be)*";
     let suffix = format!("\n\n{marker}");
     let room = MAX_COMMENT_CHARS - suffix.chars().count();
+    format!("{}{suffix}", fit(text, room))
+}
+
+/// `text` (trailing space trimmed) in at most `limit` characters; a longer
+/// one is cut and ends with a note saying so.
+pub fn fit(text: &str, limit: usize) -> String {
+    const NOTE: &str = "\n\n*(reply truncated: it was longer than a GitHub comment can be)*";
     let text = text.trim_end();
-    if text.chars().count() <= room {
-        return format!("{text}{suffix}");
+    if text.chars().count() <= limit {
+        return text.to_owned();
     }
-    let keep = room - NOTE.chars().count();
+    let keep = limit.saturating_sub(NOTE.chars().count());
     let cut: String = text.chars().take(keep).collect();
-    format!("{cut}{NOTE}{suffix}")
+    format!("{cut}{NOTE}")
 }
 
 #[cfg(test)]

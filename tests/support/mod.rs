@@ -9,6 +9,7 @@
 
 pub mod fake_github;
 pub mod fake_llm;
+pub mod git_remote;
 pub mod kubelet;
 pub mod operator;
 

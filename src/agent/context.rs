@@ -1,0 +1,128 @@
+//! What the model is told: the thread the request came from (fetched from
+//! the GitHub API with the run's token), the diff position of a review
+//! comment, and the request itself.
+
+use std::fmt::Write as _;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::api::{AgentRunSpec, CommentKind};
+
+#[derive(Deserialize)]
+struct Issue {
+    title: String,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct User {
+    login: String,
+}
+
+#[derive(Deserialize)]
+struct Comment {
+    user: User,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+async fn get<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: String,
+    token: Option<&SecretString>,
+) -> Result<T, String> {
+    let mut request = http
+        .get(&url)
+        .header("accept", "application/vnd.github+json")
+        .header("user-agent", "smolpaws");
+    if let Some(token) = token {
+        request = request.bearer_auth(token.expose_secret());
+    }
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("GitHub answered {status}"));
+    }
+    response.json().await.map_err(|e| e.to_string())
+}
+
+/// The first message to the model for `spec`, with the thread from
+/// `api_url` when it can be fetched (a note says so when not).
+pub async fn request(spec: &AgentRunSpec, api_url: &str, token: Option<&SecretString>) -> String {
+    let github = &spec.github;
+    let kind = if github.pull_request {
+        "Pull request"
+    } else {
+        "Issue"
+    };
+    let mut text = format!("Repository: {}\n", github.repository);
+    let http = reqwest::Client::new();
+    let base = format!(
+        "{}/repos/{}/issues/{}",
+        api_url.trim_end_matches('/'),
+        github.repository,
+        github.number
+    );
+    match get::<Issue>(&http, base.clone(), token).await {
+        Ok(issue) => {
+            let _ = writeln!(
+                text,
+                "{kind} #{}: {}\n\n{}\n",
+                github.number,
+                issue.title,
+                issue.body.unwrap_or_default()
+            );
+            match get::<Vec<Comment>>(&http, format!("{base}/comments?per_page=100"), token).await {
+                Ok(comments) if !comments.is_empty() => {
+                    text.push_str("Thread:\n");
+                    for comment in comments.iter().rev().take(30).rev() {
+                        let _ = writeln!(
+                            text,
+                            "@{}: {}\n",
+                            comment.user.login,
+                            comment.body.as_deref().unwrap_or_default()
+                        );
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    let _ = writeln!(
+                        text,
+                        "(the thread's comments could not be fetched: {error})\n"
+                    );
+                }
+            }
+        }
+        Err(error) => {
+            let _ = writeln!(
+                text,
+                "{kind} #{} (its text could not be fetched: {error})\n",
+                github.number
+            );
+        }
+    }
+    if let Some(comment) = &github.comment
+        && comment.kind == CommentKind::ReviewComment
+        && let Some(review) = &comment.review
+    {
+        let line = review
+            .line
+            .map_or_else(String::new, |l| format!(", line {l}"));
+        let side = review
+            .side
+            .map_or_else(String::new, |s| format!(" ({s:?} side)"));
+        let _ = writeln!(
+            text,
+            "The request is a review comment on {}{line}{side}, commit {}:\n```diff\n{}\n```\n",
+            review.path, review.commit_id, review.diff_hunk
+        );
+    }
+    let asker = github
+        .comment
+        .as_ref()
+        .map_or("the operator", |c| c.author.as_str());
+    let _ = write!(text, "Request from @{asker}:\n{}", spec.prompt);
+    text
+}

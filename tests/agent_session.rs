@@ -1,0 +1,304 @@
+//! `smolpaws agent` works on a request: it checks the repository out, talks
+//! to a scripted LLM (OpenAI and Anthropic wire formats), uses its tools in
+//! the checkout, stops at its limits, and reports a reply with no secret in
+//! it.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use smolpaws::agent::checkout::{CheckoutError, Target, checkout};
+use support::fake_llm::{FakeLlm, Reply};
+use support::git_remote::server;
+
+const TOKEN: &str = "ghs_plantedsecret0123456789";
+
+fn spec(pull_request: bool, head: Option<&str>) -> Value {
+    let mut spec = json!({
+        "prompt": "why does the parser drop trailing commas?",
+        "github": {
+            "repository": "octo/hello",
+            "number": 7,
+            "pullRequest": pull_request,
+            "comment": {
+                "id": 11, "kind": "IssueComment", "author": "Codertocat",
+                "htmlUrl": "https://github.com/octo/hello/issues/7#issuecomment-11",
+            },
+        },
+    });
+    if let Some(sha) = head {
+        spec["github"]["head"] = json!({ "ref": "feature", "sha": sha });
+    }
+    spec
+}
+
+/// Runs the agent binary against `llm` and the git `server`, in `workspace`;
+/// returns its report (printed, as no result endpoint is given).
+fn run_agent(
+    llm: &FakeLlm,
+    server: &Path,
+    workspace: &Path,
+    spec: &Value,
+    extra: &[(&str, &str)],
+) -> Value {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_smolpaws"));
+    command
+        .arg("agent")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SMOLPAWS_RUN_SPEC", spec.to_string())
+        .env("SMOLPAWS_WORKSPACE", workspace)
+        .env("GITHUB_SERVER_URL", format!("file://{}", server.display()))
+        // No thread to fetch here: the agent says so and goes on.
+        .env("GITHUB_API_URL", "http://127.0.0.1:9")
+        .env("GITHUB_TOKEN", TOKEN)
+        .env("LLM_MODEL", "scripted-model")
+        .env("LLM_BASE_URL", &llm.base_url)
+        .env("LLM_API_KEY", "sk-test-key-0123456789")
+        .env("SMOLPAWS_LOG_FORMAT", "json");
+    command.envs(extra.iter().copied());
+    let output = command.output().expect("the agent runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the agent failed: {stderr}");
+    assert!(!stderr.contains(TOKEN), "no secret in the logs");
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("the report is JSON ({e}): {stderr}"))
+}
+
+fn scripted_fix() -> Vec<Reply> {
+    vec![
+        Reply::Tool {
+            name: "view",
+            arguments: json!({ "path": "README.md" }),
+        },
+        Reply::Tool {
+            name: "str_replace",
+            arguments: json!({ "path": "README.md", "old_str": "main", "new_str": "fixed" }),
+        },
+        Reply::Tool {
+            name: "bash",
+            arguments: json!({ "command": "grep -q fixed README.md && echo tests pass" }),
+        },
+        Reply::Tool {
+            name: "finish",
+            arguments: json!({ "reply": "Fixed the README; `grep` passes." }),
+        },
+    ]
+}
+
+async fn a_scripted_session_edits_tests_and_replies(provider: &str) {
+    let (server, _) = server(&[]);
+    let llm = FakeLlm::start(scripted_fix()).await;
+    let workspace = tempfile::tempdir().expect("a workspace");
+    let report = tokio::task::spawn_blocking({
+        let llm = llm.clone();
+        let (server, workspace, provider) = (
+            server.path().to_owned(),
+            workspace.path().to_owned(),
+            provider.to_owned(),
+        );
+        move || {
+            run_agent(
+                &llm,
+                &server,
+                &workspace,
+                &spec(false, None),
+                &[("LLM_PROVIDER", provider.as_str())],
+            )
+        }
+    })
+    .await
+    .expect("the agent thread");
+
+    assert_eq!(
+        std::fs::read_to_string(workspace.path().join("README.md")).expect("read"),
+        "fixed\n"
+    );
+    assert_eq!(report["reply"], "Fixed the README; `grep` passes.");
+    assert_eq!(
+        report["usage"],
+        json!({ "promptTokens": 400, "completionTokens": 80 })
+    );
+    assert_eq!(report["model"], "scripted-model");
+    let requests = llm.requests();
+    assert_eq!(requests.len(), 4);
+    let first = requests[0].1.to_string();
+    assert!(
+        first.contains("Request from @Codertocat") && first.contains("trailing commas"),
+        "{first}"
+    );
+    let third = requests[3].1.to_string();
+    assert!(
+        third.contains("tests pass"),
+        "the bash output reached the model"
+    );
+}
+
+#[tokio::test]
+async fn an_openai_session_edits_tests_and_replies() {
+    a_scripted_session_edits_tests_and_replies("openai").await;
+}
+
+#[tokio::test]
+async fn an_anthropic_session_edits_tests_and_replies() {
+    a_scripted_session_edits_tests_and_replies("anthropic").await;
+}
+
+#[tokio::test]
+async fn tool_mistakes_reach_the_model_and_limits_still_end_in_a_reply() {
+    let (server, _) = server(&[("twice.txt", "x = 1\nx = 1\n")]);
+    let mut script = vec![
+        Reply::Tool {
+            name: "str_replace",
+            arguments: json!({ "path": "twice.txt", "old_str": "x = 1", "new_str": "x = 2" }),
+        },
+        Reply::Tool {
+            name: "bash",
+            arguments: json!({ "command": "sleep 30", "timeout_seconds": 1 }),
+        },
+    ];
+    script.extend(std::iter::repeat_n(
+        Reply::Tool {
+            name: "bash",
+            arguments: json!({ "command": "echo again" }),
+        },
+        5,
+    ));
+    let llm = FakeLlm::start(script).await;
+    let workspace = tempfile::tempdir().expect("a workspace");
+    let report = tokio::task::spawn_blocking({
+        let llm = llm.clone();
+        let (server, workspace) = (server.path().to_owned(), workspace.path().to_owned());
+        move || {
+            run_agent(
+                &llm,
+                &server,
+                &workspace,
+                &spec(false, None),
+                &[("SMOLPAWS_AGENT_MAX_ITERATIONS", "3")],
+            )
+        }
+    })
+    .await
+    .expect("the agent thread");
+    let requests = llm.requests();
+    assert_eq!(requests.len(), 3, "the iteration limit holds");
+    assert!(
+        requests[1].1.to_string().contains("occurs 2 times"),
+        "the model learns of its mistake"
+    );
+    assert!(
+        requests[2].1.to_string().contains("timed out after 1s"),
+        "and of the timeout"
+    );
+    let reply = report["reply"].as_str().expect("a reply");
+    assert!(
+        reply.starts_with("I stopped before finishing: the iteration limit was reached"),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn a_planted_secret_never_reaches_the_reply() {
+    let (server, _) = server(&[]);
+    let llm = FakeLlm::start([
+        Reply::Tool {
+            name: "bash",
+            arguments: json!({ "command": "echo $GITHUB_TOKEN > leak.txt; cat leak.txt" }),
+        },
+        Reply::Tool {
+            name: "finish",
+            arguments: json!({ "reply": format!("The token is {TOKEN}.") }),
+        },
+    ])
+    .await;
+    let workspace = tempfile::tempdir().expect("a workspace");
+    let report = tokio::task::spawn_blocking({
+        let llm = llm.clone();
+        let (server, workspace) = (server.path().to_owned(), workspace.path().to_owned());
+        move || run_agent(&llm, &server, &workspace, &spec(false, None), &[])
+    })
+    .await
+    .expect("the agent thread");
+    assert_eq!(report["reply"], "The token is [REDACTED].");
+}
+
+#[tokio::test]
+async fn a_pull_request_is_checked_out_at_its_head_with_the_review_context() {
+    let (server, head) = server(&[]);
+    let llm = FakeLlm::start([Reply::Text("Looks right.")]).await;
+    let workspace = tempfile::tempdir().expect("a workspace");
+    let mut review = spec(true, Some(&head));
+    review["github"]["comment"]["kind"] = json!("ReviewComment");
+    review["github"]["comment"]["review"] = json!({
+        "path": "src/parser.rs", "line": 42, "side": "RIGHT",
+        "diffHunk": "@@ -40,3 +40,3 @@ fn tokenize()", "commitId": head,
+    });
+    let report = tokio::task::spawn_blocking({
+        let llm = llm.clone();
+        let (server, workspace) = (server.path().to_owned(), workspace.path().to_owned());
+        move || run_agent(&llm, &server, &workspace, &review, &[])
+    })
+    .await
+    .expect("the agent thread");
+    assert_eq!(report["reply"], "Looks right.");
+    assert_eq!(
+        std::fs::read_to_string(workspace.path().join("README.md")).expect("read"),
+        "feature\n"
+    );
+    let first = llm.requests()[0].1.to_string();
+    assert!(
+        first.contains("src/parser.rs, line 42") && first.contains("fn tokenize()"),
+        "{first}"
+    );
+}
+
+#[tokio::test]
+async fn checkouts_keep_the_token_out_of_git_config_and_name_what_is_missing() {
+    let (root, head) = server(&[]);
+    let url = format!("file://{}", root.path().display());
+    let token = SecretString::from(TOKEN);
+    for target in [
+        Target::PullRequest {
+            number: 7,
+            sha: Some(head.clone()),
+        },
+        Target::PullRequest {
+            number: 7,
+            sha: None,
+        },
+    ] {
+        let dir = tempfile::tempdir().expect("a workspace");
+        let out = checkout(&url, "octo/hello", Some(&token), &target, dir.path())
+            .await
+            .expect("the PR head");
+        assert_eq!(out.sha, head, "{target:?}");
+        let config = std::fs::read_to_string(dir.path().join(".git/config")).expect("read");
+        assert!(
+            !config.contains(TOKEN) && !config.contains("extraHeader"),
+            "{config}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("a workspace");
+    let missing = checkout(
+        &url,
+        "octo/nope",
+        None,
+        &Target::DefaultBranch,
+        &dir.path().join("a"),
+    )
+    .await;
+    assert_eq!(missing, Err(CheckoutError::NotFound("octo/nope".into())));
+    let gone = Target::PullRequest {
+        number: 8,
+        sha: None,
+    };
+    let missing_ref = checkout(&url, "octo/hello", None, &gone, &dir.path().join("b")).await;
+    assert_eq!(
+        missing_ref,
+        Err(CheckoutError::MissingRef("refs/pull/8/head".into()))
+    );
+}
