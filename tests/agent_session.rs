@@ -302,3 +302,91 @@ async fn checkouts_keep_the_token_out_of_git_config_and_name_what_is_missing() {
         Err(CheckoutError::MissingRef("refs/pull/8/head".into()))
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_llm_is_explained_in_the_reply() {
+    let (server, _) = server(&[]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let mut down = FakeLlm::start([]).await;
+    down.base_url = format!("http://{}/v1", closed.local_addr().expect("an address"));
+    drop(closed);
+    let workspace = tempfile::tempdir().expect("a workspace");
+    let report = tokio::task::spawn_blocking({
+        let (server, workspace) = (server.path().to_owned(), workspace.path().to_owned());
+        move || run_agent(&down, &server, &workspace, &spec(false, None), &[])
+    })
+    .await
+    .expect("the agent thread");
+    let reply = report["reply"].as_str().expect("a reply");
+    assert!(
+        reply.starts_with("I could not work on this request: the LLM failed"),
+        "{reply}"
+    );
+}
+
+/// Serves issue 7 of octo/hello and its comments, for the run's token only.
+async fn thread_server() -> String {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    fn authorized(headers: &HeaderMap) -> bool {
+        headers.get("authorization").and_then(|v| v.to_str().ok())
+            == Some(&format!("Bearer {TOKEN}"))
+    }
+    let router = axum::Router::new()
+        .route(
+            "/repos/octo/hello/issues/7",
+            get(|headers: HeaderMap| async move {
+                if !authorized(&headers) {
+                    return StatusCode::UNAUTHORIZED.into_response();
+                }
+                axum::Json(json!({ "title": "Trailing commas vanish", "body": "Parsing [1,2,] gives [1,2]." })).into_response()
+            }),
+        )
+        .route(
+            "/repos/octo/hello/issues/7/comments",
+            get(|headers: HeaderMap| async move {
+                if !authorized(&headers) {
+                    return StatusCode::UNAUTHORIZED.into_response();
+                }
+                axum::Json(json!([{ "user": { "login": "hubot" }, "body": "Seen on main too." }])).into_response()
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let url = format!("http://{}", listener.local_addr().expect("an address"));
+    tokio::spawn(async move { axum::serve(listener, router).await.expect("serves") });
+    url
+}
+
+#[tokio::test]
+async fn the_thread_reaches_the_first_prompt() {
+    let (server, _) = server(&[]);
+    let api = thread_server().await;
+    let llm = FakeLlm::start([Reply::Text("Answered.")]).await;
+    let workspace = tempfile::tempdir().expect("a workspace");
+    tokio::task::spawn_blocking({
+        let llm = llm.clone();
+        let (server, workspace) = (server.path().to_owned(), workspace.path().to_owned());
+        move || {
+            run_agent(
+                &llm,
+                &server,
+                &workspace,
+                &spec(false, None),
+                &[("GITHUB_API_URL", api.as_str())],
+            )
+        }
+    })
+    .await
+    .expect("the agent thread");
+    let first = llm.requests()[0].1.to_string();
+    for expected in [
+        "Issue #7: Trailing commas vanish",
+        "Parsing [1,2,] gives [1,2].",
+        "@hubot: Seen on main too.",
+    ] {
+        assert!(first.contains(expected), "{expected:?} not in {first}");
+    }
+}

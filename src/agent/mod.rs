@@ -194,10 +194,19 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         wall_clock: config.timeout,
         bash_timeout: config.bash_timeout,
     };
-    let ending = session::run(&llm, &workspace, request, limits, &redactor).await?;
+    let (reply, usage) = match session::run(&llm, &workspace, request, limits, &redactor).await {
+        Ok(ending) => (ending.reply, ending.usage),
+        // The person who asked needs to know, in the thread, why nothing
+        // came back.
+        Err(error) => {
+            warn!(%error, "the LLM failed");
+            let reply = format!("I could not work on this request: the LLM failed ({error}).");
+            (redactor.redact(&reply), crate::api::TokenUsage::default())
+        }
+    };
     let report = json!({
-        "reply": fit(&ending.reply, MAX_COMMENT_CHARS),
-        "usage": ending.usage,
+        "reply": fit(&reply, MAX_COMMENT_CHARS),
+        "usage": usage,
         "model": llm.model(),
     });
     report_result(&config, &report).await
