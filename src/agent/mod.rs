@@ -158,6 +158,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     } else {
         Target::DefaultBranch
     };
+    let cloning = std::time::Instant::now();
     let checked_out = checkout::checkout(
         &config.github_server_url,
         &github.repository,
@@ -166,7 +167,12 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         &config.workspace,
     )
     .await?;
-    info!(repository = %github.repository, sha = %checked_out.sha, "checked out");
+    info!(
+        repository = %github.repository,
+        sha = %checked_out.sha,
+        took_ms = cloning.elapsed().as_millis() as u64,
+        "checked out"
+    );
     let workspace = Workspace::new(&config.workspace).map_err(|e| {
         AgentError::Config(format!(
             "the workspace {} is unusable: {e}",
