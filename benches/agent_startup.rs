@@ -12,7 +12,7 @@ mod fake_llm;
 #[path = "../tests/support/git_remote.rs"]
 mod git_remote;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fake_llm::{FakeLlm, Reply};
@@ -53,7 +53,6 @@ async fn main() {
             .env("LLM_MODEL", "scripted-model")
             .env("LLM_BASE_URL", &llm.base_url)
             .env("SMOLPAWS_LOG_FORMAT", "json")
-            .stdout(Stdio::null())
             .output()
             .expect("the agent runs");
         assert!(
@@ -63,7 +62,7 @@ async fn main() {
         );
         let first = llm.requests()[0].0;
         to_request.push(first - started);
-        let log = String::from_utf8_lossy(&output.stderr);
+        let log = String::from_utf8_lossy(&output.stdout);
         let clone_ms = log
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::controller::{self, ControllerConfig, metrics::ControllerMetrics};
 use crate::intake::{Intake, IntakeConfig, metrics::IntakeMetrics};
-use crate::telemetry::{self, LogFormat};
+use crate::telemetry::{self, LogFormat, Output};
 
 /// Runs AI coding agents in Kubernetes sandboxes from GitHub comments.
 #[derive(Debug, Parser)]
@@ -88,11 +88,11 @@ impl Cli {
             }
             Command::Install { path } => install(&path),
             Command::Agent(config) => {
-                telemetry::init(self.log_format);
+                telemetry::init(self.log_format, Output::Stdout);
                 Ok(crate::agent::run(config).await?)
             }
             Command::Intake(config) => {
-                telemetry::init(self.log_format);
+                telemetry::init(self.log_format, Output::Stderr);
                 let client = client().await?;
                 let stop = stop_on_signal();
                 let intake = build_intake(&config, &client, Registry::default());
@@ -102,7 +102,7 @@ impl Cli {
                 controller,
                 metrics_listen,
             } => {
-                telemetry::init(self.log_format);
+                telemetry::init(self.log_format, Output::Stderr);
                 let client = client().await?;
                 let stop = stop_on_signal();
                 let mut registry = Registry::default();
@@ -121,7 +121,7 @@ impl Cli {
                 run_controller(client, &controller, metrics, stop, front).await
             }
             Command::Operator { intake, controller } => {
-                telemetry::init(self.log_format);
+                telemetry::init(self.log_format, Output::Stderr);
                 let client = client().await?;
                 let stop = stop_on_signal();
                 let mut registry = Registry::default();

@@ -9,6 +9,7 @@ use prometheus_client::registry::Registry;
 
 use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -21,14 +22,34 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// Where log lines go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Standard error: servers, whose stdout carries nothing else.
+    Stderr,
+    /// Standard output: the agent, so `kubectl logs` of a sandbox reads as
+    /// the story of its steps.
+    Stdout,
+}
+
 /// Installs the global subscriber. `RUST_LOG` filters (default `info`).
-pub fn init(format: LogFormat) {
+pub fn init(format: LogFormat, output: Output) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, terminal) = match output {
+        Output::Stderr => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        ),
+        Output::Stdout => (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        ),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let json = match format {
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
+        LogFormat::Auto => !terminal,
         LogFormat::Json => true,
         LogFormat::Pretty => false,
     };

@@ -61,11 +61,28 @@ fn run_agent(
         .env("SMOLPAWS_LOG_FORMAT", "json");
     command.envs(extra.iter().copied());
     let output = command.output().expect("the agent runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the agent failed: {stderr}");
-    assert!(!stderr.contains(TOKEN), "no secret in the logs");
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("the report is JSON ({e}): {stderr}"))
+    assert!(
+        output.status.success(),
+        "the agent failed: {stdout}{stderr}"
+    );
+    assert!(
+        !stdout.contains(TOKEN),
+        "no secret in the logs or the report"
+    );
+    // One log line per tool call, then the report (no result endpoint here).
+    let tool_lines = stdout
+        .lines()
+        .filter(|l| l.contains(r#""message":"tool""#))
+        .count();
+    let tool_calls = llm.requests().len().saturating_sub(1);
+    assert!(
+        tool_lines >= tool_calls,
+        "a log line per tool call:\n{stdout}"
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("the report is JSON ({e}): {stdout}"))
 }
 
 fn scripted_fix() -> Vec<Reply> {
