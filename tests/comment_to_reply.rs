@@ -12,6 +12,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::wait::await_condition;
 use smolpaws::api::{AgentRun, AgentRunSpec, CommentKind, GitHubContext, Phase, TriggerComment};
 use support::fake_github::{FakeGitHub, Scripted};
+use support::fake_llm::{FakeLlm, Reply};
 use support::kubelet::{Behaviour, Kubelet};
 use support::operator::{Agent, Operator, stand_in_agent};
 
@@ -632,4 +633,56 @@ async fn a_review_comment_is_answered_in_its_review_thread() {
     assert_eq!(comments[0].in_reply_to, Some(900));
     assert!(comments[0].body.starts_with("Use `?` here."));
     assert_eq!(github.reactions(), vec![(909, "eyes".to_owned())]);
+}
+
+#[tokio::test]
+async fn the_real_agent_answers_from_its_sandbox_pod() {
+    let client = support::client();
+    let ns = support::namespace(&client, "real-agent").await;
+    let github = FakeGitHub::start().await;
+    let (remote, _) =
+        support::git_remote::server(&[("parser.rs", "fn parse() { /* drops commas */ }\n")]);
+    let llm = FakeLlm::start([
+        Reply::Tool {
+            name: "view",
+            arguments: serde_json::json!({ "path": "parser.rs" }),
+        },
+        Reply::Tool {
+            name: "finish",
+            arguments: serde_json::json!({ "reply": "`parse()` drops them." }),
+        },
+    ])
+    .await;
+    // The pod's own command, `/opt/smolpaws/bin/smolpaws agent`, runs this
+    // build of smolpaws.
+    let agent = std::path::PathBuf::from(env!("CARGO_BIN_EXE_smolpaws"));
+    let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
+    let server_env = format!(
+        "--sandbox-env=GITHUB_SERVER_URL=file://{},GITHUB_API_URL=http://127.0.0.1:9",
+        remote.path().display()
+    );
+    let llm_url = format!("--llm-base-url={}", llm.base_url);
+    let _operator = Operator::start(
+        client.clone(),
+        &ns,
+        Some(&github.url),
+        &["--llm-model=scripted-model", &llm_url, &server_env],
+    )
+    .await;
+    let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
+    let mut spec = spec(1111, None);
+    spec.github.repository = "octo/hello".into();
+    create(&runs, "real", spec).await;
+
+    let run = until(&runs, "real", "replied", replied).await;
+    let status = run.status.expect("a status");
+    assert_eq!(status.phase, Some(Phase::Succeeded));
+    let result = status.result.expect("a result");
+    assert_eq!(result.reply, "`parse()` drops them.");
+    assert_eq!(result.model.as_deref(), Some("scripted-model"));
+    let comments = github.comments();
+    assert_eq!(comments.len(), 1);
+    assert!(comments[0].body.starts_with("`parse()` drops them."));
+    // The agent saw the file through its tool.
+    assert!(llm.requests()[1].1.to_string().contains("drops commas"));
 }

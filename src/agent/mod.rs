@@ -60,9 +60,10 @@ pub struct AgentConfig {
     #[arg(long, env = "GITHUB_SERVER_URL", default_value = "https://github.com")]
     pub github_server_url: String,
 
-    /// The directory the repository is checked out into.
-    #[arg(long, env = "SMOLPAWS_WORKSPACE", default_value = "/workspace")]
-    pub workspace: PathBuf,
+    /// The directory the repository is checked out into; the working
+    /// directory when unset (a sandbox pod's is its workspace volume).
+    #[arg(long, env = "SMOLPAWS_WORKSPACE")]
+    pub workspace: Option<PathBuf>,
 
     /// The LLM model.
     #[arg(long, env = "LLM_MODEL")]
@@ -158,13 +159,18 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     } else {
         Target::DefaultBranch
     };
+    let directory = match &config.workspace {
+        Some(directory) => directory.clone(),
+        None => std::env::current_dir()
+            .map_err(|e| AgentError::Config(format!("the working directory is unusable: {e}")))?,
+    };
     let cloning = std::time::Instant::now();
     let checked_out = checkout::checkout(
         &config.github_server_url,
         &github.repository,
         config.github_token.as_ref(),
         &target,
-        &config.workspace,
+        &directory,
     )
     .await?;
     info!(
@@ -173,10 +179,10 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         took_ms = cloning.elapsed().as_millis() as u64,
         "checked out"
     );
-    let workspace = Workspace::new(&config.workspace).map_err(|e| {
+    let workspace = Workspace::new(&directory).map_err(|e| {
         AgentError::Config(format!(
             "the workspace {} is unusable: {e}",
-            config.workspace.display()
+            directory.display()
         ))
     })?;
 

@@ -252,7 +252,6 @@ pub fn pod(run: &AgentRun, settings: &PodSettings, result_url: &str, timeout_sec
         ),
         env("SMOLPAWS_RUN_SPEC", spec_json),
         env("SMOLPAWS_RESULT_URL", result_url),
-        env("SMOLPAWS_WORKSPACE", WORKSPACE),
         env("HOME", "/tmp"),
         secret_env(run, keys::GITHUB_TOKEN),
         secret_env(run, keys::REPORT_TOKEN),
