@@ -407,3 +407,31 @@ async fn the_thread_reaches_the_first_prompt() {
         assert!(first.contains(expected), "{expected:?} not in {first}");
     }
 }
+
+#[tokio::test]
+async fn a_refused_token_is_named_as_such() {
+    use axum::http::StatusCode;
+    for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN] {
+        let router = axum::Router::new().fallback(move || async move { status });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        tokio::spawn(async move { axum::serve(listener, router).await.expect("serves") });
+        let dir = tempfile::tempdir().expect("a workspace");
+        let token = SecretString::from(TOKEN);
+        let refused = checkout(
+            &url,
+            "octo/hello",
+            Some(&token),
+            &Target::DefaultBranch,
+            dir.path(),
+        )
+        .await;
+        assert_eq!(
+            refused,
+            Err(CheckoutError::BadToken("octo/hello".into())),
+            "{status}"
+        );
+    }
+}

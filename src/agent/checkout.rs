@@ -156,6 +156,7 @@ async fn run(
         if lower.contains("not found") || lower.contains("does not appear to be a git repository") {
             CheckoutError::NotFound(repository.to_owned())
         } else if lower.contains("authentication failed")
+            || lower.contains("could not read username")
             || lower.contains("403")
             || lower.contains("401")
         {
