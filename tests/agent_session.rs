@@ -6,7 +6,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -37,14 +36,14 @@ fn spec(pull_request: bool, head: Option<&str>) -> Value {
 
 /// Runs the agent binary against `llm` and the git `server`, in `workspace`;
 /// returns its report (printed, as no result endpoint is given).
-fn run_agent(
+async fn run_agent(
     llm: &FakeLlm,
     server: &Path,
     workspace: &Path,
     spec: &Value,
     extra: &[(&str, &str)],
 ) -> Value {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_smolpaws"));
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_smolpaws"));
     command
         .arg("agent")
         .env_clear()
@@ -60,7 +59,7 @@ fn run_agent(
         .env("LLM_API_KEY", "sk-test-key-0123456789")
         .env("SMOLPAWS_LOG_FORMAT", "json");
     command.envs(extra.iter().copied());
-    let output = command.output().expect("the agent runs");
+    let output = command.output().await.expect("the agent runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -110,25 +109,14 @@ async fn a_scripted_session_edits_tests_and_replies(provider: &str) {
     let (server, _) = server(&[]);
     let llm = FakeLlm::start(scripted_fix()).await;
     let workspace = tempfile::tempdir().expect("a workspace");
-    let report = tokio::task::spawn_blocking({
-        let llm = llm.clone();
-        let (server, workspace, provider) = (
-            server.path().to_owned(),
-            workspace.path().to_owned(),
-            provider.to_owned(),
-        );
-        move || {
-            run_agent(
-                &llm,
-                &server,
-                &workspace,
-                &spec(false, None),
-                &[("LLM_PROVIDER", provider.as_str())],
-            )
-        }
-    })
-    .await
-    .expect("the agent thread");
+    let report = run_agent(
+        &llm,
+        server.path(),
+        workspace.path(),
+        &spec(false, None),
+        &[("LLM_PROVIDER", provider)],
+    )
+    .await;
 
     assert_eq!(
         std::fs::read_to_string(workspace.path().join("README.md")).expect("read"),
@@ -186,21 +174,14 @@ async fn tool_mistakes_reach_the_model_and_limits_still_end_in_a_reply() {
     ));
     let llm = FakeLlm::start(script).await;
     let workspace = tempfile::tempdir().expect("a workspace");
-    let report = tokio::task::spawn_blocking({
-        let llm = llm.clone();
-        let (server, workspace) = (server.path().to_owned(), workspace.path().to_owned());
-        move || {
-            run_agent(
-                &llm,
-                &server,
-                &workspace,
-                &spec(false, None),
-                &[("SMOLPAWS_AGENT_MAX_ITERATIONS", "3")],
-            )
-        }
-    })
-    .await
-    .expect("the agent thread");
+    let report = run_agent(
+        &llm,
+        server.path(),
+        workspace.path(),
+        &spec(false, None),
+        &[("SMOLPAWS_AGENT_MAX_ITERATIONS", "3")],
+    )
+    .await;
     let requests = llm.requests();
     assert_eq!(requests.len(), 3, "the iteration limit holds");
     assert!(
@@ -233,13 +214,14 @@ async fn a_planted_secret_never_reaches_the_reply() {
     ])
     .await;
     let workspace = tempfile::tempdir().expect("a workspace");
-    let report = tokio::task::spawn_blocking({
-        let llm = llm.clone();
-        let (server, workspace) = (server.path().to_owned(), workspace.path().to_owned());
-        move || run_agent(&llm, &server, &workspace, &spec(false, None), &[])
-    })
-    .await
-    .expect("the agent thread");
+    let report = run_agent(
+        &llm,
+        server.path(),
+        workspace.path(),
+        &spec(false, None),
+        &[],
+    )
+    .await;
     assert_eq!(report["reply"], "The token is [REDACTED].");
 }
 
@@ -254,13 +236,7 @@ async fn a_pull_request_is_checked_out_at_its_head_with_the_review_context() {
         "path": "src/parser.rs", "line": 42, "side": "RIGHT",
         "diffHunk": "@@ -40,3 +40,3 @@ fn tokenize()", "commitId": head,
     });
-    let report = tokio::task::spawn_blocking({
-        let llm = llm.clone();
-        let (server, workspace) = (server.path().to_owned(), workspace.path().to_owned());
-        move || run_agent(&llm, &server, &workspace, &review, &[])
-    })
-    .await
-    .expect("the agent thread");
+    let report = run_agent(&llm, server.path(), workspace.path(), &review, &[]).await;
     assert_eq!(report["reply"], "Looks right.");
     assert_eq!(
         std::fs::read_to_string(workspace.path().join("README.md")).expect("read"),
@@ -328,12 +304,14 @@ async fn an_unreachable_llm_is_explained_in_the_reply() {
     down.base_url = format!("http://{}/v1", closed.local_addr().expect("an address"));
     drop(closed);
     let workspace = tempfile::tempdir().expect("a workspace");
-    let report = tokio::task::spawn_blocking({
-        let (server, workspace) = (server.path().to_owned(), workspace.path().to_owned());
-        move || run_agent(&down, &server, &workspace, &spec(false, None), &[])
-    })
-    .await
-    .expect("the agent thread");
+    let report = run_agent(
+        &down,
+        server.path(),
+        workspace.path(),
+        &spec(false, None),
+        &[],
+    )
+    .await;
     let reply = report["reply"].as_str().expect("a reply");
     assert!(
         reply.starts_with("I could not work on this request: the LLM failed"),
@@ -383,21 +361,14 @@ async fn the_thread_reaches_the_first_prompt() {
     let api = thread_server().await;
     let llm = FakeLlm::start([Reply::Text("Answered.")]).await;
     let workspace = tempfile::tempdir().expect("a workspace");
-    tokio::task::spawn_blocking({
-        let llm = llm.clone();
-        let (server, workspace) = (server.path().to_owned(), workspace.path().to_owned());
-        move || {
-            run_agent(
-                &llm,
-                &server,
-                &workspace,
-                &spec(false, None),
-                &[("GITHUB_API_URL", api.as_str())],
-            )
-        }
-    })
-    .await
-    .expect("the agent thread");
+    run_agent(
+        &llm,
+        server.path(),
+        workspace.path(),
+        &spec(false, None),
+        &[("GITHUB_API_URL", api.as_str())],
+    )
+    .await;
     let first = llm.requests()[0].1.to_string();
     for expected in [
         "Issue #7: Trailing commas vanish",

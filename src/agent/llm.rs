@@ -56,6 +56,27 @@ impl Provider {
     }
 }
 
+/// The LLM settings under the names the old runner used; the controller
+/// passes them on to sandboxes (the key through the per-run Secret).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct LlmArgs {
+    /// The LLM model.
+    #[arg(long = "llm-model", env = "LLM_MODEL")]
+    pub model: Option<String>,
+
+    /// The LLM endpoint: any OpenAI-compatible base URL, or Anthropic's.
+    #[arg(long = "llm-base-url", env = "LLM_BASE_URL")]
+    pub base_url: Option<String>,
+
+    /// The LLM API flavour: `openai` (default) or `anthropic`.
+    #[arg(long = "llm-provider", env = "LLM_PROVIDER")]
+    pub provider: Option<String>,
+
+    /// The LLM API key.
+    #[arg(long = "llm-api-key", env = "LLM_API_KEY", hide_env_values = true)]
+    pub api_key: Option<SecretString>,
+}
+
 /// How to reach the LLM.
 #[derive(Clone, Debug)]
 pub struct LlmSettings {

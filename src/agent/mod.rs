@@ -21,7 +21,7 @@ use tracing::{info, warn};
 use crate::api::AgentRunSpec;
 use crate::github::reply::{MAX_COMMENT_CHARS, fit};
 use checkout::Target;
-use llm::{Llm, LlmSettings, Provider};
+use llm::{Llm, LlmArgs, LlmSettings, Provider};
 use redact::Redactor;
 use tools::workspace::Workspace;
 
@@ -65,21 +65,9 @@ pub struct AgentConfig {
     #[arg(long, env = "SMOLPAWS_WORKSPACE")]
     pub workspace: Option<PathBuf>,
 
-    /// The LLM model.
-    #[arg(long, env = "LLM_MODEL")]
-    pub llm_model: Option<String>,
-
-    /// The LLM endpoint (an OpenAI-compatible base URL, or Anthropic's).
-    #[arg(long, env = "LLM_BASE_URL")]
-    pub llm_base_url: Option<String>,
-
-    /// `openai` (any OpenAI-compatible endpoint) or `anthropic`.
-    #[arg(long, env = "LLM_PROVIDER")]
-    pub llm_provider: Option<String>,
-
-    /// The LLM API key.
-    #[arg(long, env = "LLM_API_KEY", hide_env_values = true)]
-    pub llm_api_key: Option<SecretString>,
+    /// The LLM.
+    #[command(flatten)]
+    pub llm: LlmArgs,
 
     /// The most LLM round trips (the run's spec may lower it).
     #[arg(long, env = "SMOLPAWS_AGENT_MAX_ITERATIONS", default_value_t = 40)]
@@ -124,7 +112,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         .agent
         .as_ref()
         .and_then(|a| a.model.clone())
-        .or_else(|| config.llm_model.clone())
+        .or_else(|| config.llm.model.clone())
         .ok_or_else(|| {
             AgentError::Config(
                 "set LLM_MODEL (or spec.agent.model) to the model the agent uses".into(),
@@ -132,7 +120,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         })?;
     let secrets = [
         &config.github_token,
-        &config.llm_api_key,
+        &config.llm.api_key,
         &config.report_token,
     ];
     let redactor = Redactor::new(
@@ -142,10 +130,10 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             .map(|s| s.expose_secret()),
     );
     let llm = Llm::new(LlmSettings {
-        provider: Provider::choose(config.llm_provider.as_deref(), &model)?,
+        provider: Provider::choose(config.llm.provider.as_deref(), &model)?,
         model,
-        base_url: config.llm_base_url.clone(),
-        api_key: config.llm_api_key.clone(),
+        base_url: config.llm.base_url.clone(),
+        api_key: config.llm.api_key.clone(),
         attempts: 5,
         request_timeout: Duration::from_secs(300),
     })?;

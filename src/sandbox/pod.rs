@@ -91,21 +91,9 @@ pub struct PodSettings {
     #[arg(long = "sandbox-env", env = "SMOLPAWS_SANDBOX_ENV", value_delimiter = ',', value_parser = key_value)]
     pub extra_env: Vec<(String, String)>,
 
-    /// The LLM model the agent uses unless the run names one.
-    #[arg(long, env = "LLM_MODEL")]
-    pub llm_model: Option<String>,
-
-    /// The LLM endpoint (any OpenAI-compatible base URL).
-    #[arg(long, env = "LLM_BASE_URL")]
-    pub llm_base_url: Option<String>,
-
-    /// The LLM API flavour: `openai` (default) or `anthropic`.
-    #[arg(long, env = "LLM_PROVIDER")]
-    pub llm_provider: Option<String>,
-
-    /// The LLM API key; reaches sandboxes through their per-run Secret.
-    #[arg(long, env = "LLM_API_KEY", hide_env_values = true)]
-    pub llm_api_key: Option<SecretString>,
+    /// The agent's LLM.
+    #[command(flatten)]
+    pub llm: crate::agent::llm::LlmArgs,
 }
 
 /// Tolerations parsed from JSON.
@@ -164,7 +152,7 @@ pub fn secret(run: &AgentRun, credentials: &RunCredentials, settings: &PodSettin
     let entries = [
         (keys::GITHUB_TOKEN, credentials.github_token.as_ref()),
         (keys::REPORT_TOKEN, Some(&credentials.report_token)),
-        (keys::LLM_API_KEY, settings.llm_api_key.as_ref()),
+        (keys::LLM_API_KEY, settings.llm.api_key.as_ref()),
     ];
     let data = entries
         .into_iter()
@@ -262,11 +250,11 @@ pub fn pod(run: &AgentRun, settings: &PodSettings, result_url: &str, timeout_sec
         .agent
         .as_ref()
         .and_then(|agent| agent.model.clone())
-        .or_else(|| settings.llm_model.clone());
+        .or_else(|| settings.llm.model.clone());
     for (name, value) in [
         ("LLM_MODEL", model),
-        ("LLM_BASE_URL", settings.llm_base_url.clone()),
-        ("LLM_PROVIDER", settings.llm_provider.clone()),
+        ("LLM_BASE_URL", settings.llm.base_url.clone()),
+        ("LLM_PROVIDER", settings.llm.provider.clone()),
     ] {
         if let Some(value) = value {
             agent_env.push(env(name, value));
