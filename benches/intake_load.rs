@@ -151,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
     let log = plane.dir().join("intake.log");
     let mut intake = Process::spawn("smolpaws intake", intake, &log)?;
     let base = format!("http://127.0.0.1:{port}");
+    smolpaws::tls::install_default_provider();
     let http = reqwest::Client::new();
     let mut ready = false;
     for _ in 0..100 {

@@ -13,3 +13,4 @@ pub mod intake;
 pub mod random;
 pub mod sandbox;
 pub mod telemetry;
+pub mod tls;

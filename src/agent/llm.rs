@@ -116,16 +116,10 @@ pub struct Llm {
     settings: LlmSettings,
 }
 
-/// Makes the process-wide TLS provider ring (as kube's), once.
-fn install_tls_provider() {
-    // Fails only when one is already installed, which is what we want.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 impl Llm {
     /// A client for `settings`.
     pub fn new(settings: LlmSettings) -> Result<Self, LlmError> {
-        install_tls_provider();
+        crate::tls::install_default_provider();
         let mut base = settings
             .base_url
             .clone()
