@@ -69,6 +69,9 @@ pub enum Command {
     /// Work on one AgentRun inside its sandbox and report the reply (the
     /// sandbox's entry point).
     Agent(crate::agent::AgentConfig),
+    /// Create an AgentRun by hand in the current kube context and follow it
+    /// to its reply (exit code 0 when it succeeds).
+    Run(crate::follow::RunArgs),
     /// Copy this binary to PATH: how the sandbox's init container puts the
     /// agent into any image.
     Install {
@@ -87,6 +90,13 @@ impl Cli {
                 Ok(())
             }
             Command::Install { path } => install(&path),
+            Command::Run(args) => {
+                let phase = crate::follow::run(client().await?, args).await?;
+                if phase != crate::api::Phase::Succeeded {
+                    anyhow::bail!("the run ended {phase}");
+                }
+                Ok(())
+            }
             Command::Agent(config) => {
                 telemetry::init(self.log_format, Output::Stdout);
                 Ok(crate::agent::run(config).await?)

@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod controlplane;
+pub mod follow;
 pub mod github;
 pub mod intake;
 pub mod random;
