@@ -84,11 +84,16 @@ impl FakeGitHub {
             )
             .route(
                 "/repos/{owner}/{repo}/issues/{number}/comments",
-                get(list_issue_comments).post(create_issue_comment),
+                get(|state, path, query, headers| {
+                    list_comments("issue", state, path, query, headers)
+                })
+                .post(create_issue_comment),
             )
             .route(
                 "/repos/{owner}/{repo}/pulls/{number}/comments",
-                get(list_review_comments),
+                get(|state, path, query, headers| {
+                    list_comments("review", state, path, query, headers)
+                }),
             )
             .route(
                 "/repos/{owner}/{repo}/pulls/{number}/comments/{id}/replies",
@@ -290,13 +295,19 @@ struct Listing {
     per_page: Option<usize>,
 }
 
-fn list(
-    state: &Shared,
-    repository: &str,
-    number: i64,
-    kind: &str,
-    listing: &Listing,
-) -> Json<Value> {
+/// Lists the comments of one kind (`issue` or `review`) in a thread, paged
+/// as GitHub pages them.
+async fn list_comments(
+    kind: &'static str,
+    State((state, _)): State<AppState>,
+    Path((owner, repo, number)): Path<(String, String, i64)>,
+    Query(listing): Query<Listing>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &headers, &format!("list {kind} comments")) {
+        return unauthorized();
+    }
+    let repository = format!("{owner}/{repo}");
     let s = state.lock().expect("fake state");
     let per_page = listing.per_page.unwrap_or(30);
     let page = listing.page.unwrap_or(1).max(1);
@@ -308,45 +319,7 @@ fn list(
         .take(per_page)
         .map(comment_json)
         .collect();
-    Json(Value::Array(matching))
-}
-
-async fn list_issue_comments(
-    State((state, _)): State<AppState>,
-    Path((owner, repo, number)): Path<(String, String, i64)>,
-    Query(listing): Query<Listing>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorized(&state, &headers, "list issue comments") {
-        return unauthorized();
-    }
-    list(
-        &state,
-        &format!("{owner}/{repo}"),
-        number,
-        "issue",
-        &listing,
-    )
-    .into_response()
-}
-
-async fn list_review_comments(
-    State((state, _)): State<AppState>,
-    Path((owner, repo, number)): Path<(String, String, i64)>,
-    Query(listing): Query<Listing>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorized(&state, &headers, "list review comments") {
-        return unauthorized();
-    }
-    list(
-        &state,
-        &format!("{owner}/{repo}"),
-        number,
-        "review",
-        &listing,
-    )
-    .into_response()
+    Json(Value::Array(matching)).into_response()
 }
 
 /// Where a posted comment goes.
