@@ -368,15 +368,31 @@ async fn supervise(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
-async fn delete_pod(run: &AgentRun, ctx: &Context) -> Result<(), Error> {
-    match pods(run, ctx)
-        .delete(&sandbox::pod_name(run), &DeleteParams::background())
-        .await
-    {
+/// Deletes `name`; an object already gone counts as deleted.
+async fn delete_if_present<K>(
+    api: &Api<K>,
+    name: &str,
+    params: &DeleteParams,
+) -> Result<(), kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
+        Err(error) => Err(error),
     }
+}
+
+async fn delete_pod(run: &AgentRun, ctx: &Context) -> Result<(), Error> {
+    let pod = sandbox::pod_name(run);
+    Ok(delete_if_present(&pods(run, ctx), &pod, &DeleteParams::background()).await?)
+}
+
+/// Whether the run's reply was posted, or posting it was given up.
+fn reply_settled(run: &AgentRun) -> bool {
+    run.status.as_ref().is_some_and(|s| s.reply.is_some())
+        || condition(run, conditions::REPLIED).is_some()
 }
 
 /// The `Finished` transition, with the end time and duration.
@@ -399,10 +415,35 @@ fn ended(run: &AgentRun, reason: &'static str, message: String) -> Transition {
         .with("duration", took)
 }
 
-async fn succeed(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
-    let transition = ended(run, "Succeeded", "the agent replied".into());
-    write(ctx, run, transition.to(Phase::Succeeded)).await?;
+/// Moves the run to its terminal `phase`, then deletes its Secret: the
+/// agent is done with its tokens. Deleting is best effort; the owner
+/// reference removes the Secret with the run anyway.
+async fn end(
+    run: &AgentRun,
+    ctx: &Context,
+    phase: Phase,
+    reason: &'static str,
+    message: String,
+) -> Result<Action, Error> {
+    write(ctx, run, ended(run, reason, message).to(phase)).await?;
+    let secret = sandbox::secret_name(run);
+    if let Err(error) =
+        delete_if_present(&secrets(run, ctx), &secret, &DeleteParams::default()).await
+    {
+        warn!(%error, "could not delete the run's Secret; its owner reference will");
+    }
     Ok(Action::await_change())
+}
+
+async fn succeed(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
+    end(
+        run,
+        ctx,
+        Phase::Succeeded,
+        "Succeeded",
+        "the agent replied".into(),
+    )
+    .await
 }
 
 async fn fail(
@@ -412,8 +453,7 @@ async fn fail(
     message: String,
 ) -> Result<Action, Error> {
     warn!(%reason, %message, "the run failed");
-    write(ctx, run, ended(run, reason, message).to(Phase::Failed)).await?;
-    Ok(Action::await_change())
+    end(run, ctx, Phase::Failed, reason, message).await
 }
 
 /// What to say in the thread about how the run ended.
@@ -475,9 +515,7 @@ async fn post_once(
 }
 
 async fn finish(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
-    let replied = run.status.as_ref().is_some_and(|s| s.reply.is_some())
-        || condition(run, conditions::REPLIED).is_some();
-    if ctx.github.is_some() && !replied {
+    if ctx.github.is_some() && !reply_settled(run) {
         let transition = match post_once(run, ctx, &reply_text(run)).await? {
             Ok(posted) => {
                 ctx.metrics.replied(age(run).as_secs_f64());
@@ -495,15 +533,6 @@ async fn finish(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         write(ctx, run, transition).await?;
         return Ok(Action::await_change());
     }
-    // The agent is done with its credentials.
-    match secrets(run, ctx)
-        .delete(&sandbox::secret_name(run), &DeleteParams::default())
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => {}
-        Err(error) => return Err(error.into()),
-    }
     let finished = run
         .status
         .as_ref()
@@ -514,14 +543,13 @@ async fn finish(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::requeue(ctx.ttl - kept));
     }
     info!(ttl = %human(ctx.ttl), "deleting the finished run after its TTL");
-    match runs(run, ctx)
-        .delete(&run.name_any(), &DeleteParams::background())
-        .await
-    {
-        Ok(_) => Ok(Action::await_change()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Action::await_change()),
-        Err(error) => Err(error.into()),
-    }
+    delete_if_present(
+        &runs(run, ctx),
+        &run.name_any(),
+        &DeleteParams::background(),
+    )
+    .await?;
+    Ok(Action::await_change())
 }
 
 /// A run being deleted: stop its sandbox and tell its thread.
@@ -530,12 +558,10 @@ async fn cleanup(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&key(run));
-    let replied = run.status.as_ref().is_some_and(|s| s.reply.is_some())
-        || condition(run, conditions::REPLIED).is_some();
     if run.phase().is_terminal() {
         // A run deleted before its reply went out still answers its thread.
         if ctx.github.is_some()
-            && !replied
+            && !reply_settled(run)
             && let Err(error) = post_once(run, ctx, &reply_text(run)).await?
         {
             warn!(%error, "could not post the reply of a deleted run");
@@ -552,11 +578,6 @@ async fn cleanup(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
             warn!(%error, "could not say in the thread that the run was cancelled");
         }
     }
-    let transition = ended(
-        run,
-        "Cancelled",
-        "the AgentRun was deleted before the agent finished".into(),
-    );
-    write(ctx, run, transition.to(Phase::Cancelled)).await?;
-    Ok(Action::await_change())
+    let message = "the AgentRun was deleted before the agent finished".into();
+    end(run, ctx, Phase::Cancelled, "Cancelled", message).await
 }
