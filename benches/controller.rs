@@ -23,7 +23,8 @@ use serde_json::json;
 use smolpaws::api::{AgentRun, AgentRunSpec, GitHubContext};
 use smolpaws::controller::reconcile::FINALIZER;
 use smolpaws::controller::{self, ControllerConfig, metrics::ControllerMetrics};
-use smolpaws::controlplane::{self, ControlPlane, Process, Tools};
+use smolpaws::controlplane::{self, ControlPlane, Tools};
+use smolpaws::process::Process;
 
 const LATENCY_RUNS: usize = 200;
 const STORED_RUNS: usize = 10_000;
@@ -44,6 +45,7 @@ fn spec(number: i64) -> AgentRunSpec {
             pull_request: false,
             comment: None,
             head: None,
+            post_reply: true,
             delivery_id: None,
         },
         sandbox: Default::default(),

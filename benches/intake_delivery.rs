@@ -29,6 +29,7 @@ fn delivery(c: &mut Criterion) {
         mention: "@smolpaws".parse().expect("a valid mention"),
         policy: Policy::new(["Codertocat".into()], ["Codertocat".into()], [], []),
         app_login: Some("smolpaws[bot]".into()),
+        backend: Default::default(),
     };
     assert!(matches!(
         decide(&rules, "issue_comment", "d", &body),

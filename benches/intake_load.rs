@@ -18,7 +18,8 @@ use kube::api::{Api, ListParams, PostParams};
 use secrecy::SecretString;
 use serde_json::Value;
 use smolpaws::api::AgentRun;
-use smolpaws::controlplane::{self, ControlPlane, Process, Tools};
+use smolpaws::controlplane::{self, ControlPlane, Tools};
+use smolpaws::process::Process;
 use smolpaws::intake::signature::sign;
 
 const SECRET: &str = "load-secret";

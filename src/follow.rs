@@ -9,7 +9,9 @@ use futures::StreamExt;
 use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 
-use crate::api::{AgentOptions, AgentRun, AgentRunSpec, GitHubContext, Phase};
+use crate::api::{
+    AgentOptions, AgentRun, AgentRunSpec, GitHubContext, Phase, SandboxBackend, SandboxSpec,
+};
 
 /// Settings of `smolpaws run`.
 #[derive(Args, Clone, Debug)]
@@ -23,6 +25,12 @@ pub struct RunArgs {
     /// The number is a pull request (its head is checked out).
     #[arg(long)]
     pub pr: bool,
+    /// Keep the reply off GitHub: it is printed and kept in the run's status.
+    #[arg(long)]
+    pub no_post: bool,
+    /// Where the agent runs.
+    #[arg(long, value_enum, default_value = "pod")]
+    pub backend: SandboxBackend,
     /// The model, instead of the operator's LLM_MODEL.
     #[arg(long)]
     pub model: Option<String>,
@@ -75,9 +83,13 @@ pub async fn run(client: kube::Client, args: RunArgs) -> Result<Phase, FollowErr
                 pull_request: args.pr,
                 comment: None,
                 head: None,
+                post_reply: !args.no_post,
                 delivery_id: None,
             },
-            sandbox: Default::default(),
+            sandbox: SandboxSpec {
+                backend: args.backend,
+                ..SandboxSpec::default()
+            },
             agent: args.model.map(|model| AgentOptions {
                 model: Some(model),
                 ..AgentOptions::default()

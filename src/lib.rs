@@ -11,6 +11,7 @@ pub mod controlplane;
 pub mod follow;
 pub mod github;
 pub mod intake;
+pub mod process;
 pub mod random;
 pub mod sandbox;
 pub mod telemetry;

@@ -31,6 +31,7 @@ fn spec() -> AgentRunSpec {
                 review: None,
             }),
             head: None,
+            post_reply: true,
             delivery_id: Some("72d3162e-cc78-11e3-81ab-4c9367dc0958".into()),
         },
         sandbox: SandboxSpec::default(),

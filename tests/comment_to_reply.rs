@@ -34,6 +34,7 @@ fn spec(comment_id: i64, timeout_seconds: Option<i64>) -> AgentRunSpec {
                 review: None,
             }),
             head: None,
+            post_reply: true,
             delivery_id: None,
         },
         sandbox: Default::default(),

@@ -30,6 +30,7 @@ fn rules() -> Rules {
             [],
         ),
         app_login: Some("smolpaws[bot]".into()),
+        backend: Default::default(),
     }
 }
 

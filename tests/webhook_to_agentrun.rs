@@ -35,6 +35,7 @@ fn rules(actors: &[&str], owners: &[&str], repos: &[&str], installations: &[u64]
             installations.to_vec(),
         ),
         app_login: Some("smolpaws[bot]".into()),
+        backend: Default::default(),
     }
 }
 

@@ -136,6 +136,23 @@ pub async fn checkout(
     })
 }
 
+/// The commit an existing checkout in `dir` is at (a local repository in
+/// `smolpaws dev`, worked on as it is).
+pub async fn existing(dir: &Path) -> Result<CheckedOut, CheckoutError> {
+    let mut command = Command::new("git");
+    command
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "HEAD"])
+        .kill_on_drop(true);
+    let redactor = Redactor::new(None::<&str>);
+    let where_ = dir.display().to_string();
+    let sha = run(("rev-parse", command), &redactor, &where_, "HEAD").await?;
+    Ok(CheckedOut {
+        sha: sha.trim().to_owned(),
+    })
+}
+
 /// Runs one git step; its stdout, or the error its stderr describes.
 async fn run(
     (step, mut command): (&'static str, Command),

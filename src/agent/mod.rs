@@ -65,6 +65,11 @@ pub struct AgentConfig {
     #[arg(long, env = "SMOLPAWS_WORKSPACE")]
     pub workspace: Option<PathBuf>,
 
+    /// The workspace already is the repository's checkout (a local
+    /// repository in `smolpaws dev`): work in it as it is, without cloning.
+    #[arg(long, env = "SMOLPAWS_EXISTING_CHECKOUT")]
+    pub existing_checkout: bool,
+
     /// The LLM.
     #[command(flatten)]
     pub llm: LlmArgs,
@@ -153,14 +158,18 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             .map_err(|e| AgentError::Config(format!("the working directory is unusable: {e}")))?,
     };
     let cloning = std::time::Instant::now();
-    let checked_out = checkout::checkout(
-        &config.github_server_url,
-        &github.repository,
-        config.github_token.as_ref(),
-        &target,
-        &directory,
-    )
-    .await?;
+    let checked_out = if config.existing_checkout {
+        checkout::existing(&directory).await?
+    } else {
+        checkout::checkout(
+            &config.github_server_url,
+            &github.repository,
+            config.github_token.as_ref(),
+            &target,
+            &directory,
+        )
+        .await?
+    };
     info!(
         repository = %github.repository,
         sha = %checked_out.sha,

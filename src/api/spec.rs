@@ -113,10 +113,25 @@ pub struct GitHubContext {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<PullRequestHead>,
 
+    /// Whether the reply is posted in the thread; when false it is kept in
+    /// the run's status only (`smolpaws run --no-post`).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub post_reply: bool,
+
     /// The `X-GitHub-Delivery` id of the webhook that created the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub delivery_id: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+// serde's skip_serializing_if passes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 /// The comment that mentioned smolpaws.
@@ -236,7 +251,9 @@ pub struct SandboxSpec {
 }
 
 /// The sandbox backends.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxBackend {
     /// A hardened pod in the run's namespace.
@@ -244,6 +261,9 @@ pub enum SandboxBackend {
     Pod,
     /// A Daytona sandbox.
     Daytona,
+    /// A process on the operator's own machine, not isolated at all: only
+    /// `smolpaws dev` runs these.
+    Local,
 }
 
 /// How the agent works on the request.

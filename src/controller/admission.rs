@@ -99,6 +99,7 @@ mod tests {
                     pull_request: false,
                     comment: None,
                     head: None,
+                    post_reply: true,
                     delivery_id: None,
                 },
                 sandbox: Default::default(),

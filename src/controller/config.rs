@@ -1,11 +1,13 @@
 //! The controller's settings, from flags or environment variables.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 
 use crate::github::GitHubConfig;
+use crate::sandbox::local::LocalSandboxes;
 use crate::sandbox::pod::PodSettings;
 
 /// Settings of `smolpaws controller`.
@@ -74,6 +76,11 @@ pub struct ControllerConfig {
     /// This replica's name in the Lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+
+    /// Local sandboxes, which only `smolpaws dev` sets up: no flag or
+    /// variable can turn unisolated sandboxes on in a cluster.
+    #[arg(skip)]
+    pub local_sandboxes: Option<Arc<LocalSandboxes>>,
 }
 
 /// GitHub App settings, optional as a whole.

@@ -28,6 +28,7 @@ use kube::runtime::{Controller, watcher};
 
 use crate::api::{AgentRun, Phase};
 use crate::github::GitHub;
+use crate::sandbox::local::LocalSandboxes;
 use crate::sandbox::pod::PodSettings;
 use admission::Limits;
 pub use config::ControllerConfig;
@@ -96,8 +97,10 @@ pub struct Context {
     pub client: Client,
     /// GitHub, when an App is configured.
     pub github: Option<GitHub>,
-    /// How sandbox pods are made.
+    /// How sandbox pods are made, and the agent's settings in any sandbox.
     pub settings: PodSettings,
+    /// Local sandboxes, in `smolpaws dev` only.
+    pub local: Option<Arc<LocalSandboxes>>,
     /// Where sandboxes report.
     pub result_url: String,
     /// Concurrency limits.
@@ -174,6 +177,7 @@ pub async fn run(
         client,
         github,
         settings: config.sandbox.clone(),
+        local: config.local_sandboxes.clone(),
         result_url: config.result_url.clone(),
         limits: Limits {
             global: config.max_concurrent_runs,

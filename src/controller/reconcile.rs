@@ -23,7 +23,9 @@ use super::status::{Transition, condition, conditions, now, write};
 use super::{Context, Error};
 use crate::api::{AgentRun, Phase, PostedComment, SandboxBackend, SandboxRef};
 use crate::github::reply::{compose, marker};
-use crate::sandbox::pod::{self as sandbox, RunCredentials, SandboxState};
+use crate::sandbox::SandboxState;
+use crate::sandbox::local::{self, LocalSandboxes};
+use crate::sandbox::pod::{self as sandbox, RunCredentials};
 
 /// Holds a run until its sandbox is stopped and its thread told.
 pub const FINALIZER: &str = "smolpaws.dev/sandbox";
@@ -140,6 +142,9 @@ async fn acknowledge(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
 }
 
 async fn admit(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
+    if let Err(missing) = backend(run, ctx) {
+        return fail(run, ctx, "BackendUnavailable", missing.into()).await;
+    }
     let admitted = {
         let store = ctx.runs.state();
         let mut admitted = ctx.admitted.lock().unwrap_or_else(|p| p.into_inner());
@@ -172,8 +177,13 @@ async fn admit(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::requeue(QUEUE_POLL));
     }
     let sandbox = SandboxRef {
-        backend: SandboxBackend::Pod,
-        name: sandbox::pod_name(run),
+        backend: run.spec.sandbox.backend,
+        name: match &ctx.local {
+            Some(local) if run.spec.sandbox.backend == SandboxBackend::Local => {
+                local.directory(run).display().to_string()
+            }
+            _ => sandbox::pod_name(run),
+        },
     };
     let transition = Transition::new(
         conditions::ADMITTED,
@@ -184,6 +194,25 @@ async fn admit(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     .with("sandbox", sandbox);
     write(ctx, run, transition).await?;
     Ok(Action::await_change())
+}
+
+/// Whether this controller can run `run`'s backend; what is missing if not.
+fn backend<'a>(run: &AgentRun, ctx: &'a Context) -> Result<Backend<'a>, &'static str> {
+    match run.spec.sandbox.backend {
+        SandboxBackend::Pod => Ok(Backend::Pod),
+        SandboxBackend::Local => ctx.local.as_deref().map(Backend::Local).ok_or(
+            "the local sandbox backend runs only in `smolpaws dev`; use backend pod or daytona",
+        ),
+        SandboxBackend::Daytona => Err(
+            "the Daytona sandbox backend is not configured: set DAYTONA_API_KEY for the controller",
+        ),
+    }
+}
+
+/// A backend this controller runs.
+enum Backend<'a> {
+    Pod,
+    Local(&'a LocalSandboxes),
 }
 
 /// The agent's credentials, minted once per run.
@@ -229,6 +258,51 @@ async fn provision(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     if let Some(action) = ensure_secret(run, ctx).await? {
         return Ok(action);
     }
+    match backend(run, ctx) {
+        Ok(Backend::Pod) => provision_pod(run, ctx).await,
+        Ok(Backend::Local(local)) => provision_local(run, ctx, local).await,
+        Err(missing) => fail(run, ctx, "BackendUnavailable", missing.into()).await,
+    }
+}
+
+async fn provision_local(
+    run: &AgentRun,
+    ctx: &Context,
+    local: &LocalSandboxes,
+) -> Result<Action, Error> {
+    let secret = secrets(run, ctx).get(&sandbox::secret_name(run)).await?;
+    let env = local::resolve(
+        sandbox::agent_env(run, &ctx.settings, &ctx.result_url),
+        &secret,
+    );
+    if let Err(error) = local.start(run, env) {
+        let message = format!("the local sandbox could not start: {error}");
+        return fail(run, ctx, "SandboxFailed", message).await;
+    }
+    ctx.metrics.sandbox_created(age(run).as_secs_f64());
+    started(run, ctx, now()).await
+}
+
+/// Moves a run whose sandbox started at `at` to Running.
+async fn started(run: &AgentRun, ctx: &Context, at: Time) -> Result<Action, Error> {
+    ctx.metrics.running(age(run).as_secs_f64());
+    let name = run
+        .status
+        .as_ref()
+        .and_then(|s| s.sandbox.as_ref())
+        .map_or_else(|| run.name_any(), |s| s.name.clone());
+    let transition = Transition::new(
+        conditions::SANDBOX_RUNNING,
+        "SandboxStarted",
+        format!("sandbox {name} runs the agent"),
+    )
+    .to(Phase::Running)
+    .with("startedAt", at);
+    write(ctx, run, transition).await?;
+    Ok(Action::await_change())
+}
+
+async fn provision_pod(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     let api = pods(run, ctx);
     let name = sandbox::pod_name(run);
     let pod = match api.get_opt(&name).await? {
@@ -266,7 +340,7 @@ async fn provision(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
                     (ctx.pending_timeout - waited).min(Duration::from_secs(10)),
                 ));
             }
-            delete_pod(run, ctx).await?;
+            stop_sandbox(run, ctx).await?;
             let message = format!(
                 "the sandbox did not start within {}: {}",
                 human(ctx.pending_timeout),
@@ -275,21 +349,12 @@ async fn provision(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
             fail(run, ctx, "PendingTimeout", message).await
         }
         SandboxState::Running | SandboxState::Exited { .. } => {
-            let started = pod
+            let at = pod
                 .status
                 .as_ref()
                 .and_then(|s| s.start_time.clone())
                 .unwrap_or_else(now);
-            ctx.metrics.running(age(run).as_secs_f64());
-            let transition = Transition::new(
-                conditions::SANDBOX_RUNNING,
-                "SandboxStarted",
-                format!("pod {name} runs the agent"),
-            )
-            .to(Phase::Running)
-            .with("startedAt", started);
-            write(ctx, run, transition).await?;
-            Ok(Action::await_change())
+            started(run, ctx, at).await
         }
     }
 }
@@ -305,9 +370,8 @@ async fn supervise(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     if run.status.as_ref().is_some_and(|s| s.result.is_some()) {
         return succeed(run, ctx).await;
     }
-    let name = sandbox::pod_name(run);
-    let pod = pods(run, ctx).get_opt(&name).await?;
-    let state = pod.as_ref().map(sandbox::state);
+    let name = run.name_any();
+    let state = sandbox_state(run, ctx).await?;
     if let None | Some(SandboxState::Exited { .. }) = state {
         // The result may have landed after this reconcile's view was taken:
         // the agent reports before it exits.
@@ -318,7 +382,7 @@ async fn supervise(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     }
     match state {
         None => {
-            let message = format!("the sandbox pod {name} disappeared before the agent reported");
+            let message = format!("the sandbox of {name} disappeared before the agent reported");
             fail(run, ctx, "SandboxLost", message).await
         }
         Some(SandboxState::Exited { code, reason }) => {
@@ -326,7 +390,7 @@ async fn supervise(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
                 (_, Some("OOMKilled")) => (
                     "OutOfMemory",
                     format!(
-                        "the agent ran out of memory (pod {name}); give the run more memory in spec.sandbox.resources"
+                        "the agent ran out of memory; give the run more memory in spec.sandbox.resources"
                     ),
                 ),
                 (_, Some("DeadlineExceeded")) => (
@@ -343,7 +407,7 @@ async fn supervise(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
                 (code, _) => (
                     "AgentFailed",
                     format!(
-                        "the agent exited with code {code}; its log: kubectl logs -n {} pod/{name}",
+                        "the agent exited with code {code}; its log: smolpaws logs -n {} {name}",
                         run.namespace().unwrap_or_default()
                     ),
                 ),
@@ -359,9 +423,9 @@ async fn supervise(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
             let ran = since(started);
             let limit = timeout(run, ctx);
             if ran < limit {
-                return Ok(Action::requeue((limit - ran).min(Duration::from_secs(30))));
+                return Ok(Action::requeue((limit - ran).min(poll_interval(run))));
             }
-            delete_pod(run, ctx).await?;
+            stop_sandbox(run, ctx).await?;
             let message = format!("the agent did not finish within {}", human(limit));
             fail(run, ctx, "RunTimeout", message).await
         }
@@ -384,9 +448,45 @@ where
     }
 }
 
-async fn delete_pod(run: &AgentRun, ctx: &Context) -> Result<(), Error> {
-    let pod = sandbox::pod_name(run);
-    Ok(delete_if_present(&pods(run, ctx), &pod, &DeleteParams::background()).await?)
+/// What the run's sandbox is doing; `None` when it is gone.
+async fn sandbox_state(run: &AgentRun, ctx: &Context) -> Result<Option<SandboxState>, Error> {
+    Ok(match backend(run, ctx) {
+        Ok(Backend::Local(local)) => local.state(run),
+        Ok(Backend::Pod) | Err(_) => pods(run, ctx)
+            .get_opt(&sandbox::pod_name(run))
+            .await?
+            .as_ref()
+            .map(sandbox::state),
+    })
+}
+
+/// How often a running sandbox is looked at besides its events: pods are
+/// watched, local processes are not.
+fn poll_interval(run: &AgentRun) -> Duration {
+    match run.spec.sandbox.backend {
+        SandboxBackend::Local => Duration::from_secs(1),
+        SandboxBackend::Pod | SandboxBackend::Daytona => Duration::from_secs(30),
+    }
+}
+
+/// Stops the run's sandbox; one already gone counts as stopped.
+async fn stop_sandbox(run: &AgentRun, ctx: &Context) -> Result<(), Error> {
+    match backend(run, ctx) {
+        Ok(Backend::Local(local)) => {
+            local.stop(run);
+            Ok(())
+        }
+        Ok(Backend::Pod) | Err(_) => {
+            let pod = sandbox::pod_name(run);
+            Ok(delete_if_present(&pods(run, ctx), &pod, &DeleteParams::background()).await?)
+        }
+    }
+}
+
+/// Whether the run's thread hears from it: GitHub is configured and the run
+/// did not ask to keep its reply off GitHub.
+fn posts_reply(run: &AgentRun, ctx: &Context) -> bool {
+    ctx.github.is_some() && run.spec.github.post_reply
 }
 
 /// Whether the run's reply was posted, or posting it was given up.
@@ -515,7 +615,7 @@ async fn post_once(
 }
 
 async fn finish(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
-    if ctx.github.is_some() && !reply_settled(run) {
+    if posts_reply(run, ctx) && !reply_settled(run) {
         let transition = match post_once(run, ctx, &reply_text(run)).await? {
             Ok(posted) => {
                 ctx.metrics.replied(age(run).as_secs_f64());
@@ -560,7 +660,7 @@ async fn cleanup(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         .remove(&key(run));
     if run.phase().is_terminal() {
         // A run deleted before its reply went out still answers its thread.
-        if ctx.github.is_some()
+        if posts_reply(run, ctx)
             && !reply_settled(run)
             && let Err(error) = post_once(run, ctx, &reply_text(run)).await?
         {
@@ -568,10 +668,10 @@ async fn cleanup(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         }
         return Ok(Action::await_change());
     }
-    delete_pod(run, ctx).await?;
+    stop_sandbox(run, ctx).await?;
     // Told before the status changes: a retry of this cleanup sees the run
     // still unfinished and looks for the same marked comment.
-    if ctx.github.is_some() {
+    if posts_reply(run, ctx) {
         let text =
             "This request was cancelled before smolpaws finished it: the AgentRun was deleted.";
         if let Err(error) = post_once(run, ctx, text).await? {

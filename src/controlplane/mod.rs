@@ -6,7 +6,6 @@
 //! mock. It runs no kubelet and no controller-manager.
 
 mod pki;
-mod process;
 mod tools;
 
 use std::net::TcpListener;
@@ -20,7 +19,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use tempfile::TempDir;
 
 use pki::Pki;
-pub use process::Process;
+use crate::process::Process;
 pub use tools::Tools;
 
 /// The prefix of control plane directories under the temp dir.

@@ -7,6 +7,7 @@ use clap::Args;
 use secrecy::SecretString;
 
 use super::delivery::Rules;
+use crate::api::SandboxBackend;
 use super::policy::Policy;
 use super::signature::WebhookSecrets;
 use super::trigger::Mention;
@@ -57,6 +58,10 @@ pub struct IntakeConfig {
     #[arg(long, env = "GITHUB_APP_SLUG")]
     pub app_slug: Option<String>,
 
+    /// The sandbox backend runs are created for.
+    #[arg(long, env = "SMOLPAWS_SANDBOX_BACKEND", value_enum, default_value = "pod")]
+    pub sandbox_backend: SandboxBackend,
+
     /// The namespace AgentRuns are created in; the client's default
     /// namespace (the pod's own, in a cluster) when unset.
     #[arg(long, env = "SMOLPAWS_NAMESPACE")]
@@ -75,6 +80,7 @@ impl IntakeConfig {
                 self.allowed_installations.iter().copied(),
             ),
             app_login: self.app_slug.as_ref().map(|slug| format!("{slug}[bot]")),
+            backend: self.sandbox_backend,
         }
     }
 

@@ -13,7 +13,9 @@ use octocrab::models::webhook_events::{WebhookEvent, WebhookEventPayload};
 use super::policy::{Denial, Policy, Requester};
 use super::run::RunRequest;
 use super::trigger::Mention;
-use crate::api::{AgentRun, CommentKind, DiffSide, PullRequestHead, ReviewContext, TriggerComment};
+use crate::api::{
+    AgentRun, CommentKind, DiffSide, PullRequestHead, ReviewContext, SandboxBackend, TriggerComment,
+};
 
 /// The rules a delivery is judged by.
 #[derive(Clone, Debug)]
@@ -24,6 +26,8 @@ pub struct Rules {
     pub policy: Policy,
     /// The App's own login (`<slug>[bot]`), whose comments never trigger.
     pub app_login: Option<String>,
+    /// The sandbox backend the runs ask for.
+    pub backend: SandboxBackend,
 }
 
 /// What to do with a delivery.
@@ -178,7 +182,7 @@ pub fn decide(
         head: comment.head,
         prompt,
     };
-    Ok(Decision::Run(Box::new(request.into_agent_run())))
+    Ok(Decision::Run(Box::new(request.into_agent_run(rules.backend))))
 }
 
 fn id(value: u64) -> Option<i64> {

@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::api::{AgentRun, AgentRunSpec, GitHubContext, PullRequestHead, TriggerComment};
+use crate::api::{
+    AgentRun, AgentRunSpec, GitHubContext, PullRequestHead, SandboxBackend, SandboxSpec,
+    TriggerComment,
+};
 
 /// Label with the repository owner, for `kubectl get agentruns -l`.
 pub const OWNER_LABEL: &str = "smolpaws.dev/owner";
@@ -79,7 +82,7 @@ pub struct RunRequest {
 
 impl RunRequest {
     /// The AgentRun to create.
-    pub fn into_agent_run(self) -> AgentRun {
+    pub fn into_agent_run(self, backend: SandboxBackend) -> AgentRun {
         let mut run = AgentRun::new(
             &run_name(&self.delivery),
             AgentRunSpec {
@@ -91,9 +94,13 @@ impl RunRequest {
                     pull_request: self.pull_request,
                     comment: Some(self.comment),
                     head: self.head,
+                    post_reply: true,
                     delivery_id: Some(self.delivery),
                 },
-                sandbox: Default::default(),
+                sandbox: SandboxSpec {
+                    backend,
+                    ..SandboxSpec::default()
+                },
                 agent: None,
             },
         );

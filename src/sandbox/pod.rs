@@ -20,6 +20,7 @@ use kube::Resource;
 use kube::api::ObjectMeta;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::SandboxState;
 use crate::api::AgentRun;
 
 /// Where the agent binary lands inside the sandbox.
@@ -228,9 +229,9 @@ fn locked_down() -> SecurityContext {
     }
 }
 
-/// The sandbox pod of `run`, which reports to `result_url` and may run for
-/// `timeout_seconds`.
-pub fn pod(run: &AgentRun, settings: &PodSettings, result_url: &str, timeout_seconds: i64) -> Pod {
+/// The agent's environment, every backend's: the run, where to report, the
+/// LLM settings, and the per-run Secret's keys as references to it.
+pub fn agent_env(run: &AgentRun, settings: &PodSettings, result_url: &str) -> Vec<EnvVar> {
     let spec_json = serde_json::to_string(&run.spec).expect("an AgentRun spec serializes");
     let mut agent_env = vec![
         env("SMOLPAWS_RUN_NAME", pod_name(run)),
@@ -240,7 +241,6 @@ pub fn pod(run: &AgentRun, settings: &PodSettings, result_url: &str, timeout_sec
         ),
         env("SMOLPAWS_RUN_SPEC", spec_json),
         env("SMOLPAWS_RESULT_URL", result_url),
-        env("HOME", "/tmp"),
         secret_env(run, keys::GITHUB_TOKEN),
         secret_env(run, keys::REPORT_TOKEN),
         secret_env(run, keys::LLM_API_KEY),
@@ -261,6 +261,15 @@ pub fn pod(run: &AgentRun, settings: &PodSettings, result_url: &str, timeout_sec
         }
     }
     agent_env.extend(settings.extra_env.iter().map(|(k, v)| env(k, v.clone())));
+    agent_env
+}
+
+/// The sandbox pod of `run`, which reports to `result_url` and may run for
+/// `timeout_seconds`.
+pub fn pod(run: &AgentRun, settings: &PodSettings, result_url: &str, timeout_seconds: i64) -> Pod {
+    let mut agent_env = agent_env(run, settings, result_url);
+    // The root filesystem is read-only; /tmp is a writable volume.
+    agent_env.push(env("HOME", "/tmp"));
 
     let resources = run.spec.sandbox.resources.clone().unwrap_or_else(|| {
         let amounts = BTreeMap::from([
@@ -350,27 +359,6 @@ pub fn pod(run: &AgentRun, settings: &PodSettings, result_url: &str, timeout_sec
         }),
         ..Pod::default()
     }
-}
-
-/// What a sandbox pod's status says.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SandboxState {
-    /// Not running yet; `reason` says why when Kubernetes says
-    /// (`ImagePullBackOff`, `Unschedulable`, ...).
-    Waiting {
-        /// Why it waits.
-        reason: Option<String>,
-    },
-    /// The agent container runs.
-    Running,
-    /// The agent container ended.
-    Exited {
-        /// Its exit code.
-        code: i32,
-        /// Kubernetes' reason: `Completed`, `Error`, `OOMKilled`,
-        /// `DeadlineExceeded`, ...
-        reason: Option<String>,
-    },
 }
 
 /// Reads a pod's status the way a kubelet writes it.

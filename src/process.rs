@@ -5,6 +5,10 @@
 //! threads come and go, so every child is spawned from one thread that lives
 //! as long as the process: when the process dies, however it dies (a panic,
 //! SIGKILL), its children are killed too.
+//!
+//! Each child leads its own process group, which is killed as a whole: a
+//! Ctrl-C in the terminal reaches smolpaws alone, which then stops its
+//! children in order, and an agent's own commands die with it.
 
 use std::fs::File;
 use std::io;
@@ -56,6 +60,7 @@ impl Process {
             .stdin(Stdio::null())
             .stdout(output.try_clone()?)
             .stderr(output);
+        command.process_group(0);
         let parent = std::process::id();
         // SAFETY: the closure runs between fork and exec and calls only
         // async-signal-safe functions (prctl, getppid).
@@ -110,7 +115,13 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        // Already exited is fine; anything else leaves nothing to do either.
+        // The child is not reaped yet, so its group id cannot have been
+        // reused. Already exited is fine; anything else leaves nothing to do
+        // either.
+        if let Ok(group) = i32::try_from(self.child.id()) {
+            // SAFETY: kill has no memory effects.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
