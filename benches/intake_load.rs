@@ -19,8 +19,8 @@ use secrecy::SecretString;
 use serde_json::Value;
 use smolpaws::api::AgentRun;
 use smolpaws::controlplane::{self, ControlPlane, Tools};
-use smolpaws::process::Process;
 use smolpaws::intake::signature::sign;
+use smolpaws::process::Process;
 
 const SECRET: &str = "load-secret";
 const NAMESPACE: &str = "load";

@@ -12,6 +12,7 @@ use axum::routing::get;
 use clap::{Parser, Subcommand};
 use kube::api::Api;
 use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -72,6 +73,12 @@ pub enum Command {
     /// Create an AgentRun by hand in the current kube context and follow it
     /// to its reply (exit code 0 when it succeeds).
     Run(crate::follow::RunArgs),
+    /// Follow the output of a run's sandbox.
+    Logs(crate::logs::LogsArgs),
+    /// The whole system on this machine: a local control plane, the
+    /// operator, sandboxes as local processes, and local repositories in
+    /// place of GitHub unless an App is configured.
+    Dev(crate::dev::DevArgs),
     /// Copy this binary to PATH: how the sandbox's init container puts the
     /// agent into any image.
     Install {
@@ -90,6 +97,8 @@ impl Cli {
                 Ok(())
             }
             Command::Install { path } => install(&path),
+            Command::Logs(args) => crate::logs::run(client().await?, args).await,
+            Command::Dev(args) => crate::dev::run(args, self.log_format, stop_on_signal()).await,
             Command::Run(args) => {
                 let phase = crate::follow::run(client().await?, args).await?;
                 if phase != crate::api::Phase::Succeeded {
@@ -128,7 +137,8 @@ impl Cli {
                         }),
                     );
                 let front = serve(metrics_listen, metrics_router, stop.clone());
-                run_controller(client, &controller, metrics, stop, front).await
+                let results = bind(controller.result_listen).await?;
+                run_controller(client, &controller, metrics, results, stop, front).await
             }
             Command::Operator { intake, controller } => {
                 telemetry::init(self.log_format, Output::Stderr);
@@ -138,25 +148,27 @@ impl Cli {
                 let metrics = ControllerMetrics::register(&mut registry);
                 let router = build_intake(&intake, &client, registry).router();
                 let front = serve(intake.listen, router, stop.clone());
-                run_controller(client, &controller, metrics, stop, front).await
+                let results = bind(controller.result_listen).await?;
+                run_controller(client, &controller, metrics, results, stop, front).await
             }
         }
     }
 }
 
-/// The controller (while leading), its result endpoint, and `front` (the
-/// process's other server), until one of them ends.
-async fn run_controller(
+/// The controller (while leading), its result endpoint on `results`, and
+/// `front` (the process's other server), until one of them ends.
+pub(crate) async fn run_controller(
     client: kube::Client,
     config: &ControllerConfig,
     metrics: ControllerMetrics,
+    results: TcpListener,
     stop: CancellationToken,
     front: impl Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
-    let results = controller::report::router(client.clone());
+    let router = controller::report::router(client.clone());
     tokio::try_join!(
         front,
-        serve(config.result_listen, results, stop.clone()),
+        serve_on(results, router, stop.clone()),
         lead(client, config, metrics, stop),
     )?;
     Ok(())
@@ -169,7 +181,11 @@ async fn client() -> anyhow::Result<kube::Client> {
 }
 
 /// The intake, its metrics added to `registry`, which it serves at /metrics.
-fn build_intake(config: &IntakeConfig, client: &kube::Client, mut registry: Registry) -> Intake {
+pub(crate) fn build_intake(
+    config: &IntakeConfig,
+    client: &kube::Client,
+    mut registry: Registry,
+) -> Intake {
     let namespace = config
         .namespace
         .clone()
@@ -189,11 +205,24 @@ fn build_intake(config: &IntakeConfig, client: &kube::Client, mut registry: Regi
     )
 }
 
+async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))
+}
+
 /// Serves `router` on `address` until `stop` is cancelled.
 async fn serve(address: SocketAddr, router: Router, stop: CancellationToken) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address}"))?;
+    serve_on(bind(address).await?, router, stop).await
+}
+
+/// Serves `router` on `listener` until `stop` is cancelled.
+pub(crate) async fn serve_on(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let address = listener.local_addr()?;
     info!(%address, "listening");
     axum::serve(listener, router)
         .with_graceful_shutdown(stop.cancelled_owned())
@@ -215,7 +244,7 @@ async fn lead(
 }
 
 /// Cancelled on SIGINT or SIGTERM (what Kubernetes sends before it kills).
-fn stop_on_signal() -> CancellationToken {
+pub(crate) fn stop_on_signal() -> CancellationToken {
     let stop = CancellationToken::new();
     let token = stop.clone();
     tokio::spawn(async move {

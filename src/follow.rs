@@ -100,8 +100,14 @@ pub async fn run(client: kube::Client, args: RunArgs) -> Result<Phase, FollowErr
     run.metadata.generate_name = Some("run-".into());
     let created = api.create(&PostParams::default(), &run).await?;
     let name = created.metadata.name.unwrap_or_default();
+    println!("agentrun/{name} created in {namespace}");
+    follow(&api, &name, args.wait).await
+}
+
+/// Prints `name`'s phases as they change, then its reply; returns the phase
+/// it ended in.
+pub async fn follow(api: &Api<AgentRun>, name: &str, wait: Duration) -> Result<Phase, FollowError> {
     let mut out = std::io::stdout();
-    writeln!(out, "agentrun/{name} created in {namespace}")?;
     let followed = async {
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
         let mut events = watcher(api.clone(), config).applied_objects().boxed();
@@ -125,13 +131,13 @@ pub async fn run(client: kube::Client, args: RunArgs) -> Result<Phase, FollowErr
                 return Ok(phase);
             }
         }
-        Err(FollowError::Gone(name.clone()))
+        Err(FollowError::Gone(name.to_owned()))
     };
-    match tokio::time::timeout(args.wait, followed).await {
+    match tokio::time::timeout(wait, followed).await {
         Ok(outcome) => outcome,
         Err(_) => Err(FollowError::Timeout(
-            name,
-            humantime::format_duration(args.wait).to_string(),
+            name.to_owned(),
+            humantime::format_duration(wait).to_string(),
         )),
     }
 }

@@ -49,8 +49,13 @@ async fn get<T: serde::de::DeserializeOwned>(
 }
 
 /// The first message to the model for `spec`, with the thread from
-/// `api_url` when it can be fetched (a note says so when not).
-pub async fn request(spec: &AgentRunSpec, api_url: &str, token: Option<&SecretString>) -> String {
+/// `api_url` when it can be fetched (a note says so when not); without an
+/// API (a local repository) there is no thread.
+pub async fn request(
+    spec: &AgentRunSpec,
+    api_url: Option<&str>,
+    token: Option<&SecretString>,
+) -> String {
     let github = &spec.github;
     let kind = if github.pull_request {
         "Pull request"
@@ -58,6 +63,50 @@ pub async fn request(spec: &AgentRunSpec, api_url: &str, token: Option<&SecretSt
         "Issue"
     };
     let mut text = format!("Repository: {}\n", github.repository);
+    match api_url {
+        Some(api_url) => thread(&mut text, spec, kind, api_url, token).await,
+        None => {
+            let _ = writeln!(
+                text,
+                "{kind} #{} (a local one: no thread to read)\n",
+                github.number
+            );
+        }
+    }
+    if let Some(comment) = &github.comment
+        && comment.kind == CommentKind::ReviewComment
+        && let Some(review) = &comment.review
+    {
+        let line = review
+            .line
+            .map_or_else(String::new, |l| format!(", line {l}"));
+        let side = review
+            .side
+            .map_or_else(String::new, |s| format!(" ({s:?} side)"));
+        let _ = writeln!(
+            text,
+            "The request is a review comment on {}{line}{side}, commit {}:\n```diff\n{}\n```\n",
+            review.path, review.commit_id, review.diff_hunk
+        );
+    }
+    let asker = github
+        .comment
+        .as_ref()
+        .map_or("the operator", |c| c.author.as_str());
+    let _ = write!(text, "Request from @{asker}:\n{}", spec.prompt);
+    text
+}
+
+/// Adds the issue's text and its thread, read from the GitHub API at
+/// `api_url`, to `text`.
+async fn thread(
+    text: &mut String,
+    spec: &AgentRunSpec,
+    kind: &str,
+    api_url: &str,
+    token: Option<&SecretString>,
+) {
+    let github = &spec.github;
     let http = reqwest::Client::new();
     let base = format!(
         "{}/repos/{}/issues/{}",
@@ -103,26 +152,4 @@ pub async fn request(spec: &AgentRunSpec, api_url: &str, token: Option<&SecretSt
             );
         }
     }
-    if let Some(comment) = &github.comment
-        && comment.kind == CommentKind::ReviewComment
-        && let Some(review) = &comment.review
-    {
-        let line = review
-            .line
-            .map_or_else(String::new, |l| format!(", line {l}"));
-        let side = review
-            .side
-            .map_or_else(String::new, |s| format!(" ({s:?} side)"));
-        let _ = writeln!(
-            text,
-            "The request is a review comment on {}{line}{side}, commit {}:\n```diff\n{}\n```\n",
-            review.path, review.commit_id, review.diff_hunk
-        );
-    }
-    let asker = github
-        .comment
-        .as_ref()
-        .map_or("the operator", |c| c.author.as_str());
-    let _ = write!(text, "Request from @{asker}:\n{}", spec.prompt);
-    text
 }

@@ -183,8 +183,9 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         ))
     })?;
 
-    let request =
-        context::request(&spec, &config.github_api_url, config.github_token.as_ref()).await;
+    // A local repository has no GitHub thread to read.
+    let api_url = (!config.existing_checkout).then_some(config.github_api_url.as_str());
+    let request = context::request(&spec, api_url, config.github_token.as_ref()).await;
     let limits = session::Limits {
         iterations: spec
             .agent

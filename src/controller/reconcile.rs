@@ -389,9 +389,7 @@ async fn supervise(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
             let (reason, message) = match (code, reason.as_deref()) {
                 (_, Some("OOMKilled")) => (
                     "OutOfMemory",
-                    format!(
-                        "the agent ran out of memory; give the run more memory in spec.sandbox.resources"
-                    ),
+                    "the agent ran out of memory; give the run more memory in spec.sandbox.resources".to_owned(),
                 ),
                 (_, Some("DeadlineExceeded")) => (
                     "RunTimeout",

@@ -18,8 +18,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use tempfile::TempDir;
 
-use pki::Pki;
 use crate::process::Process;
+use pki::Pki;
 pub use tools::Tools;
 
 /// The prefix of control plane directories under the temp dir.

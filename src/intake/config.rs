@@ -7,10 +7,10 @@ use clap::Args;
 use secrecy::SecretString;
 
 use super::delivery::Rules;
-use crate::api::SandboxBackend;
 use super::policy::Policy;
 use super::signature::WebhookSecrets;
 use super::trigger::Mention;
+use crate::api::SandboxBackend;
 
 /// Settings of `smolpaws intake`.
 #[derive(Args, Clone, Debug)]
@@ -59,7 +59,12 @@ pub struct IntakeConfig {
     pub app_slug: Option<String>,
 
     /// The sandbox backend runs are created for.
-    #[arg(long, env = "SMOLPAWS_SANDBOX_BACKEND", value_enum, default_value = "pod")]
+    #[arg(
+        long,
+        env = "SMOLPAWS_SANDBOX_BACKEND",
+        value_enum,
+        default_value = "pod"
+    )]
     pub sandbox_backend: SandboxBackend,
 
     /// The namespace AgentRuns are created in; the client's default

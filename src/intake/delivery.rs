@@ -182,7 +182,9 @@ pub fn decide(
         head: comment.head,
         prompt,
     };
-    Ok(Decision::Run(Box::new(request.into_agent_run(rules.backend))))
+    Ok(Decision::Run(Box::new(
+        request.into_agent_run(rules.backend),
+    )))
 }
 
 fn id(value: u64) -> Option<i64> {

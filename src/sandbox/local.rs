@@ -57,7 +57,10 @@ impl LocalSandboxes {
 
     /// The checkout a local repository links to, if `repository` is one.
     fn local_checkout(&self, repository: &str) -> Option<PathBuf> {
-        if repository.split('/').any(|part| part == "." || part == "..") {
+        if repository
+            .split('/')
+            .any(|part| part == "." || part == "..")
+        {
             return None;
         }
         let link = self.repositories.as_ref()?.join(repository);
@@ -81,15 +84,18 @@ impl LocalSandboxes {
             Some(checkout) => checkout,
             None => directory.join("workspace"),
         };
+        std::fs::create_dir_all(&directory)?;
         std::fs::create_dir_all(&workspace)?;
         let mut command = std::process::Command::new(&self.agent);
         command
             .arg("agent")
             .current_dir(&workspace)
             .env_clear()
-            .envs(INHERITED.iter().filter_map(|name| {
-                std::env::var_os(name).map(|value| (name.to_string(), value))
-            }))
+            .envs(
+                INHERITED.iter().filter_map(|name| {
+                    std::env::var_os(name).map(|value| (name.to_string(), value))
+                }),
+            )
             .envs(env)
             .env("SMOLPAWS_WORKSPACE", &workspace);
         if workspace.join(".git").exists() {

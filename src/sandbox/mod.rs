@@ -24,4 +24,3 @@ pub enum SandboxState {
         reason: Option<String>,
     },
 }
-

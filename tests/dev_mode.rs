@@ -1,0 +1,270 @@
+//! `smolpaws dev` as a newcomer runs it: the binary, its embedded control
+//! plane, a scripted LLM over local HTTP, a local git checkout, and a comment
+//! sent with `smolpaws dev comment`.
+
+mod support;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::json;
+use smolpaws::api::{AgentRun, Phase};
+use smolpaws::dev::session::Session;
+use support::fake_llm::{FakeLlm, Reply};
+use support::git_remote::git;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const SMOLPAWS: &str = env!("CARGO_BIN_EXE_smolpaws");
+
+/// Variables of the test's own environment that would change dev mode.
+const CLEARED: &[&str] = &[
+    "LLM_MODEL",
+    "LLM_BASE_URL",
+    "LLM_PROVIDER",
+    "LLM_API_KEY",
+    "GITHUB_APP_ID",
+    "GITHUB_APP_PRIVATE_KEY",
+    "GITHUB_APP_PRIVATE_KEY_FILE",
+    "ALLOWED_ACTORS",
+    "ALLOWED_OWNERS",
+    "ALLOWED_REPOS",
+    "ALLOWED_INSTALLATIONS",
+    "KUBECONFIG",
+];
+
+fn smolpaws(dev_dir: &Path) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(SMOLPAWS);
+    for name in CLEARED {
+        command.env_remove(name);
+    }
+    command
+        .env("SMOLPAWS_DEV_DIR", dev_dir)
+        .env("USER", "ada")
+        .kill_on_drop(true);
+    command
+}
+
+/// The processes descended from `pid`, from /proc.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        let children = std::fs::read_dir(format!("/proc/{parent}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+            .flat_map(|list| {
+                list.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<u32>>()
+            });
+        found.extend(children);
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Whether `pid` still runs (a zombie has finished).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            Some(state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+async fn wait_for_session(dir: &Path, lines: &Mutex<Vec<String>>) -> Session {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Ok(session) = Session::load(dir) {
+            return session;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dev mode did not start: {:?}",
+            lines.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comment_on_a_local_repository_is_answered_and_ctrl_c_leaves_nothing_behind() {
+    let llm = FakeLlm::start([
+        Reply::Tool {
+            name: "str_replace",
+            arguments: json!({ "path": "README.md", "old_str": "helo", "new_str": "hello" }),
+        },
+        Reply::Tool {
+            name: "finish",
+            arguments: json!({ "reply": "Fixed the typo in README.md." }),
+        },
+    ])
+    .await;
+    let dev_dir = tempfile::tempdir().expect("a dev dir");
+    let repo_root = tempfile::tempdir().expect("a repository");
+    let repo = repo_root.path().join("widgets");
+    std::fs::create_dir(&repo).expect("mkdir");
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README.md"), "helo world\n").expect("write");
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "first"]);
+
+    let mut dev = smolpaws(dev_dir.path())
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .env("LLM_MODEL", "scripted-model")
+        .env("LLM_BASE_URL", &llm.base_url)
+        .env("LLM_API_KEY", "sk-dev-test-0123456789")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("smolpaws dev starts");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let stdout = dev.stdout.take().expect("stdout");
+    let collected = lines.clone();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            collected.lock().unwrap().push(line);
+        }
+    });
+    let session = wait_for_session(dev_dir.path(), &lines).await;
+
+    let comment = smolpaws(dev_dir.path())
+        .args(["dev", "comment", "--repo"])
+        .arg(&repo)
+        .arg("@smolpaws fix the typo in the README")
+        .output()
+        .await
+        .expect("smolpaws dev comment runs");
+    let said = String::from_utf8_lossy(&comment.stdout);
+    assert!(
+        comment.status.success(),
+        "the comment's run failed: {said}{}",
+        String::from_utf8_lossy(&comment.stderr)
+    );
+    assert!(said.contains("Fixed the typo in README.md."), "{said}");
+
+    assert_eq!(
+        std::fs::read_to_string(repo.join("README.md")).expect("read"),
+        "hello world\n",
+        "the agent edited the local repository"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("Fixed the typo in README.md."))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "dev mode printed no reply: {:?}",
+            lines.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let printed = lines.lock().unwrap().join("\n");
+    assert!(
+        printed.contains(&session.kubeconfig.display().to_string()),
+        "{printed}"
+    );
+
+    let kubeconfig = Kubeconfig::read_from(&session.kubeconfig).expect("the printed kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("a usable kubeconfig");
+    let client = kube::Client::try_from(config).expect("a client");
+    let runs = Api::<AgentRun>::all(client)
+        .list(&ListParams::default())
+        .await
+        .expect("runs are listed");
+    assert_eq!(runs.items.len(), 1);
+    let run = &runs.items[0];
+    assert_eq!(run.phase(), Phase::Succeeded);
+    assert_eq!(run.spec.github.repository, "local/widgets");
+    let status = run.status.as_ref().expect("a status");
+    assert_eq!(
+        status.result.as_ref().map(|r| r.reply.as_str()),
+        Some("Fixed the typo in README.md.")
+    );
+
+    let logs = smolpaws(dev_dir.path())
+        .args(["logs", "-n", "default"])
+        .arg(run.metadata.name.as_deref().expect("a name"))
+        .env("KUBECONFIG", &session.kubeconfig)
+        .output()
+        .await
+        .expect("smolpaws logs runs");
+    let log = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        logs.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    assert!(
+        log.contains("\"reported the result\""),
+        "the sandbox's output: {log}"
+    );
+    assert!(
+        !log.contains("sk-dev-test-0123456789"),
+        "no key in the log: {log}"
+    );
+
+    let pid = dev.id().expect("a pid");
+    let children = descendants(pid);
+    assert!(
+        children.len() >= 2,
+        "etcd and kube-apiserver run under dev mode: {children:?}"
+    );
+    // SAFETY: kill has no memory effects.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
+    let exited = tokio::time::timeout(Duration::from_secs(60), dev.wait())
+        .await
+        .expect("dev mode stops after Ctrl-C")
+        .expect("its exit status");
+    assert!(exited.success(), "dev mode exited with {exited}");
+    let left: Vec<u32> = children.into_iter().filter(|p| alive(*p)).collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    assert!(
+        Session::load(dev_dir.path()).is_err(),
+        "the session is removed"
+    );
+}
+
+#[tokio::test]
+async fn without_an_llm_dev_mode_names_the_variable_and_fails() {
+    let dev_dir = tempfile::tempdir().expect("a dev dir");
+    let output = smolpaws(dev_dir.path())
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .output()
+        .await
+        .expect("smolpaws dev runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("set LLM_MODEL"), "{stderr}");
+
+    let output = smolpaws(dev_dir.path())
+        .args(["dev", "--listen", "127.0.0.1:0"])
+        .env("LLM_MODEL", "gpt-4o")
+        .output()
+        .await
+        .expect("smolpaws dev runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("set LLM_API_KEY"), "{stderr}");
+}
