@@ -43,6 +43,11 @@ impl Tools {
         self.dir.join("etcd")
     }
 
+    /// The `helm` binary.
+    pub fn helm(&self) -> PathBuf {
+        self.dir.join("helm")
+    }
+
     /// The `kube-apiserver` binary.
     pub fn kube_apiserver(&self) -> PathBuf {
         self.dir.join("kube-apiserver")

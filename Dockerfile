@@ -1,0 +1,23 @@
+# The one smolpaws image: the operator runs it, and each sandbox's init
+# container runs `/smolpaws install` from it to copy the agent into the
+# sandbox image. A static musl binary on an empty base: nothing else to patch.
+#
+#   docker build -t ghcr.io/smolpaws/smolpaws:0.1.0 .
+
+FROM docker.io/library/rust:1.95-bookworm AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends musl-tools \
+    && rm -rf /var/lib/apt/lists/* \
+    && rustup target add x86_64-unknown-linux-musl
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY benches benches
+COPY crds crds
+RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin smolpaws \
+    && cp target/x86_64-unknown-linux-musl/release/smolpaws /smolpaws
+
+FROM scratch
+COPY --from=build /smolpaws /smolpaws
+USER 65532:65532
+ENTRYPOINT ["/smolpaws"]

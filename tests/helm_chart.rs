@@ -1,0 +1,592 @@
+//! The Helm chart (`charts/smolpaws`), with the real `helm` from `tools/` and
+//! the real test control plane: it lints, renders, is accepted by the
+//! apiserver, installs and upgrades, and its RBAC is exactly what the
+//! operator needs. Nothing runs the Deployment's pods here (there is no
+//! kubelet or controller-manager): the RBAC proof runs the operator binary
+//! itself with the rendered Deployment's environment, as its ServiceAccount.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::discovery::Discovery;
+use kube::runtime::wait::await_condition;
+use secrecy::SecretString;
+use serde::Deserialize;
+use smolpaws::api::AgentRun;
+use smolpaws::controlplane::Tools;
+use smolpaws::intake::signature::sign;
+use support::fake_github::FakeGitHub;
+use support::kubelet::{Behaviour, Kubelet};
+use support::operator::{Agent, app_key, stand_in_agent};
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/smolpaws");
+const ALL_FEATURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/chart/all-features.yaml"
+);
+const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/smolpaws.yaml");
+
+async fn helm_binary() -> PathBuf {
+    Tools::locate().await.expect("the test tools").helm()
+}
+
+/// Runs helm; its stdout, or a panic with its stderr when `expect_ok` and
+/// it fails. Returns (succeeded, stdout, stderr).
+async fn helm(args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(helm_binary().await)
+        .args(args)
+        // Helm keeps caches and plugins under these; keep them out of $HOME.
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("smolpaws-helm/cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("smolpaws-helm/config"),
+        )
+        .env(
+            "HELM_DATA_HOME",
+            std::env::temp_dir().join("smolpaws-helm/data"),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("helm runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn helm_ok(args: &[&str]) -> String {
+    let (ok, stdout, stderr) = helm(args).await;
+    assert!(ok, "helm {args:?} failed:\n{stderr}");
+    stdout
+}
+
+/// `helm template` of the chart as `release` in `namespace`, with `extra`.
+async fn render(release: &str, namespace: &str, extra: &[&str]) -> String {
+    let mut args = vec!["template", release, CHART, "--namespace", namespace];
+    args.extend_from_slice(extra);
+    helm_ok(&args).await
+}
+
+/// The documents of a multi-document YAML stream.
+fn documents(yaml: &str) -> Vec<serde_json::Value> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|doc| serde_json::Value::deserialize(doc).expect("valid YAML"))
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+fn kinds(docs: &[serde_json::Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = docs
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+/// Server-side applies every document, as `kubectl apply --server-side`.
+async fn apply(client: &kube::Client, docs: &[serde_json::Value]) {
+    let discovery = Discovery::new(client.clone())
+        .run()
+        .await
+        .expect("API discovery");
+    for doc in docs {
+        let object: DynamicObject = serde_json::from_value(doc.clone()).expect("an object");
+        let types = object.types.clone().expect("apiVersion and kind");
+        let gvk = kube::core::GroupVersionKind::try_from(&types).expect("a GVK");
+        let (resource, capabilities) = discovery
+            .resolve_gvk(&gvk)
+            .unwrap_or_else(|| panic!("the apiserver serves no {gvk:?}"));
+        let api: Api<DynamicObject> =
+            match (&capabilities.scope, object.metadata.namespace.as_deref()) {
+                (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                    Api::namespaced_with(client.clone(), ns, &resource)
+                }
+                _ => Api::all_with(client.clone(), &resource),
+            };
+        let name = object.metadata.name.clone().expect("a name");
+        api.patch(
+            &name,
+            &PatchParams::apply("smolpaws-test").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the apiserver refused {} {name}: {e}", types.kind));
+    }
+}
+
+async fn create_namespace(client: &kube::Client, name: &str) {
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(name.to_owned());
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("a namespace");
+}
+
+#[tokio::test]
+async fn the_chart_lints_and_renders_with_defaults_and_every_feature() {
+    helm_ok(&["lint", "--strict", CHART]).await;
+    helm_ok(&["lint", "--strict", CHART, "-f", ALL_FEATURES]).await;
+
+    let defaults = documents(&render("smolpaws", "smolpaws", &[]).await);
+    assert_eq!(
+        kinds(&defaults),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "NetworkPolicy",
+            "PodDisruptionBudget",
+            "Service",
+            "Service",
+            "Service",
+            "ServiceAccount"
+        ]
+    );
+    let everything = documents(&render("smolpaws", "smolpaws", &["-f", ALL_FEATURES]).await);
+    assert_eq!(
+        kinds(&everything),
+        [
+            "Deployment",
+            "Ingress",
+            "NetworkPolicy",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
+            "Secret",
+            "Secret",
+            "Secret",
+            "Service",
+            "Service",
+            "Service",
+            "ServiceAccount",
+            "ServiceMonitor"
+        ]
+    );
+    let deployment = everything
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    let named = |name: &str| {
+        env.as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {env}"))
+    };
+    assert_eq!(
+        named("SMOLPAWS_WATCH_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+    assert_eq!(
+        named("DAYTONA_API_KEY")["valueFrom"]["secretKeyRef"]["name"],
+        "smolpaws-daytona"
+    );
+    assert_eq!(
+        named("LLM_API_KEY")["valueFrom"]["secretKeyRef"]["name"],
+        "smolpaws-llm"
+    );
+    assert!(
+        !env.to_string().contains("sk-test"),
+        "secrets reach the operator through Secrets only"
+    );
+}
+
+#[tokio::test]
+async fn the_schema_rejects_wrong_values() {
+    for (value, path) in [
+        ("replicaCount=two", "/replicaCount"),
+        ("sandbox.backend=vm", "/sandbox/backend"),
+        ("limits.runTimeout=soon", "/limits/runTimeout"),
+        ("allowedActors=octocat", "/allowedActors"),
+        ("ingres.enabled=true", "ingres"),
+    ] {
+        let (ok, _, stderr) = helm(&["template", "x", CHART, "--set", value]).await;
+        assert!(!ok, "{value} was accepted");
+        assert!(stderr.contains(path), "{value}: {stderr}");
+    }
+}
+
+/// What `manifests/smolpaws.yaml` must hold: the namespace, the CRD and the
+/// chart rendered with its defaults.
+async fn expected_manifests() -> String {
+    let rendered = render("smolpaws", "smolpaws", &["--include-crds"]).await;
+    format!(
+        "# Generated from charts/smolpaws with its default values; do not edit.\n\
+         # Regenerate: SMOLPAWS_UPDATE_MANIFESTS=1 cargo test --test helm_chart manifests\n\
+         # Apply: kubectl apply --server-side -f manifests/\n\
+         ---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: smolpaws\n{rendered}"
+    )
+}
+
+#[tokio::test]
+async fn manifests_and_the_charts_crd_are_up_to_date() {
+    let crd = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/agentrun.yaml"))
+        .expect("crds/agentrun.yaml");
+    let charts =
+        std::fs::read_to_string(format!("{CHART}/crds/agentrun.yaml")).expect("the chart's CRD");
+    assert!(
+        crd == charts,
+        "charts/smolpaws/crds/agentrun.yaml differs from crds/agentrun.yaml: copy it"
+    );
+
+    let expected = expected_manifests().await;
+    if std::env::var_os("SMOLPAWS_UPDATE_MANIFESTS").is_some() {
+        std::fs::write(MANIFESTS, &expected).expect("writing the manifests");
+    }
+    let actual = std::fs::read_to_string(MANIFESTS).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "manifests/smolpaws.yaml is out of date: SMOLPAWS_UPDATE_MANIFESTS=1 cargo test --test helm_chart manifests"
+    );
+}
+
+#[tokio::test]
+async fn the_rendered_manifests_are_accepted_by_the_apiserver() {
+    let client = support::client();
+    let defaults = support::namespace(&client, "chart-defaults").await;
+    apply(
+        &client,
+        &documents(&render("ssa-defaults", &defaults, &[]).await),
+    )
+    .await;
+    // Everything but the ServiceMonitor, whose CRD belongs to the Prometheus
+    // Operator and is not installed here.
+    let everything = support::namespace(&client, "chart-all").await;
+    let docs = render(
+        "ssa-all",
+        &everything,
+        &[
+            "-f",
+            ALL_FEATURES,
+            "--set",
+            "metrics.serviceMonitor.enabled=false",
+        ],
+    )
+    .await;
+    apply(&client, &documents(&docs)).await;
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &everything)
+        .get("ssa-all-smolpaws")
+        .await
+        .expect("the Deployment is stored");
+    assert_eq!(deployment.spec.replicas, Some(3));
+
+    // `kubectl apply --server-side -f manifests/`: the namespace, the CRD
+    // (already there, identical) and the chart with its defaults.
+    let manifests = std::fs::read_to_string(MANIFESTS).expect("manifests/smolpaws.yaml");
+    apply(&client, &documents(&manifests)).await;
+    Api::<Deployment>::namespaced(client.clone(), "smolpaws")
+        .get("smolpaws")
+        .await
+        .expect("the plain manifests' Deployment is stored");
+}
+
+#[tokio::test]
+async fn helm_installs_and_upgrades_the_chart() {
+    let client = support::client();
+    let ns = support::namespace(&client, "chart-install").await;
+    let kubeconfig = support::kubeconfig();
+    let kubeconfig = kubeconfig.to_str().expect("a UTF-8 path");
+    let common = [
+        "--namespace",
+        &ns,
+        "--kubeconfig",
+        kubeconfig,
+        "--set",
+        "rbac.namespaced=true",
+    ];
+    let mut install = vec!["install", "paws", CHART];
+    install.extend_from_slice(&common);
+    let notes = helm_ok(&install).await;
+    assert!(
+        notes.contains("/webhooks/github"),
+        "NOTES name the webhook: {notes}"
+    );
+    assert!(
+        notes.contains("kubectl -n"),
+        "NOTES say how to watch runs: {notes}"
+    );
+
+    let mut upgrade = vec!["upgrade", "paws", CHART, "--set", "replicaCount=3"];
+    upgrade.extend_from_slice(&common);
+    helm_ok(&upgrade).await;
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .get("paws-smolpaws")
+        .await
+        .expect("the Deployment is installed");
+    assert_eq!(deployment.spec.replicas, Some(3));
+    let history = helm_ok(&[
+        "history",
+        "paws",
+        "--namespace",
+        &ns,
+        "--kubeconfig",
+        kubeconfig,
+    ])
+    .await;
+    assert!(history.contains("Upgrade complete"), "{history}");
+}
+
+/// The operator's environment as the chart's Deployment gives it, with the
+/// kubelet's part done: fieldRefs and Secret refs resolved.
+fn deployment_env(
+    docs: &[serde_json::Value],
+    namespace: &str,
+    pod: &str,
+) -> BTreeMap<String, String> {
+    let secrets: Vec<Secret> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Secret")
+        .map(|d| serde_json::from_value(d.clone()).expect("a Secret"))
+        .collect();
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let env: Vec<k8s_openapi::api::core::v1::EnvVar> = serde_json::from_value(
+        deployment["spec"]["template"]["spec"]["containers"][0]["env"].clone(),
+    )
+    .expect("container env");
+    env.into_iter()
+        .map(|var| {
+            let value = match (var.value, var.value_from) {
+                (Some(value), _) => value,
+                (None, Some(source)) => {
+                    if let Some(field) = source.field_ref {
+                        match field.field_path.as_str() {
+                            "metadata.name" => pod.to_owned(),
+                            "metadata.namespace" => namespace.to_owned(),
+                            other => panic!("unexpected fieldRef {other}"),
+                        }
+                    } else {
+                        let key = source.secret_key_ref.expect("a secretKeyRef");
+                        secrets
+                            .iter()
+                            .find(|s| s.metadata.name.as_deref() == Some(key.name.as_str()))
+                            .and_then(|s| s.string_data.as_ref()?.get(&key.key).cloned())
+                            .unwrap_or_else(|| {
+                                panic!("the chart renders no {}/{}", key.name, key.key)
+                            })
+                    }
+                }
+                (None, None) => String::new(),
+            };
+            (var.name, value)
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Sends a signed comment mentioning smolpaws to the intake at `url`.
+async fn comment(url: &str, secret: &str, delivery: &str) {
+    let mut payload = support::fixture("issue_comment_created.json");
+    payload["comment"]["body"] = "@smolpaws please look at this".into();
+    let body = serde_json::to_vec(&payload).expect("JSON");
+    let signature = sign(&SecretString::from(secret.to_owned()), &body);
+    let client = reqwest::Client::new();
+    let mut wait = Duration::from_millis(100);
+    for _ in 0..60 {
+        let sent = client
+            .post(format!("{url}/webhooks/github"))
+            .header("content-type", "application/json")
+            .header("x-github-event", "issue_comment")
+            .header("x-github-delivery", delivery)
+            .header("x-hub-signature-256", &signature)
+            .body(body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status() == 202 => return,
+            Ok(response) => panic!(
+                "the intake answered {}: {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            ),
+            // Not listening yet.
+            Err(_) => tokio::time::sleep(wait).await,
+        }
+        wait = (wait * 2).min(Duration::from_secs(1));
+    }
+    panic!("the intake at {url} never answered");
+}
+
+async fn run_of(
+    api: &Api<AgentRun>,
+    delivery: &str,
+    what: &str,
+    done: fn(&AgentRun) -> bool,
+) -> AgentRun {
+    let name = format!("gh-{delivery}");
+    let wait = await_condition(api.clone(), &name, move |run: Option<&AgentRun>| {
+        run.is_some_and(done)
+    });
+    match tokio::time::timeout(Duration::from_secs(90), wait).await {
+        Ok(Ok(Some(run))) => run,
+        _ => panic!(
+            "{name} never became {what}: {:#?}",
+            api.get_opt(&name).await.ok().flatten().map(|r| r.status)
+        ),
+    }
+}
+
+#[tokio::test]
+async fn the_operator_works_with_the_charts_rbac_and_no_more() {
+    smolpaws::tls::install_default_provider();
+    let plane = support::private_control_plane().await;
+    let admin = plane.client().expect("an admin client");
+    let ns = "smolpaws";
+    create_namespace(&admin, ns).await;
+    let mut default_account = ServiceAccount::default();
+    default_account.metadata.name = Some("default".into());
+    Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &default_account)
+        .await
+        .expect("the default ServiceAccount");
+
+    let github = FakeGitHub::start().await;
+    let key = std::fs::read_to_string(app_key()).expect("the test App key");
+    let webhook_secret = "chart-webhook-secret";
+    let rendered = render(
+        "paws",
+        ns,
+        &[
+            "--set",
+            "github.appId=1",
+            "--set",
+            &format!("github.webhookSecret={webhook_secret}"),
+            "--set-string",
+            &format!("github.privateKey={key}"),
+            "--set",
+            "allowedActors={Codertocat}",
+            "--set",
+            "allowedOwners={Codertocat}",
+            "--set",
+            "llm.model=scripted-model",
+            "--set",
+            "logFormat=json",
+        ],
+    )
+    .await;
+    let docs = documents(&rendered);
+    apply(&admin, &docs).await;
+
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let agent = stand_in_agent(dir.path(), Agent::Replies("Done, with least privilege."));
+    let _kubelet = Kubelet::start(admin.clone(), ns, move |_| Behaviour::Run(agent.clone()));
+
+    let key_file = dir.path().join("private-key.pem");
+    let mut env = deployment_env(&docs, ns, "paws-smolpaws-0");
+    std::fs::write(
+        &key_file,
+        env_secret(&docs, "paws-smolpaws-github", "private-key.pem"),
+    )
+    .expect("writing the mounted key");
+    let (intake, results) = (free_port(), free_port());
+    // What differs from the cluster: addresses, and GitHub is the fake.
+    env.insert("SMOLPAWS_INTAKE_ADDR".into(), format!("127.0.0.1:{intake}"));
+    env.insert(
+        "SMOLPAWS_RESULT_ADDR".into(),
+        format!("127.0.0.1:{results}"),
+    );
+    env.insert(
+        "SMOLPAWS_RESULT_URL".into(),
+        format!("http://127.0.0.1:{results}"),
+    );
+    env.insert("GITHUB_API_URL".into(), github.url.clone());
+    env.insert(
+        "GITHUB_APP_PRIVATE_KEY_FILE".into(),
+        key_file.display().to_string(),
+    );
+    let _operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_smolpaws"))
+        .arg("operator")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(&env)
+        .env("KUBECONFIG", plane.kubeconfig_path())
+        .env(
+            "KUBE_RS_DEBUG_IMPERSONATE_USER",
+            format!("system:serviceaccount:{ns}:paws-smolpaws"),
+        )
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the operator starts");
+
+    let runs: Api<AgentRun> = Api::namespaced(admin.clone(), ns);
+    let intake_url = format!("http://127.0.0.1:{intake}");
+    comment(
+        &intake_url,
+        webhook_secret,
+        "0b5f8e34-1111-4e5e-9a3c-3d2b1a000001",
+    )
+    .await;
+    let run = run_of(
+        &runs,
+        "0b5f8e34-1111-4e5e-9a3c-3d2b1a000001",
+        "replied",
+        |run| run.status.as_ref().is_some_and(|s| s.reply.is_some()),
+    )
+    .await;
+    assert_eq!(run.phase(), smolpaws::api::Phase::Succeeded);
+    let comments = github.comments();
+    assert_eq!(comments.len(), 1, "one reply");
+    assert!(comments[0].body.contains("Done, with least privilege."));
+
+    // One right fewer: sandbox pods can no longer be created, and the run
+    // says so.
+    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    let mut role = roles.get("paws-smolpaws").await.expect("the ClusterRole");
+    for rule in role.rules.iter_mut().flatten() {
+        if rule.resources.iter().flatten().any(|r| r == "pods") {
+            rule.verbs.retain(|verb| verb != "create");
+        }
+    }
+    roles
+        .replace("paws-smolpaws", &PostParams::default(), &role)
+        .await
+        .expect("the narrowed ClusterRole");
+    comment(
+        &intake_url,
+        webhook_secret,
+        "0b5f8e34-1111-4e5e-9a3c-3d2b1a000002",
+    )
+    .await;
+    let run = run_of(
+        &runs,
+        "0b5f8e34-1111-4e5e-9a3c-3d2b1a000002",
+        "failed",
+        |run| run.phase() == smolpaws::api::Phase::Failed,
+    )
+    .await;
+    let message = run.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(message.contains("forbidden"), "{message}");
+}
+
+fn env_secret(docs: &[serde_json::Value], name: &str, key: &str) -> String {
+    docs.iter()
+        .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == name)
+        .and_then(|d| d["stringData"][key].as_str())
+        .unwrap_or_else(|| panic!("the chart renders no {name}/{key}"))
+        .to_owned()
+}
