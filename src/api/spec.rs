@@ -252,7 +252,17 @@ pub struct SandboxSpec {
 
 /// The sandbox backends.
 #[derive(
-    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxBackend {

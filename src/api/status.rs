@@ -36,6 +36,11 @@ pub struct AgentRunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
 
+    /// How long the run held its sandbox, in seconds: what a hosted sandbox
+    /// costs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_seconds: Option<i64>,
+
     /// How long the run took, for people (`kubectl get`), e.g. `2m13s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::github::GitHubConfig;
+use crate::sandbox::daytona::DaytonaSettings;
 use crate::sandbox::local::LocalSandboxes;
 use crate::sandbox::pod::PodSettings;
 
@@ -21,6 +22,10 @@ pub struct ControllerConfig {
     /// Sandbox pods.
     #[command(flatten)]
     pub sandbox: PodSettings,
+
+    /// The Daytona backend.
+    #[command(flatten)]
+    pub daytona: DaytonaSettings,
 
     /// Only reconcile AgentRuns in this namespace; all namespaces when unset.
     #[arg(long, env = "SMOLPAWS_WATCH_NAMESPACE")]

@@ -6,7 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::api::Phase;
+use crate::api::{Phase, SandboxBackend};
 
 impl EncodeLabelValue for Phase {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
@@ -19,6 +19,22 @@ struct PhaseLabel {
     phase: Phase,
 }
 
+impl EncodeLabelValue for SandboxBackend {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        let name = match self {
+            SandboxBackend::Pod => "pod",
+            SandboxBackend::Daytona => "daytona",
+            SandboxBackend::Local => "local",
+        };
+        std::fmt::Write::write_str(encoder, name)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabel {
+    backend: SandboxBackend,
+}
+
 /// Counters and latency histograms of runs.
 #[derive(Clone)]
 pub struct ControllerMetrics {
@@ -27,6 +43,7 @@ pub struct ControllerMetrics {
     to_sandbox: Histogram,
     to_running: Histogram,
     to_reply: Histogram,
+    held: Family<BackendLabel, Histogram>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -43,6 +60,7 @@ impl ControllerMetrics {
             to_sandbox: seconds_histogram(),
             to_running: seconds_histogram(),
             to_reply: seconds_histogram(),
+            held: Family::new_with_constructor(seconds_histogram),
         };
         registry.register(
             "smolpaws_runs",
@@ -69,6 +87,11 @@ impl ControllerMetrics {
             "Time from AgentRun creation to its reply being posted",
             metrics.to_reply.clone(),
         );
+        registry.register(
+            "smolpaws_sandbox_held_seconds",
+            "How long each run held its sandbox, by backend",
+            metrics.held.clone(),
+        );
         metrics
     }
 
@@ -90,6 +113,13 @@ impl ControllerMetrics {
     /// An agent started `seconds` after its run was created.
     pub fn running(&self, seconds: f64) {
         self.to_running.observe(seconds);
+    }
+
+    /// A run held its `backend` sandbox for `seconds`.
+    pub fn held(&self, backend: SandboxBackend, seconds: f64) {
+        self.held
+            .get_or_create(&BackendLabel { backend })
+            .observe(seconds);
     }
 
     /// A reply was posted `seconds` after its run was created.

@@ -28,6 +28,8 @@ use kube::runtime::{Controller, watcher};
 
 use crate::api::{AgentRun, Phase};
 use crate::github::GitHub;
+use crate::sandbox::daytona::DaytonaSandboxes;
+use crate::sandbox::daytona::client::DaytonaError;
 use crate::sandbox::local::LocalSandboxes;
 use crate::sandbox::pod::PodSettings;
 use admission::Limits;
@@ -49,6 +51,9 @@ pub enum Error {
     /// An AgentRun without a namespace (the CRD is namespaced).
     #[error("the AgentRun has no namespace")]
     NoNamespace,
+    /// A Daytona call failed.
+    #[error(transparent)]
+    Daytona(#[from] DaytonaError),
     /// A GitHub step was reached without GitHub configured.
     #[error("GitHub is not configured: set GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY_FILE")]
     GitHubDisabled,
@@ -59,6 +64,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::GitHub(error) => error.is_transient(),
+            Self::Daytona(error) => error.is_transient(),
             Self::Kube(_) => true,
             Self::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(error)
@@ -78,6 +84,7 @@ impl Error {
             } else {
                 Duration::from_secs(60)
             }),
+            Self::Daytona(error) => error.retry_after().unwrap_or(Duration::from_secs(2)),
             Self::Kube(kube::Error::Api(status)) if status.code == 409 => {
                 Duration::from_millis(200)
             }
@@ -101,6 +108,8 @@ pub struct Context {
     pub settings: PodSettings,
     /// Local sandboxes, in `smolpaws dev` only.
     pub local: Option<Arc<LocalSandboxes>>,
+    /// Daytona sandboxes, when an API key is configured.
+    pub daytona: Option<DaytonaSandboxes>,
     /// Where sandboxes report.
     pub result_url: String,
     /// Concurrency limits.
@@ -178,6 +187,7 @@ pub async fn run(
         github,
         settings: config.sandbox.clone(),
         local: config.local_sandboxes.clone(),
+        daytona: DaytonaSandboxes::new(&config.daytona),
         result_url: config.result_url.clone(),
         limits: Limits {
             global: config.max_concurrent_runs,

@@ -24,6 +24,7 @@ use super::{Context, Error};
 use crate::api::{AgentRun, Phase, PostedComment, SandboxBackend, SandboxRef};
 use crate::github::reply::{compose, marker};
 use crate::sandbox::SandboxState;
+use crate::sandbox::daytona::{self, DaytonaSandboxes, PrepareError, Provisioned};
 use crate::sandbox::local::{self, LocalSandboxes};
 use crate::sandbox::pod::{self as sandbox, RunCredentials};
 
@@ -176,22 +177,25 @@ async fn admit(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         }
         return Ok(Action::requeue(QUEUE_POLL));
     }
-    let sandbox = SandboxRef {
-        backend: run.spec.sandbox.backend,
-        name: match &ctx.local {
-            Some(local) if run.spec.sandbox.backend == SandboxBackend::Local => {
-                local.directory(run).display().to_string()
-            }
-            _ => sandbox::pod_name(run),
-        },
+    // A Daytona sandbox is named by Daytona, once it exists.
+    let name = match backend(run, ctx) {
+        Ok(Backend::Local(local)) => Some(local.directory(run).display().to_string()),
+        Ok(Backend::Pod) => Some(sandbox::pod_name(run)),
+        Ok(Backend::Daytona(_)) | Err(_) => None,
     };
-    let transition = Transition::new(
+    let mut transition = Transition::new(
         conditions::ADMITTED,
         "Admitted",
         "a sandbox slot is free; creating the sandbox",
     )
-    .to(Phase::Provisioning)
-    .with("sandbox", sandbox);
+    .to(Phase::Provisioning);
+    if let Some(name) = name {
+        let sandbox = SandboxRef {
+            backend: run.spec.sandbox.backend,
+            name,
+        };
+        transition = transition.with("sandbox", sandbox);
+    }
     write(ctx, run, transition).await?;
     Ok(Action::await_change())
 }
@@ -203,7 +207,7 @@ fn backend<'a>(run: &AgentRun, ctx: &'a Context) -> Result<Backend<'a>, &'static
         SandboxBackend::Local => ctx.local.as_deref().map(Backend::Local).ok_or(
             "the local sandbox backend runs only in `smolpaws dev`; use backend pod or daytona",
         ),
-        SandboxBackend::Daytona => Err(
+        SandboxBackend::Daytona => ctx.daytona.as_ref().map(Backend::Daytona).ok_or(
             "the Daytona sandbox backend is not configured: set DAYTONA_API_KEY for the controller",
         ),
     }
@@ -213,6 +217,7 @@ fn backend<'a>(run: &AgentRun, ctx: &'a Context) -> Result<Backend<'a>, &'static
 enum Backend<'a> {
     Pod,
     Local(&'a LocalSandboxes),
+    Daytona(&'a DaytonaSandboxes),
 }
 
 /// The agent's credentials, minted once per run.
@@ -261,6 +266,7 @@ async fn provision(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     match backend(run, ctx) {
         Ok(Backend::Pod) => provision_pod(run, ctx).await,
         Ok(Backend::Local(local)) => provision_local(run, ctx, local).await,
+        Ok(Backend::Daytona(daytona)) => provision_daytona(run, ctx, daytona).await,
         Err(missing) => fail(run, ctx, "BackendUnavailable", missing.into()).await,
     }
 }
@@ -280,24 +286,113 @@ async fn provision_local(
         return fail(run, ctx, "SandboxFailed", message).await;
     }
     ctx.metrics.sandbox_created(age(run).as_secs_f64());
-    started(run, ctx, now()).await
+    started(run, ctx, now(), None).await
 }
 
-/// Moves a run whose sandbox started at `at` to Running.
-async fn started(run: &AgentRun, ctx: &Context, at: Time) -> Result<Action, Error> {
-    ctx.metrics.running(age(run).as_secs_f64());
-    let name = run
-        .status
+async fn provision_daytona(
+    run: &AgentRun,
+    ctx: &Context,
+    daytona: &DaytonaSandboxes,
+) -> Result<Action, Error> {
+    let secret = secrets(run, ctx).get(&sandbox::secret_name(run)).await?;
+    let mut env = local::resolve(
+        sandbox::agent_env(run, &ctx.settings, &ctx.result_url),
+        &secret,
+    );
+    // The agent prints its report, which the controller reads from the
+    // sandbox: Daytona need not reach the result endpoint.
+    env.retain(|(name, _)| name != "SMOLPAWS_RESULT_URL" && name != sandbox::keys::REPORT_TOKEN);
+    let (cpu, memory) = run
+        .spec
+        .sandbox
+        .resources
         .as_ref()
-        .and_then(|s| s.sandbox.as_ref())
+        .and_then(|r| r.limits.as_ref())
+        .map_or(
+            (ctx.settings.cpu.clone(), ctx.settings.memory.clone()),
+            |limits| {
+                let get = |key: &str, default: &str| {
+                    limits.get(key).map_or(default.to_owned(), |q| q.0.clone())
+                };
+                (
+                    get("cpu", &ctx.settings.cpu),
+                    get("memory", &ctx.settings.memory),
+                )
+            },
+        );
+    let provisioned = daytona
+        .provision(run, daytona::cores_and_gib(&cpu, &memory), &env)
+        .await;
+    match provisioned {
+        Ok(Provisioned::Started(id)) => {
+            ctx.metrics.sandbox_created(age(run).as_secs_f64());
+            let sandbox = SandboxRef {
+                backend: SandboxBackend::Daytona,
+                name: id,
+            };
+            started(run, ctx, now(), Some(sandbox)).await
+        }
+        Ok(Provisioned::Waiting(state)) => {
+            pending(run, ctx, Some(format!("the Daytona sandbox is {state}"))).await
+        }
+        Ok(Provisioned::Failed(message)) => {
+            stop_sandbox(run, ctx).await?;
+            fail(run, ctx, "SandboxFailed", message).await
+        }
+        Err(PrepareError::Daytona(error)) if error.is_transient() => Err(error.into()),
+        Err(error) => {
+            stop_sandbox(run, ctx).await?;
+            let message = format!("the Daytona sandbox could not be prepared: {error}");
+            fail(run, ctx, "SandboxFailed", message).await
+        }
+    }
+}
+
+/// A sandbox still starting: wait, up to the pending timeout.
+async fn pending(run: &AgentRun, ctx: &Context, reason: Option<String>) -> Result<Action, Error> {
+    let admitted = condition(run, conditions::ADMITTED)
+        .map(|c| c.last_transition_time.0)
+        .unwrap_or_else(Timestamp::now);
+    let waited = since(admitted);
+    if waited < ctx.pending_timeout {
+        let poll = match run.spec.sandbox.backend {
+            SandboxBackend::Pod => Duration::from_secs(10),
+            SandboxBackend::Daytona | SandboxBackend::Local => Duration::from_secs(2),
+        };
+        return Ok(Action::requeue((ctx.pending_timeout - waited).min(poll)));
+    }
+    stop_sandbox(run, ctx).await?;
+    let message = format!(
+        "the sandbox did not start within {}: {}",
+        human(ctx.pending_timeout),
+        reason.as_deref().unwrap_or("Kubernetes gave no reason")
+    );
+    fail(run, ctx, "PendingTimeout", message).await
+}
+
+/// Moves a run whose sandbox started at `at` to Running; `sandbox` names
+/// the sandbox when its backend named it only now.
+async fn started(
+    run: &AgentRun,
+    ctx: &Context,
+    at: Time,
+    sandbox: Option<SandboxRef>,
+) -> Result<Action, Error> {
+    ctx.metrics.running(age(run).as_secs_f64());
+    let name = sandbox
+        .as_ref()
+        .or_else(|| run.status.as_ref().and_then(|s| s.sandbox.as_ref()))
         .map_or_else(|| run.name_any(), |s| s.name.clone());
-    let transition = Transition::new(
+    let mut transition = Transition::new(
         conditions::SANDBOX_RUNNING,
         "SandboxStarted",
         format!("sandbox {name} runs the agent"),
     )
     .to(Phase::Running)
     .with("startedAt", at);
+    if let Some(sandbox) = sandbox {
+        transition = transition.with("sandbox", sandbox);
+    }
     write(ctx, run, transition).await?;
     Ok(Action::await_change())
 }
@@ -330,31 +425,14 @@ async fn provision_pod(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         }
     };
     match sandbox::state(&pod) {
-        SandboxState::Waiting { reason } => {
-            let admitted = condition(run, conditions::ADMITTED)
-                .map(|c| c.last_transition_time.0)
-                .unwrap_or_else(Timestamp::now);
-            let waited = since(admitted);
-            if waited < ctx.pending_timeout {
-                return Ok(Action::requeue(
-                    (ctx.pending_timeout - waited).min(Duration::from_secs(10)),
-                ));
-            }
-            stop_sandbox(run, ctx).await?;
-            let message = format!(
-                "the sandbox did not start within {}: {}",
-                human(ctx.pending_timeout),
-                reason.as_deref().unwrap_or("Kubernetes gave no reason")
-            );
-            fail(run, ctx, "PendingTimeout", message).await
-        }
+        SandboxState::Waiting { reason } => pending(run, ctx, reason).await,
         SandboxState::Running | SandboxState::Exited { .. } => {
             let at = pod
                 .status
                 .as_ref()
                 .and_then(|s| s.start_time.clone())
                 .unwrap_or_else(now);
-            started(run, ctx, at).await
+            started(run, ctx, at, None).await
         }
     }
 }
@@ -372,6 +450,14 @@ async fn supervise(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     }
     let name = run.name_any();
     let state = sandbox_state(run, ctx).await?;
+    if let (Some(SandboxState::Exited { code: 0, .. }), Ok(Backend::Daytona(daytona))) =
+        (&state, backend(run, ctx))
+        && let Some(id) = sandbox_name(run)
+        && let Some(report) = daytona.report(run, id).await?
+    {
+        super::report::store(&runs(run, ctx), &name, report).await?;
+        return Ok(Action::await_change());
+    }
     if let None | Some(SandboxState::Exited { .. }) = state {
         // The result may have landed after this reconcile's view was taken:
         // the agent reports before it exits.
@@ -450,6 +536,10 @@ where
 async fn sandbox_state(run: &AgentRun, ctx: &Context) -> Result<Option<SandboxState>, Error> {
     Ok(match backend(run, ctx) {
         Ok(Backend::Local(local)) => local.state(run),
+        Ok(Backend::Daytona(daytona)) => match sandbox_name(run) {
+            Some(id) => daytona.state(run, id).await?,
+            None => None,
+        },
         Ok(Backend::Pod) | Err(_) => pods(run, ctx)
             .get_opt(&sandbox::pod_name(run))
             .await?
@@ -458,12 +548,21 @@ async fn sandbox_state(run: &AgentRun, ctx: &Context) -> Result<Option<SandboxSt
     })
 }
 
+/// The name the backend gave the run's sandbox.
+fn sandbox_name(run: &AgentRun) -> Option<&str> {
+    run.status
+        .as_ref()
+        .and_then(|s| s.sandbox.as_ref())
+        .map(|s| s.name.as_str())
+}
+
 /// How often a running sandbox is looked at besides its events: pods are
-/// watched, local processes are not.
+/// watched, local processes and Daytona sandboxes are not.
 fn poll_interval(run: &AgentRun) -> Duration {
     match run.spec.sandbox.backend {
         SandboxBackend::Local => Duration::from_secs(1),
-        SandboxBackend::Pod | SandboxBackend::Daytona => Duration::from_secs(30),
+        SandboxBackend::Daytona => Duration::from_secs(2),
+        SandboxBackend::Pod => Duration::from_secs(30),
     }
 }
 
@@ -474,6 +573,7 @@ async fn stop_sandbox(run: &AgentRun, ctx: &Context) -> Result<(), Error> {
             local.stop(run);
             Ok(())
         }
+        Ok(Backend::Daytona(daytona)) => Ok(daytona.release(run).await?),
         Ok(Backend::Pod) | Err(_) => {
             let pod = sandbox::pod_name(run);
             Ok(delete_if_present(&pods(run, ctx), &pod, &DeleteParams::background()).await?)
@@ -523,7 +623,19 @@ async fn end(
     reason: &'static str,
     message: String,
 ) -> Result<Action, Error> {
-    write(ctx, run, ended(run, reason, message).to(phase)).await?;
+    if let Ok(Backend::Daytona(daytona)) = backend(run, ctx) {
+        // Before the run is final: a later reconcile of a finished run
+        // would not release it.
+        daytona.release(run).await?;
+    }
+    let mut transition = ended(run, reason, message).to(phase);
+    if let Some(started) = run.status.as_ref().and_then(|s| s.started_at.as_ref()) {
+        let held = since(started.0);
+        ctx.metrics
+            .held(run.spec.sandbox.backend, held.as_secs_f64());
+        transition = transition.with("sandboxSeconds", held.as_secs());
+    }
+    write(ctx, run, transition).await?;
     let secret = sandbox::secret_name(run);
     if let Err(error) =
         delete_if_present(&secrets(run, ctx), &secret, &DeleteParams::default()).await

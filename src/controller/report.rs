@@ -133,6 +133,14 @@ async fn report(
             "the run's result was already reported".into(),
         );
     }
+    match store(&runs, &name, report).await {
+        Ok(()) => (StatusCode::NO_CONTENT, String::new()),
+        Err(error) => unavailable(error),
+    }
+}
+
+/// Writes `report` into run `name`'s status.
+pub async fn store(runs: &Api<AgentRun>, name: &str, report: Report) -> Result<(), kube::Error> {
     let result = RunResult {
         reply: report.reply,
         usage: report.usage,
@@ -143,19 +151,13 @@ async fn report(
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    match runs
-        .patch_status(&name, &params, &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => {
-            info!(
-                reply_bytes = result.reply.len(),
-                "stored the agent's result"
-            );
-            (StatusCode::NO_CONTENT, String::new())
-        }
-        Err(error) => unavailable(error),
-    }
+    runs.patch_status(name, &params, &Patch::Merge(&patch))
+        .await?;
+    info!(
+        reply_bytes = result.reply.len(),
+        "stored the agent's result"
+    );
+    Ok(())
 }
 
 fn unavailable(error: kube::Error) -> Answer {

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod fake_daytona;
 pub mod fake_github;
 pub mod fake_llm;
 pub mod git_remote;

@@ -1,0 +1,473 @@
+//! The Daytona backend: a run's agent in a Daytona sandbox instead of a pod.
+//!
+//! A sandbox is labelled with the run's uid while the run holds it, so every
+//! step finds what an earlier (or crashed) reconcile made instead of making
+//! it again. The agent binary and the run's environment are uploaded (the
+//! environment as a file the command sources and deletes: no secret is ever
+//! on a command line), the agent runs in a process session named after the
+//! run, its output is forwarded to the controller's log, and its report is
+//! the last line of that output. With reuse on, a finished run hands its
+//! sandbox back (label removed, left to Daytona's auto-stop) and the next run
+//! on the same repository takes it.
+
+pub mod client;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Args;
+use kube::ResourceExt;
+use secrecy::SecretString;
+use tracing::{info, warn};
+
+use super::SandboxState;
+use crate::api::AgentRun;
+use crate::controller::report::Report;
+use client::{BuildInfo, CreateSandbox, DaytonaClient, DaytonaError, Sandbox};
+
+/// The label holding the uid of the run that holds a sandbox.
+pub const RUN_LABEL: &str = "smolpaws.dev/run-uid";
+/// The label naming a sandbox's repository (`owner.name`), for reuse.
+pub const REPOSITORY_LABEL: &str = "smolpaws.dev/repository";
+const MANAGED_LABEL: &str = "app.kubernetes.io/managed-by";
+
+/// Where smolpaws keeps its files in a sandbox, relative to its working
+/// directory.
+const HOME: &str = ".smolpaws";
+
+/// The controller's Daytona settings.
+#[derive(Args, Clone, Debug)]
+pub struct DaytonaSettings {
+    /// Daytona's API key; the Daytona backend is off without it.
+    #[arg(
+        long = "daytona-api-key",
+        env = "DAYTONA_API_KEY",
+        hide_env_values = true
+    )]
+    pub daytona_api_key: Option<SecretString>,
+
+    /// Daytona's API.
+    #[arg(
+        long = "daytona-api-url",
+        env = "DAYTONA_API_URL",
+        default_value = "https://app.daytona.io/api"
+    )]
+    pub daytona_api_url: String,
+
+    /// The Daytona region sandboxes are created in.
+    #[arg(long = "daytona-target", env = "DAYTONA_TARGET")]
+    pub daytona_target: Option<String>,
+
+    /// The snapshot sandboxes start from when a run names no image.
+    #[arg(long = "daytona-snapshot", env = "SMOLPAWS_DAYTONA_SNAPSHOT")]
+    pub daytona_snapshot: Option<String>,
+
+    /// Minutes without activity before Daytona stops a sandbox.
+    #[arg(
+        long = "daytona-auto-stop-minutes",
+        env = "SMOLPAWS_DAYTONA_AUTO_STOP_MINUTES",
+        default_value_t = 15
+    )]
+    pub daytona_auto_stop_minutes: u32,
+
+    /// Keep a sandbox per repository between runs instead of deleting it.
+    #[arg(
+        long = "daytona-reuse-sandboxes",
+        env = "SMOLPAWS_DAYTONA_REUSE_SANDBOXES"
+    )]
+    pub daytona_reuse_sandboxes: bool,
+
+    /// How long one Daytona call may take.
+    #[arg(long = "daytona-timeout", env = "SMOLPAWS_DAYTONA_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub daytona_timeout: Duration,
+
+    /// The Linux agent binary uploaded into sandboxes; this executable when
+    /// unset (the image's static binary).
+    #[arg(long = "daytona-agent-binary", env = "SMOLPAWS_DAYTONA_AGENT_BINARY")]
+    pub daytona_agent_binary: Option<PathBuf>,
+}
+
+/// Where a run's sandbox is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Provisioned {
+    /// Not started yet, in this Daytona state.
+    Waiting(String),
+    /// The agent runs in this sandbox.
+    Started(String),
+    /// Daytona cannot run it, for this reason.
+    Failed(String),
+}
+
+/// Why preparing a sandbox failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// A Daytona call failed.
+    #[error(transparent)]
+    Daytona(#[from] DaytonaError),
+    /// The agent binary could not be read.
+    #[error("the agent binary {path} could not be read: {reason}")]
+    AgentBinary {
+        /// Its path.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// The Daytona backend of one controller.
+#[derive(Debug)]
+pub struct DaytonaSandboxes {
+    client: DaytonaClient,
+    settings: DaytonaSettings,
+    agent: tokio::sync::OnceCell<Bytes>,
+    /// Held while a warm sandbox is picked, so two runs never take one.
+    claims: tokio::sync::Mutex<()>,
+    /// How much of each run's output was forwarded already.
+    forwarded: Mutex<HashMap<String, usize>>,
+}
+
+impl DaytonaSandboxes {
+    /// The backend, when `settings` has an API key.
+    pub fn new(settings: &DaytonaSettings) -> Option<Self> {
+        let key = settings.daytona_api_key.clone()?;
+        Some(Self {
+            client: DaytonaClient::new(&settings.daytona_api_url, key, settings.daytona_timeout, 4),
+            settings: settings.clone(),
+            agent: tokio::sync::OnceCell::new(),
+            claims: tokio::sync::Mutex::new(()),
+            forwarded: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Finds or makes `run`'s sandbox and starts its agent there with `env`,
+    /// one step at a time: call again until it says Started or Failed.
+    pub async fn provision(
+        &self,
+        run: &AgentRun,
+        resources: (Option<u32>, Option<u32>),
+        env: &[(String, String)],
+    ) -> Result<Provisioned, PrepareError> {
+        let sandbox = self.claim(run, resources).await?;
+        let id = sandbox.id.clone();
+        match sandbox.state.as_str() {
+            "started" => {}
+            "stopped" | "archived" => {
+                self.client.start(&id).await?;
+                return Ok(Provisioned::Waiting("starting".into()));
+            }
+            "error" | "build_failed" => {
+                return Ok(Provisioned::Failed(format!(
+                    "Daytona sandbox {id} is in state {}: {}",
+                    sandbox.state,
+                    sandbox
+                        .error_reason
+                        .as_deref()
+                        .unwrap_or("Daytona gave no reason")
+                )));
+            }
+            other => return Ok(Provisioned::Waiting(other.to_owned())),
+        }
+        let session = session_id(run);
+        let existing = self.client.session(&id, &session).await?;
+        if existing.as_ref().is_some_and(|s| !s.commands.is_empty()) {
+            return Ok(Provisioned::Started(id));
+        }
+        let dir = run_dir(run);
+        self.client
+            .upload(
+                &id,
+                &format!("{HOME}/bin/smolpaws"),
+                self.agent_binary().await?,
+            )
+            .await?;
+        self.client
+            .upload(&id, &format!("{dir}/run.env"), Bytes::from(env_file(env)))
+            .await?;
+        if existing.is_none() {
+            self.client.create_session(&id, &session).await?;
+        }
+        let command = format!(
+            "cd {dir} && chmod 700 ../../bin/smolpaws && . ./run.env && rm -f run.env \
+             && mkdir -p workspace && SMOLPAWS_WORKSPACE=\"$PWD/workspace\" exec ../../bin/smolpaws agent"
+        );
+        self.client.execute(&id, &session, &command).await?;
+        info!(sandbox = %id, "started the agent in its Daytona sandbox");
+        Ok(Provisioned::Started(id))
+    }
+
+    /// The sandbox `run` holds, or a warm one of its repository, or a new one.
+    async fn claim(
+        &self,
+        run: &AgentRun,
+        (cpu, memory): (Option<u32>, Option<u32>),
+    ) -> Result<Sandbox, DaytonaError> {
+        let uid = run.uid().unwrap_or_default();
+        let mine = BTreeMap::from([(RUN_LABEL.to_owned(), uid.clone())]);
+        if let Some(held) = self.client.find(&mine).await?.into_iter().next() {
+            return Ok(held);
+        }
+        let _claiming = self.claims.lock().await;
+        if self.settings.daytona_reuse_sandboxes {
+            let warm = self
+                .client
+                .find(&repository_labels(run))
+                .await?
+                .into_iter()
+                .find(|s| {
+                    !s.labels.contains_key(RUN_LABEL)
+                        && !matches!(
+                            s.state.as_str(),
+                            "error" | "build_failed" | "destroyed" | "destroying"
+                        )
+                });
+            if let Some(mut warm) = warm {
+                warm.labels.insert(RUN_LABEL.to_owned(), uid);
+                self.client.set_labels(&warm.id, &warm.labels).await?;
+                info!(sandbox = %warm.id, "reusing a warm Daytona sandbox");
+                return Ok(warm);
+            }
+        }
+        let mut labels = repository_labels(run);
+        labels.insert(RUN_LABEL.to_owned(), uid);
+        let image = run.spec.sandbox.image.as_ref().map(|image| BuildInfo {
+            dockerfile_content: format!("FROM {image}\n"),
+        });
+        let created = self
+            .client
+            .create(&CreateSandbox {
+                snapshot: image
+                    .is_none()
+                    .then(|| self.settings.daytona_snapshot.clone())
+                    .flatten(),
+                build_info: image,
+                target: self.settings.daytona_target.clone(),
+                cpu,
+                memory,
+                auto_stop_interval: self.settings.daytona_auto_stop_minutes,
+                labels,
+            })
+            .await?;
+        info!(sandbox = %created.id, "created a Daytona sandbox");
+        Ok(created)
+    }
+
+    async fn agent_binary(&self) -> Result<Bytes, PrepareError> {
+        let path = match &self.settings.daytona_agent_binary {
+            Some(path) => path.clone(),
+            None => std::env::current_exe().map_err(|e| PrepareError::AgentBinary {
+                path: PathBuf::from("/proc/self/exe"),
+                reason: e.to_string(),
+            })?,
+        };
+        self.agent
+            .get_or_try_init(|| async {
+                tokio::fs::read(&path).await.map(Bytes::from).map_err(|e| {
+                    PrepareError::AgentBinary {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    }
+                })
+            })
+            .await
+            .cloned()
+    }
+
+    /// What `run`'s agent in sandbox `id` is doing (its new output is
+    /// forwarded to the log); `None` when the sandbox is gone.
+    pub async fn state(
+        &self,
+        run: &AgentRun,
+        id: &str,
+    ) -> Result<Option<SandboxState>, DaytonaError> {
+        let Some(sandbox) = self.client.get(id).await? else {
+            return Ok(None);
+        };
+        match sandbox.state.as_str() {
+            "destroyed" | "destroying" => return Ok(None),
+            "error" | "build_failed" => {
+                return Ok(Some(SandboxState::Exited {
+                    code: -1,
+                    reason: Some(format!(
+                        "Daytona reports the sandbox failed: {}",
+                        sandbox.error_reason.as_deref().unwrap_or("no reason given")
+                    )),
+                }));
+            }
+            _ => {}
+        }
+        let session = session_id(run);
+        let command = self
+            .client
+            .session(id, &session)
+            .await?
+            .and_then(|s| s.commands.into_iter().last());
+        let Some(command) = command else {
+            return Ok(Some(SandboxState::Exited {
+                code: -1,
+                reason: Some(format!(
+                    "the agent's Daytona session is gone (the sandbox is {})",
+                    sandbox.state
+                )),
+            }));
+        };
+        if let Err(error) = self.forward_output(run, id, &session, &command.id).await {
+            warn!(%error, "could not read the agent's output from Daytona");
+        }
+        Ok(Some(match command.exit_code {
+            None => SandboxState::Running,
+            Some(code) => SandboxState::Exited { code, reason: None },
+        }))
+    }
+
+    /// Logs the agent's output lines not logged yet.
+    async fn forward_output(
+        &self,
+        run: &AgentRun,
+        id: &str,
+        session: &str,
+        command: &str,
+    ) -> Result<(), DaytonaError> {
+        let output = self.client.logs(id, session, command).await?;
+        let key = run.uid().unwrap_or_default();
+        let mut forwarded = self.forwarded.lock().unwrap_or_else(|p| p.into_inner());
+        let done = forwarded.entry(key).or_default();
+        let fresh = output.get(*done..).unwrap_or_default();
+        // Only whole lines: the rest comes with the next look.
+        let Some(end) = fresh.rfind('\n') else {
+            return Ok(());
+        };
+        for line in fresh[..end].lines().filter(|l| !l.trim().is_empty()) {
+            info!(target: "smolpaws::agent", sandbox = %id, "{line}");
+        }
+        *done += end + 1;
+        Ok(())
+    }
+
+    /// The report the agent printed last, once it exited.
+    pub async fn report(&self, run: &AgentRun, id: &str) -> Result<Option<Report>, DaytonaError> {
+        let session = session_id(run);
+        let Some(command) = self
+            .client
+            .session(id, &session)
+            .await?
+            .and_then(|s| s.commands.into_iter().last())
+        else {
+            return Ok(None);
+        };
+        let output = self.client.logs(id, &session, &command.id).await?;
+        Ok(output
+            .lines()
+            .rev()
+            .find_map(|line| serde_json::from_str::<Report>(line.trim()).ok()))
+    }
+
+    /// Hands back every sandbox `run` holds: deleted, or with reuse on,
+    /// unlabelled and left warm for Daytona to stop. Safe to repeat.
+    pub async fn release(&self, run: &AgentRun) -> Result<(), DaytonaError> {
+        let uid = run.uid().unwrap_or_default();
+        let mine = BTreeMap::from([(RUN_LABEL.to_owned(), uid.clone())]);
+        for sandbox in self.client.find(&mine).await? {
+            if self.settings.daytona_reuse_sandboxes && sandbox.state == "started" {
+                self.client
+                    .delete_session(&sandbox.id, &session_id(run))
+                    .await?;
+                let mut labels = sandbox.labels.clone();
+                labels.remove(RUN_LABEL);
+                self.client.set_labels(&sandbox.id, &labels).await?;
+                info!(sandbox = %sandbox.id, "released the Daytona sandbox, kept warm");
+            } else {
+                self.client.delete(&sandbox.id).await?;
+                info!(sandbox = %sandbox.id, "deleted the Daytona sandbox");
+            }
+        }
+        self.forwarded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&uid);
+        Ok(())
+    }
+}
+
+/// The labels every sandbox of `run`'s repository carries.
+fn repository_labels(run: &AgentRun) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_LABEL.to_owned(), "smolpaws".to_owned()),
+        (
+            REPOSITORY_LABEL.to_owned(),
+            run.spec.github.repository.replace('/', "."),
+        ),
+    ])
+}
+
+/// The process session of `run`'s agent.
+fn session_id(run: &AgentRun) -> String {
+    format!("smolpaws-{}", run.uid().unwrap_or_default())
+}
+
+/// `run`'s directory in a sandbox, relative to its working directory.
+fn run_dir(run: &AgentRun) -> String {
+    format!("{HOME}/runs/{}", run.uid().unwrap_or_default())
+}
+
+/// `env` as a POSIX shell file of `export NAME='value'` lines.
+fn env_file(env: &[(String, String)]) -> String {
+    env.iter()
+        .filter(|(name, _)| {
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .map(|(name, value)| format!("export {name}='{}'\n", value.replace('\'', r"'\''")))
+        .collect()
+}
+
+/// CPU cores and GiB of memory from Kubernetes quantities, rounded up.
+pub fn cores_and_gib(cpu: &str, memory: &str) -> (Option<u32>, Option<u32>) {
+    let cores = match cpu.strip_suffix('m') {
+        Some(milli) => milli.parse::<f64>().ok().map(|m| m / 1000.0),
+        None => cpu.parse::<f64>().ok(),
+    };
+    let (number, unit): (String, String) = memory
+        .chars()
+        .partition(|c| c.is_ascii_digit() || *c == '.');
+    let gib = number.parse::<f64>().ok().and_then(|n| {
+        let bytes = match unit.as_str() {
+            "Ki" => 1024.0,
+            "Mi" => 1024.0 * 1024.0,
+            "Gi" => 1024.0 * 1024.0 * 1024.0,
+            "Ti" => 1024.0f64.powi(4),
+            "K" | "k" => 1e3,
+            "M" => 1e6,
+            "G" => 1e9,
+            "T" => 1e12,
+            "" => 1.0,
+            _ => return None,
+        };
+        Some(n * bytes / 1024.0f64.powi(3))
+    });
+    let up = |n: f64| Some(n.ceil().max(1.0) as u32);
+    (cores.and_then(up), gib.and_then(up))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_become_whole_cores_and_gib() {
+        assert_eq!(cores_and_gib("1", "2Gi"), (Some(1), Some(2)));
+        assert_eq!(cores_and_gib("500m", "512Mi"), (Some(1), Some(1)));
+        assert_eq!(cores_and_gib("2.5", "3G"), (Some(3), Some(3)));
+        assert_eq!(cores_and_gib("lots", "2 bushels"), (None, None));
+    }
+
+    #[test]
+    fn the_env_file_quotes_every_value() {
+        let env = [
+            ("A".to_owned(), "it's $HOME `x`".to_owned()),
+            ("BAD NAME".to_owned(), "dropped".to_owned()),
+        ];
+        assert_eq!(env_file(&env), "export A='it'\\''s $HOME `x`'\n");
+    }
+}

@@ -1,0 +1,424 @@
+//! `spec.sandbox.backend: daytona`: the real controller against the real
+//! test control plane, a fake Daytona that runs each sandbox's command (the
+//! real agent binary) as a local process, a scripted LLM, a local git remote
+//! and a fake GitHub.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::wait::await_condition;
+use serde_json::json;
+use smolpaws::api::{
+    AgentRun, AgentRunSpec, CommentKind, GitHubContext, Phase, SandboxBackend, SandboxSpec,
+    TriggerComment,
+};
+use support::fake_daytona::{FakeDaytona, Fault, KEY};
+use support::fake_github::FakeGitHub;
+use support::fake_llm::{FakeLlm, Reply};
+use support::operator::Operator;
+
+const LLM_KEY: &str = "sk-llm-secret-0123456789";
+
+/// Everything the controller logs in this test binary.
+fn captured_log() -> Arc<Mutex<Vec<u8>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .try_init();
+        log
+    })
+    .clone()
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Sink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Setup {
+    runs: Api<AgentRun>,
+    namespace: String,
+    github: FakeGitHub,
+    daytona: FakeDaytona,
+    llm: FakeLlm,
+    flags: Vec<String>,
+    _remote: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new(prefix: &str, replies: Vec<Reply>, extra: &[&str]) -> Self {
+        captured_log();
+        let client = support::client();
+        let namespace = support::namespace(&client, prefix).await;
+        let github = FakeGitHub::start().await;
+        let daytona = FakeDaytona::start().await;
+        let llm = FakeLlm::start(replies).await;
+        let (remote, _) = support::git_remote::server(&[]);
+        let mut flags = vec![
+            "--llm-model=scripted-model".to_owned(),
+            format!("--llm-base-url={}", llm.base_url),
+            format!("--llm-api-key={LLM_KEY}"),
+            format!(
+                "--sandbox-env=GITHUB_SERVER_URL=file://{},GITHUB_API_URL=http://127.0.0.1:9",
+                remote.path().display()
+            ),
+            format!("--daytona-api-key={KEY}"),
+            format!("--daytona-api-url={}", daytona.url),
+            "--daytona-timeout=1s".to_owned(),
+            format!("--daytona-agent-binary={}", env!("CARGO_BIN_EXE_smolpaws")),
+        ];
+        flags.extend(extra.iter().map(|f| f.to_string()));
+        Self {
+            runs: Api::namespaced(client, &namespace),
+            namespace,
+            github,
+            daytona,
+            llm,
+            flags,
+            _remote: remote,
+        }
+    }
+
+    async fn operator(&self) -> Operator {
+        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        Operator::start(
+            support::client(),
+            &self.namespace,
+            Some(&self.github.url),
+            &flags,
+        )
+        .await
+    }
+
+    async fn create(&self, name: &str, comment: i64, timeout_seconds: Option<i64>) {
+        let spec = AgentRunSpec {
+            prompt: "what does the README say?".into(),
+            github: GitHubContext {
+                installation_id: Some(1),
+                repository: "octo/hello".into(),
+                number: 7,
+                pull_request: false,
+                comment: Some(TriggerComment {
+                    id: comment,
+                    kind: CommentKind::IssueComment,
+                    html_url: format!(
+                        "https://github.com/octo/hello/issues/7#issuecomment-{comment}"
+                    ),
+                    author: "octocat".into(),
+                    review: None,
+                }),
+                head: None,
+                post_reply: true,
+                delivery_id: None,
+            },
+            sandbox: SandboxSpec {
+                backend: SandboxBackend::Daytona,
+                timeout_seconds,
+                ..SandboxSpec::default()
+            },
+            agent: None,
+        };
+        self.runs
+            .create(&PostParams::default(), &AgentRun::new(name, spec))
+            .await
+            .expect("the AgentRun is created");
+    }
+
+    async fn until(&self, name: &str, what: &str, done: impl Fn(&AgentRun) -> bool) -> AgentRun {
+        let wait = await_condition(self.runs.clone(), name, move |run: Option<&AgentRun>| {
+            run.is_some_and(&done)
+        });
+        match tokio::time::timeout(Duration::from_secs(90), wait).await {
+            Ok(Ok(Some(run))) => run,
+            _ => panic!(
+                "{name} never became {what}: {:#?}\nDaytona calls: {:?}",
+                self.runs
+                    .get_opt(name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|r| r.status),
+                self.daytona.calls()
+            ),
+        }
+    }
+
+    async fn replied(&self, name: &str) -> AgentRun {
+        self.until(name, "replied", |run| {
+            run.status.as_ref().is_some_and(|s| s.reply.is_some())
+        })
+        .await
+    }
+
+    async fn until_no_sandbox(&self) {
+        for _ in 0..100 {
+            if self.daytona.live() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("sandboxes leaked: {:?}", self.daytona.labels());
+    }
+}
+
+fn finish(reply: &'static str) -> Reply {
+    Reply::Tool {
+        name: "finish",
+        arguments: json!({ "reply": reply }),
+    }
+}
+
+fn sleep(seconds: u32) -> Reply {
+    Reply::Tool {
+        name: "bash",
+        arguments: json!({ "command": format!("sleep {seconds}; echo slept") }),
+    }
+}
+
+fn position(calls: &[String], wanted: impl Fn(&str) -> bool) -> usize {
+    calls
+        .iter()
+        .position(|c| wanted(c))
+        .unwrap_or_else(|| panic!("no such call in {calls:?}"))
+}
+
+#[tokio::test]
+async fn a_daytona_run_succeeds_replies_once_and_leaves_nothing() {
+    let setup = Setup::new("daytona", vec![finish("The README says main.")], &[]).await;
+    let operator = setup.operator().await;
+    setup.create("first", 501, None).await;
+
+    let run = setup.replied("first").await;
+    let status = run.status.expect("a status");
+    assert_eq!(status.phase, Some(Phase::Succeeded));
+    let sandbox = status.sandbox.expect("the sandbox is named");
+    assert_eq!(sandbox.backend, SandboxBackend::Daytona);
+    assert_eq!(sandbox.name, "sbx-1");
+    assert!(
+        status.sandbox_seconds.is_some(),
+        "the held time is recorded"
+    );
+    assert_eq!(
+        status.result.map(|r| r.reply),
+        Some("The README says main.".to_owned())
+    );
+    let comments = setup.github.comments();
+    assert_eq!(comments.len(), 1);
+    assert!(comments[0].body.starts_with("The README says main."));
+
+    let calls = setup.daytona.calls();
+    let created = position(&calls, |c| c == "POST /sandbox");
+    let uploaded = position(&calls, |c| c.ends_with("/files/upload"));
+    let executed = position(&calls, |c| c.ends_with("/exec"));
+    let deleted = position(&calls, |c| c == "DELETE /sandbox/sbx-1");
+    assert!(
+        created < uploaded && uploaded < executed && executed < deleted,
+        "create → upload → execute → delete: {calls:?}"
+    );
+    setup.until_no_sandbox().await;
+    assert_eq!(setup.daytona.created(), 1);
+    assert_eq!(setup.daytona.unauthorized(), 0);
+    assert!(
+        operator
+            .metrics()
+            .contains("smolpaws_sandbox_held_seconds_count{backend=\"daytona\"} 1"),
+        "{}",
+        operator.metrics()
+    );
+
+    let commands = setup.daytona.commands().join("\n");
+    let log = String::from_utf8_lossy(&captured_log().lock().unwrap()).into_owned();
+    assert!(
+        log.contains("checked out"),
+        "the agent's output reaches the controller's log"
+    );
+    let tokens = setup.github.issued_tokens();
+    assert!(!tokens.is_empty());
+    for secret in tokens.iter().map(String::as_str).chain([LLM_KEY, KEY]) {
+        assert!(!commands.contains(secret), "a secret on a command line");
+        assert!(!log.contains(secret), "a secret in the controller's log");
+    }
+}
+
+#[tokio::test]
+async fn with_reuse_runs_of_a_repository_share_a_sandbox_but_never_at_once() {
+    let setup = Setup::new(
+        "daytona-reuse",
+        vec![
+            finish("One."),
+            finish("Two."),
+            sleep(3),
+            sleep(3),
+            finish("Three."),
+            finish("Four."),
+        ],
+        &["--daytona-reuse-sandboxes"],
+    )
+    .await;
+    let _operator = setup.operator().await;
+    setup.create("one", 601, None).await;
+    let one = setup.replied("one").await;
+    setup.create("two", 602, None).await;
+    let two = setup.replied("two").await;
+    let name = |run: &AgentRun| {
+        run.status
+            .as_ref()
+            .and_then(|s| s.sandbox.clone())
+            .map(|s| s.name)
+    };
+    assert_eq!(name(&one), name(&two), "the warm sandbox is reused");
+    assert_eq!(setup.daytona.created(), 1);
+    assert_eq!(setup.daytona.live(), 1, "kept warm");
+    assert!(
+        setup
+            .daytona
+            .labels()
+            .iter()
+            .all(|l| !l.contains_key("smolpaws.dev/run-uid")),
+        "released: {:?}",
+        setup.daytona.labels()
+    );
+
+    setup.create("three", 603, None).await;
+    setup.create("four", 604, None).await;
+    let three = setup.replied("three").await;
+    let four = setup.replied("four").await;
+    assert_ne!(
+        name(&three),
+        name(&four),
+        "runs at once never share a sandbox"
+    );
+    assert_eq!(setup.daytona.created(), 2);
+    assert_eq!(setup.daytona.live(), 2, "both kept warm");
+    assert_eq!(setup.github.comments().len(), 4);
+    drop(setup.llm);
+}
+
+#[tokio::test]
+async fn a_controller_restarted_mid_run_adopts_its_sandbox() {
+    let setup = Setup::new("daytona-restart", vec![sleep(4), finish("Survived.")], &[]).await;
+    let first = setup.operator().await;
+    setup.create("restart", 701, None).await;
+    setup
+        .until("restart", "Running", |run| run.phase() == Phase::Running)
+        .await;
+    drop(first);
+    let _second = setup.operator().await;
+
+    let run = setup.replied("restart").await;
+    assert_eq!(run.phase(), Phase::Succeeded);
+    assert_eq!(setup.daytona.created(), 1, "no second sandbox");
+    assert_eq!(setup.github.comments().len(), 1);
+    setup.until_no_sandbox().await;
+}
+
+#[tokio::test]
+async fn daytona_errors_are_retried_or_reported_and_nothing_leaks() {
+    let setup = Setup::new("daytona-faults", vec![finish("Despite it all.")], &[]).await;
+    setup
+        .daytona
+        .fail_next("GET /sandbox", Fault::RateLimited(1));
+    setup.daytona.fail_next("POST /sandbox", Fault::Status(500));
+    setup
+        .daytona
+        .fail_next("POST /sandbox", Fault::Slow(Duration::from_millis(1500)));
+    let _operator = setup.operator().await;
+    setup.create("flaky", 801, None).await;
+    let run = setup.replied("flaky").await;
+    assert_eq!(run.phase(), Phase::Succeeded);
+    assert_eq!(
+        setup.daytona.created(),
+        1,
+        "the sandbox whose answer timed out was adopted, not created again"
+    );
+    setup.until_no_sandbox().await;
+
+    setup.daytona.fail_next("POST /sandbox", Fault::Status(400));
+    setup.create("refused", 802, None).await;
+    let run = setup
+        .until("refused", "Failed", |run| run.phase() == Phase::Failed)
+        .await;
+    let message = run.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(
+        message.contains("Daytona answered 400 Bad Request to POST /sandbox: scripted failure"),
+        "{message}"
+    );
+    setup.until_no_sandbox().await;
+}
+
+#[tokio::test]
+async fn deleting_a_run_deletes_its_sandbox_and_a_timeout_stops_it() {
+    let setup = Setup::new("daytona-stop", vec![sleep(60), sleep(60)], &[]).await;
+    let _operator = setup.operator().await;
+    setup.create("deleted", 901, None).await;
+    setup
+        .until("deleted", "Running", |run| run.phase() == Phase::Running)
+        .await;
+    setup
+        .runs
+        .delete("deleted", &DeleteParams::default())
+        .await
+        .expect("the run is deleted");
+    let gone = await_condition(setup.runs.clone(), "deleted", |run: Option<&AgentRun>| {
+        run.is_none()
+    });
+    tokio::time::timeout(Duration::from_secs(60), gone)
+        .await
+        .expect("the run is gone")
+        .expect("watching");
+    setup.until_no_sandbox().await;
+
+    setup.create("slow", 902, Some(3)).await;
+    let run = setup
+        .until("slow", "Failed", |run| run.phase() == Phase::Failed)
+        .await;
+    let finished = run
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Finished"))
+        .map(|c| c.reason.clone());
+    assert_eq!(finished.as_deref(), Some("RunTimeout"));
+    setup.until_no_sandbox().await;
+}
+
+#[tokio::test]
+async fn without_daytona_settings_a_daytona_run_fails_naming_the_variable() {
+    let setup = Setup::new("daytona-off", vec![], &[]).await;
+    let flags: Vec<&str> = setup
+        .flags
+        .iter()
+        .map(String::as_str)
+        .filter(|f| !f.starts_with("--daytona"))
+        .collect();
+    let _operator = Operator::start(
+        support::client(),
+        &setup.namespace,
+        Some(&setup.github.url),
+        &flags,
+    )
+    .await;
+    setup.create("unconfigured", 1001, None).await;
+    let run = setup
+        .until("unconfigured", "Failed", |run| run.phase() == Phase::Failed)
+        .await;
+    let message = run.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(message.contains("DAYTONA_API_KEY"), "{message}");
+    assert!(setup.daytona.calls().is_empty());
+}
