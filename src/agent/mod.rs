@@ -25,6 +25,89 @@ use llm::{Llm, LlmArgs, LlmSettings, Provider};
 use redact::Redactor;
 use tools::workspace::Workspace;
 
+/// How the agent works, wherever it runs: in a sandbox (`smolpaws agent`)
+/// or in the runner (`smolpaws agent serve`).
+#[derive(Args, Clone, Debug)]
+pub struct AgentSettings {
+    /// The GitHub REST API.
+    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
+    pub github_api_url: String,
+
+    /// Where repositories are cloned from.
+    #[arg(long, env = "GITHUB_SERVER_URL", default_value = "https://github.com")]
+    pub github_server_url: String,
+
+    /// The LLM.
+    #[command(flatten)]
+    pub llm: LlmArgs,
+
+    /// The most LLM round trips (the run's spec may lower it).
+    #[arg(long, env = "SMOLPAWS_AGENT_MAX_ITERATIONS", default_value_t = 40)]
+    pub max_iterations: u32,
+
+    /// The most tokens, prompt and completion together.
+    #[arg(long, env = "SMOLPAWS_AGENT_MAX_TOKENS", default_value_t = 1_000_000)]
+    pub max_tokens: u64,
+
+    /// The longest the agent works.
+    #[arg(long, env = "SMOLPAWS_AGENT_TIMEOUT", default_value = "25m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+
+    /// A bash command's timeout unless the model asks for another.
+    #[arg(long, env = "SMOLPAWS_BASH_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub bash_timeout: Duration,
+}
+
+impl AgentSettings {
+    /// The LLM, `model` (when given) instead of `LLM_MODEL`'s.
+    pub fn llm(&self, model: Option<&str>) -> Result<Llm, AgentError> {
+        let model = model
+            .map(str::to_owned)
+            .or_else(|| self.llm.model.clone())
+            .ok_or_else(|| {
+                AgentError::Config(
+                    "set LLM_MODEL (or spec.agent.model) to the model the agent uses".into(),
+                )
+            })?;
+        Ok(Llm::new(LlmSettings {
+            provider: Provider::choose(self.llm.provider.as_deref(), &model)?,
+            model,
+            base_url: self.llm.base_url.clone(),
+            api_key: self.llm.api_key.clone(),
+            attempts: 5,
+            request_timeout: Duration::from_secs(300),
+        })?)
+    }
+
+    /// The limits of a session, which a run's `options` may lower.
+    pub fn limits(&self, options: Option<&crate::api::AgentOptions>) -> session::Limits {
+        session::Limits {
+            iterations: options
+                .and_then(|a| a.max_iterations)
+                .map_or(self.max_iterations, |n| {
+                    n.unsigned_abs().min(self.max_iterations)
+                }),
+            tokens: options
+                .and_then(|a| a.max_tokens)
+                .map_or(self.max_tokens, |n| n.unsigned_abs().min(self.max_tokens)),
+            wall_clock: self.timeout,
+            bash_timeout: self.bash_timeout,
+        }
+    }
+
+    /// What must never leave the agent: these settings' key and `others`.
+    pub fn redactor(&self, others: &[Option<&SecretString>]) -> Redactor {
+        Redactor::new(
+            others
+                .iter()
+                .copied()
+                .chain([self.llm.api_key.as_ref()])
+                .flatten()
+                .map(|s| s.expose_secret()),
+        )
+    }
+}
+
 /// Settings of `smolpaws agent`, from the sandbox's environment.
 #[derive(Args, Clone, Debug)]
 pub struct AgentConfig {
@@ -52,14 +135,6 @@ pub struct AgentConfig {
     #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
     pub github_token: Option<SecretString>,
 
-    /// The GitHub REST API.
-    #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
-    pub github_api_url: String,
-
-    /// Where repositories are cloned from.
-    #[arg(long, env = "GITHUB_SERVER_URL", default_value = "https://github.com")]
-    pub github_server_url: String,
-
     /// The directory the repository is checked out into; the working
     /// directory when unset (a sandbox pod's is its workspace volume).
     #[arg(long, env = "SMOLPAWS_WORKSPACE")]
@@ -70,25 +145,20 @@ pub struct AgentConfig {
     #[arg(long, env = "SMOLPAWS_EXISTING_CHECKOUT")]
     pub existing_checkout: bool,
 
-    /// The LLM.
+    /// How the agent works.
     #[command(flatten)]
-    pub llm: LlmArgs,
+    pub settings: AgentSettings,
+}
 
-    /// The most LLM round trips (the run's spec may lower it).
-    #[arg(long, env = "SMOLPAWS_AGENT_MAX_ITERATIONS", default_value_t = 40)]
-    pub max_iterations: u32,
-
-    /// The most tokens, prompt and completion together.
-    #[arg(long, env = "SMOLPAWS_AGENT_MAX_TOKENS", default_value_t = 1_000_000)]
-    pub max_tokens: u64,
-
-    /// The longest the agent works.
-    #[arg(long, env = "SMOLPAWS_AGENT_TIMEOUT", default_value = "25m", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
-
-    /// A bash command's timeout unless the model asks for another.
-    #[arg(long, env = "SMOLPAWS_BASH_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
-    pub bash_timeout: Duration,
+/// What the agent answered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    /// The reply, secrets redacted, cut to fit a comment.
+    pub reply: String,
+    /// Tokens spent.
+    pub usage: crate::api::TokenUsage,
+    /// The model that answered.
+    pub model: String,
 }
 
 /// Why the agent could not work at all.
@@ -113,36 +183,59 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let spec: AgentRunSpec = serde_json::from_str(&config.run_spec).map_err(|e| {
         AgentError::Config(format!("SMOLPAWS_RUN_SPEC is not an AgentRun spec: {e}"))
     })?;
-    let model = spec
-        .agent
-        .as_ref()
-        .and_then(|a| a.model.clone())
-        .or_else(|| config.llm.model.clone())
-        .ok_or_else(|| {
-            AgentError::Config(
-                "set LLM_MODEL (or spec.agent.model) to the model the agent uses".into(),
-            )
-        })?;
-    let secrets = [
-        &config.github_token,
-        &config.llm.api_key,
-        &config.report_token,
-    ];
-    let redactor = Redactor::new(
-        secrets
-            .iter()
-            .filter_map(|s| s.as_ref())
-            .map(|s| s.expose_secret()),
-    );
-    let llm = Llm::new(LlmSettings {
-        provider: Provider::choose(config.llm.provider.as_deref(), &model)?,
-        model,
-        base_url: config.llm.base_url.clone(),
-        api_key: config.llm.api_key.clone(),
-        attempts: 5,
-        request_timeout: Duration::from_secs(300),
-    })?;
+    let directory = match &config.workspace {
+        Some(directory) => directory.clone(),
+        None => std::env::current_dir()
+            .map_err(|e| AgentError::Config(format!("the working directory is unusable: {e}")))?,
+    };
+    let checkout = if config.existing_checkout {
+        Checkout::Existing
+    } else {
+        Checkout::Clone
+    };
+    let redactor = config
+        .settings
+        .redactor(&[config.github_token.as_ref(), config.report_token.as_ref()]);
+    let answer = work(
+        &config.settings,
+        &spec,
+        config.github_token.as_ref(),
+        &directory,
+        checkout,
+        &redactor,
+    )
+    .await?;
+    let report = json!({
+        "reply": answer.reply,
+        "usage": answer.usage,
+        "model": answer.model,
+    });
+    report_result(&config, &report).await
+}
 
+/// How the workspace gets the repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checkout {
+    /// Clone it (shallow, at the commit the request is about).
+    Clone,
+    /// The workspace already is a checkout; use it as it is.
+    Existing,
+    /// No repository: an empty workspace.
+    None,
+}
+
+/// Works on `spec` in `directory` to the end: the checkout, the thread, the
+/// session. An LLM that fails for good still gives an answer, saying so.
+pub async fn work(
+    settings: &AgentSettings,
+    spec: &AgentRunSpec,
+    github_token: Option<&SecretString>,
+    directory: &std::path::Path,
+    checkout: Checkout,
+    redactor: &Redactor,
+) -> Result<Answer, AgentError> {
+    let options = spec.agent.as_ref();
+    let llm = settings.llm(options.and_then(|a| a.model.as_deref()))?;
     let github = &spec.github;
     let target = if github.pull_request {
         Target::PullRequest {
@@ -152,59 +245,40 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     } else {
         Target::DefaultBranch
     };
-    let directory = match &config.workspace {
-        Some(directory) => directory.clone(),
-        None => std::env::current_dir()
-            .map_err(|e| AgentError::Config(format!("the working directory is unusable: {e}")))?,
-    };
     let cloning = std::time::Instant::now();
-    let checked_out = if config.existing_checkout {
-        checkout::existing(&directory).await?
-    } else {
-        checkout::checkout(
-            &config.github_server_url,
-            &github.repository,
-            config.github_token.as_ref(),
-            &target,
-            &directory,
-        )
-        .await?
+    let checked_out = match checkout {
+        Checkout::Existing => Some(checkout::existing(directory).await?),
+        Checkout::Clone => Some(
+            checkout::checkout(
+                &settings.github_server_url,
+                &github.repository,
+                github_token,
+                &target,
+                directory,
+            )
+            .await?,
+        ),
+        Checkout::None => None,
     };
-    info!(
-        repository = %github.repository,
-        sha = %checked_out.sha,
-        took_ms = cloning.elapsed().as_millis() as u64,
-        "checked out"
-    );
-    let workspace = Workspace::new(&directory).map_err(|e| {
+    if let Some(checked_out) = checked_out {
+        info!(
+            repository = %github.repository,
+            sha = %checked_out.sha,
+            took_ms = cloning.elapsed().as_millis() as u64,
+            "checked out"
+        );
+    }
+    let workspace = Workspace::new(directory).map_err(|e| {
         AgentError::Config(format!(
             "the workspace {} is unusable: {e}",
             directory.display()
         ))
     })?;
-
-    // A local repository has no GitHub thread to read.
-    let api_url = (!config.existing_checkout).then_some(config.github_api_url.as_str());
-    let request = context::request(&spec, api_url, config.github_token.as_ref()).await;
-    let limits = session::Limits {
-        iterations: spec
-            .agent
-            .as_ref()
-            .and_then(|a| a.max_iterations)
-            .map_or(config.max_iterations, |n| {
-                n.unsigned_abs().min(config.max_iterations)
-            }),
-        tokens: spec
-            .agent
-            .as_ref()
-            .and_then(|a| a.max_tokens)
-            .map_or(config.max_tokens, |n| {
-                n.unsigned_abs().min(config.max_tokens)
-            }),
-        wall_clock: config.timeout,
-        bash_timeout: config.bash_timeout,
-    };
-    let (reply, usage) = match session::run(&llm, &workspace, request, limits, &redactor).await {
+    // A local repository, or none, has no GitHub thread to read.
+    let api_url = (checkout == Checkout::Clone).then_some(settings.github_api_url.as_str());
+    let request = context::request(spec, api_url, github_token).await;
+    let limits = settings.limits(options);
+    let (reply, usage) = match session::run(&llm, &workspace, request, limits, redactor).await {
         Ok(ending) => (ending.reply, ending.usage),
         // The person who asked needs to know, in the thread, why nothing
         // came back.
@@ -214,12 +288,11 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             (redactor.redact(&reply), crate::api::TokenUsage::default())
         }
     };
-    let report = json!({
-        "reply": fit(&reply, MAX_COMMENT_CHARS),
-        "usage": usage,
-        "model": llm.model(),
-    });
-    report_result(&config, &report).await
+    Ok(Answer {
+        reply: fit(&reply, MAX_COMMENT_CHARS),
+        usage,
+        model: llm.model().to_owned(),
+    })
 }
 
 /// Delivers `report` to the result endpoint (retrying while it answers

@@ -179,6 +179,7 @@ pub struct DaytonaClient {
     base: String,
     key: SecretString,
     attempts: u32,
+    timeout: Duration,
 }
 
 impl DaytonaClient {
@@ -198,6 +199,7 @@ impl DaytonaClient {
             base: base.trim_end_matches('/').to_owned(),
             key,
             attempts: attempts.max(1),
+            timeout,
         }
     }
 
@@ -358,6 +360,8 @@ impl DaytonaClient {
     /// directory).
     pub async fn upload(&self, id: &str, path: &str, content: Bytes) -> Result<(), DaytonaError> {
         let length = content.len() as u64;
+        // A large file takes longer than a call: allow for 10 MB/s.
+        let timeout = self.timeout + Duration::from_secs(length / 10_000_000);
         self.send(
             Method::POST,
             &format!("/toolbox/{id}/toolbox/files/upload"),
@@ -365,7 +369,8 @@ impl DaytonaClient {
             |r| {
                 let part = reqwest::multipart::Part::stream_with_length(content.clone(), length)
                     .file_name("file");
-                r.query(&[("path", path)])
+                r.timeout(timeout)
+                    .query(&[("path", path)])
                     .multipart(reqwest::multipart::Form::new().part("file", part))
             },
         )
