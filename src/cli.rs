@@ -39,6 +39,25 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `smolpaws agent`: one run, or the runner.
+#[derive(Debug, clap::Args)]
+pub struct AgentCommand {
+    /// Serve the runner API instead of working on one run.
+    #[command(subcommand)]
+    pub serve: Option<AgentServe>,
+    /// Settings of one run.
+    #[command(flatten)]
+    pub config: crate::agent::AgentConfig,
+}
+
+/// `smolpaws agent serve`.
+#[derive(Debug, Subcommand)]
+pub enum AgentServe {
+    /// The runner: `POST /run`, conversations with streamed events, and a
+    /// remote workspace (`/api/bash`, `/api/file`, `/api/git`).
+    Serve(crate::runner::RunnerConfig),
+}
+
 /// The subcommands.
 // Parsed once at start-up: the size of the largest variant costs nothing.
 #[allow(clippy::large_enum_variant)]
@@ -68,8 +87,8 @@ pub enum Command {
         controller: ControllerConfig,
     },
     /// Work on one AgentRun inside its sandbox and report the reply (the
-    /// sandbox's entry point).
-    Agent(crate::agent::AgentConfig),
+    /// sandbox's entry point); `agent serve` runs the runner API.
+    Agent(AgentCommand),
     /// Create an AgentRun by hand in the current kube context and follow it
     /// to its reply (exit code 0 when it succeeds).
     Run(crate::follow::RunArgs),
@@ -106,7 +125,14 @@ impl Cli {
                 }
                 Ok(())
             }
-            Command::Agent(config) => {
+            Command::Agent(AgentCommand {
+                serve: Some(AgentServe::Serve(config)),
+                ..
+            }) => {
+                telemetry::init(self.log_format, Output::Stderr);
+                crate::runner::serve(config, stop_on_signal()).await
+            }
+            Command::Agent(AgentCommand { config, .. }) => {
                 telemetry::init(self.log_format, Output::Stdout);
                 Ok(crate::agent::run(config).await?)
             }

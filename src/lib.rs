@@ -15,6 +15,7 @@ pub mod intake;
 pub mod logs;
 pub mod process;
 pub mod random;
+pub mod runner;
 pub mod sandbox;
 pub mod telemetry;
 pub mod tls;

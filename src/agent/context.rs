@@ -62,9 +62,14 @@ pub async fn request(
     } else {
         "Issue"
     };
-    let mut text = format!("Repository: {}\n", github.repository);
+    // A job without a repository (the runner's) is its prompt alone.
+    let mut text = String::new();
+    if !github.repository.is_empty() {
+        let _ = writeln!(text, "Repository: {}", github.repository);
+    }
     match api_url {
         Some(api_url) => thread(&mut text, spec, kind, api_url, token).await,
+        None if github.repository.is_empty() => {}
         None => {
             let _ = writeln!(
                 text,

@@ -111,9 +111,9 @@ impl AgentSettings {
 /// Settings of `smolpaws agent`, from the sandbox's environment.
 #[derive(Args, Clone, Debug)]
 pub struct AgentConfig {
-    /// The AgentRun's spec, as JSON.
+    /// The AgentRun's spec, as JSON (required to work on a run).
     #[arg(long, env = "SMOLPAWS_RUN_SPEC", hide_env_values = true)]
-    pub run_spec: String,
+    pub run_spec: Option<String>,
 
     /// The AgentRun's name.
     #[arg(long, env = "SMOLPAWS_RUN_NAME", default_value = "local")]
@@ -180,7 +180,12 @@ pub enum AgentError {
 
 /// Runs the agent to its end and reports the result.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
-    let spec: AgentRunSpec = serde_json::from_str(&config.run_spec).map_err(|e| {
+    let spec = config.run_spec.as_deref().ok_or_else(|| {
+        AgentError::Config(
+            "set SMOLPAWS_RUN_SPEC to the AgentRun's spec (or run `smolpaws agent serve`)".into(),
+        )
+    })?;
+    let spec: AgentRunSpec = serde_json::from_str(spec).map_err(|e| {
         AgentError::Config(format!("SMOLPAWS_RUN_SPEC is not an AgentRun spec: {e}"))
     })?;
     let directory = match &config.workspace {

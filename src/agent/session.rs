@@ -158,9 +158,9 @@ impl Session {
                 completion_tokens = self.usage.completion_tokens - usage_before.completion_tokens,
                 "llm"
             );
-            if let Some(text) = response.first_text() {
-                last_text = text.to_owned();
-                observe(Step::Said(&redactor.redact(text)));
+            let said = response.first_text().map(str::to_owned);
+            if let Some(text) = &said {
+                last_text = text.clone();
             }
             let calls = response.into_tool_calls();
             if calls.is_empty() {
@@ -183,6 +183,10 @@ impl Session {
                     usage: self.usage,
                 })));
             }
+            // Words said on the way, not the reply.
+            if let Some(text) = said.filter(|t| !t.trim().is_empty()) {
+                observe(Step::Said(&redactor.redact(&text)));
+            }
             let mut responses = Vec::with_capacity(calls.len());
             for call in &calls {
                 let arguments = redactor.redact(&call.fn_arguments.to_string());
@@ -192,13 +196,16 @@ impl Session {
                     arguments: &arguments,
                 });
                 let tool_started = Instant::now();
-                let outcome = toolbox::call(
-                    workspace,
-                    &call.fn_name,
-                    call.fn_arguments.clone(),
-                    limits.bash_timeout,
-                )
-                .await;
+                let outcome = tokio::select! {
+                    outcome = toolbox::call(
+                        workspace,
+                        &call.fn_name,
+                        call.fn_arguments.clone(),
+                        limits.bash_timeout,
+                    ) => outcome,
+                    // Dropping the call stops its command.
+                    () = stop.cancelled() => return Ok(None),
+                };
                 info!(
                     step = iteration,
                     tool = %call.fn_name,

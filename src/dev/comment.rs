@@ -51,7 +51,7 @@ pub async fn send(dir: &Path, args: CommentArgs) -> anyhow::Result<()> {
     let repository = format!("{LOCAL_OWNER}/{}", local_name(&checkout));
     link(&session.repositories.join(&repository), &checkout)?;
 
-    let delivery = delivery_id();
+    let delivery = crate::random::uuid();
     let body = serde_json::to_vec(&payload(
         &repository,
         args.issue,
@@ -133,19 +133,6 @@ fn link(link: &Path, checkout: &Path) -> anyhow::Result<()> {
     }
     std::os::unix::fs::symlink(checkout, link)
         .with_context(|| format!("cannot link {} to {}", link.display(), checkout.display()))
-}
-
-/// A delivery id shaped like GitHub's (a lowercase GUID).
-fn delivery_id() -> String {
-    let hex = crate::random::token();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }
 
 /// A comment id no other local comment has, in practice.
@@ -264,7 +251,8 @@ mod tests {
         };
         let body = payload("local/widgets", 7, "ada", "@smolpaws add a test", 42);
         let bytes = serde_json::to_vec(&body).expect("JSON");
-        let decision = decide(&rules, "issue_comment", &delivery_id(), &bytes).expect("valid");
+        let decision =
+            decide(&rules, "issue_comment", &crate::random::uuid(), &bytes).expect("valid");
         let Decision::Run(run) = decision else {
             panic!("no run: {decision:?}");
         };
@@ -285,7 +273,7 @@ mod tests {
 
     #[test]
     fn delivery_ids_name_runs_readably() {
-        let delivery = delivery_id();
+        let delivery = crate::random::uuid();
         assert_eq!(run_name(&delivery), format!("gh-{delivery}"));
     }
 }

@@ -81,6 +81,27 @@ impl Capped {
     }
 }
 
+/// A running command's process group, killed when this value is dropped
+/// unless the command exited by itself first.
+struct ProcessGroup(Option<u32>);
+
+impl ProcessGroup {
+    /// The command exited and was reaped: its group id may be reused now.
+    fn exited(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(group) = self.0 {
+            // SAFETY: signals the group `run` created, whose leader is not
+            // reaped yet, so the id is still that group's.
+            unsafe { libc::killpg(group as i32, libc::SIGKILL) };
+        }
+    }
+}
+
 /// Runs `command` with bash in the workspace. On timeout the command and
 /// everything it started are killed.
 pub async fn run(
@@ -107,6 +128,9 @@ pub async fn run(
         .spawn()
         .map_err(|e| ToolError::new(format!("cannot start bash: {e}")))?;
     let pid = child.id();
+    // Whatever ends this call (a timeout, or the caller dropping it), the
+    // command's whole process group goes with it.
+    let mut group = ProcessGroup(pid);
     let mut output =
         tokio::fs::File::from_std(std::fs::File::from(std::os::fd::OwnedFd::from(reader)));
     let collect = async {
@@ -126,6 +150,7 @@ pub async fn run(
     };
     match tokio::time::timeout(timeout, finished).await {
         Ok((status, capped)) => {
+            group.exited();
             let status = status.map_err(|e| ToolError::new(format!("bash failed: {e}")))?;
             Ok(CommandOutput {
                 exit_code: status.code(),
@@ -133,17 +158,11 @@ pub async fn run(
                 timed_out: false,
             })
         }
-        Err(_) => {
-            if let Some(pid) = pid {
-                // SAFETY: signals a process group this function created.
-                unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
-            }
-            Ok(CommandOutput {
-                exit_code: None,
-                output: String::new(),
-                timed_out: true,
-            })
-        }
+        Err(_) => Ok(CommandOutput {
+            exit_code: None,
+            output: String::new(),
+            timed_out: true,
+        }),
     }
 }
 

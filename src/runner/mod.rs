@@ -1,0 +1,414 @@
+//! `smolpaws agent serve`: the runner. The old TypeScript runner's API
+//! (`POST /run`) on the agent entry, plus the OpenHands agent-server routes
+//! its clients speak: conversations with persisted events, a websocket that
+//! streams them, and a remote workspace (`/api/bash`, `/api/file`,
+//! `/api/git`).
+
+pub mod auth;
+pub mod conversations;
+pub mod events;
+mod job;
+mod socket;
+mod workspace_api;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Args;
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+use tracing::{info, warn};
+
+use crate::agent::AgentSettings;
+use conversations::{
+    ConversationError, Conversations, ExecutionStatus, SendMessage, StartConversation,
+};
+
+/// The port the old runner listened on.
+const PORT: u16 = 3000;
+
+/// Settings of `smolpaws agent serve`.
+#[derive(Args, Clone, Debug)]
+pub struct RunnerConfig {
+    /// Where to listen; 127.0.0.1:3000 in a terminal, 0.0.0.0:3000 in a
+    /// container (loopback only while no token is set).
+    #[arg(long, env = "SMOLPAWS_RUNNER_ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// The token every route but /alive and /health requires.
+    #[arg(long, env = "SMOLPAWS_RUNNER_TOKEN", hide_env_values = true)]
+    pub token: Option<SecretString>,
+
+    /// Listen beyond loopback even without a token.
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
+
+    /// Where workspaces live: each conversation's, and each /run's while it
+    /// runs; every /api path is confined to it.
+    #[arg(long, env = "SMOLPAWS_WORKSPACE_ROOT")]
+    pub workspace_root: Option<PathBuf>,
+
+    /// Where conversations are persisted (alias OPENHANDS_CONVERSATIONS_DIR;
+    /// default ~/.openhands/conversations).
+    #[arg(long, env = "SMOLPAWS_PERSISTENCE_DIR")]
+    pub persistence_dir: Option<PathBuf>,
+
+    /// Agent runs at once (/run and conversations); more get 429.
+    #[arg(long, env = "SMOLPAWS_RUNNER_MAX_RUNS", default_value_t = 4)]
+    pub max_runs: usize,
+
+    /// The largest request body, in bytes.
+    #[arg(long, env = "SMOLPAWS_RUNNER_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// The longest an /api/bash command may run.
+    #[arg(long, env = "SMOLPAWS_RUNNER_COMMAND_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
+    pub command_timeout: Duration,
+
+    /// How the agent works.
+    #[command(flatten)]
+    pub agent: AgentSettings,
+}
+
+/// What every route shares.
+pub struct Runner {
+    config: RunnerConfig,
+    workspaces: PathBuf,
+    slots: Arc<Semaphore>,
+    conversations: Arc<Conversations>,
+    bash: workspace_api::BashEvents,
+}
+
+/// A refused request: its status and why, answered in FastAPI's shape
+/// (`detail`, and `field` when one field is wrong), which clients expect.
+#[derive(Debug)]
+pub struct Refusal {
+    status: StatusCode,
+    detail: String,
+    field: Option<String>,
+}
+
+impl Refusal {
+    /// A refusal with `status`, saying `detail`.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
+    /// A 400 for `field`, which is wrong because `why`.
+    pub fn field(field: &str, why: &str) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            detail: format!("{field}: {why}"),
+            field: Some(field.to_owned()),
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = match self.field {
+            Some(field) => json!({ "detail": self.detail, "field": field }),
+            None => json!({ "detail": self.detail }),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
+}
+
+fn in_container() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::path::Path::new("/.dockerenv").exists()
+}
+
+/// The address to listen on, and whether it is loopback-only by force.
+fn address(config: &RunnerConfig) -> anyhow::Result<SocketAddr> {
+    let default = if in_container() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT)
+    } else {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), PORT)
+    };
+    let wanted = config.listen.unwrap_or(default);
+    if config.token.is_some() || config.allow_unauthenticated || wanted.ip().is_loopback() {
+        return Ok(wanted);
+    }
+    if config.listen.is_some() {
+        anyhow::bail!(
+            "refusing to serve {wanted} without a token: set SMOLPAWS_RUNNER_TOKEN, or pass --allow-unauthenticated"
+        );
+    }
+    let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), wanted.port());
+    warn!(%loopback, "no SMOLPAWS_RUNNER_TOKEN: serving on loopback only");
+    Ok(loopback)
+}
+
+/// Serves until `stop` is cancelled, then pauses running conversations
+/// (each records it) and waits for them.
+pub async fn serve(config: RunnerConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    let address = address(&config)?;
+    let persistence = config
+        .persistence_dir
+        .clone()
+        .or_else(|| std::env::var_os("OPENHANDS_CONVERSATIONS_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| home().join(".openhands/conversations"));
+    let workspaces = config
+        .workspace_root
+        .clone()
+        .unwrap_or_else(|| home().join(".smolpaws/workspaces"));
+    std::fs::create_dir_all(&workspaces)
+        .with_context(|| format!("cannot create {}", workspaces.display()))?;
+    let workspaces = workspaces.canonicalize()?;
+    let slots = Arc::new(Semaphore::new(config.max_runs));
+    let conversations = Arc::new(
+        Conversations::load(
+            &persistence,
+            &workspaces,
+            config.agent.clone(),
+            slots.clone(),
+            config.max_runs,
+        )
+        .with_context(|| format!("cannot load conversations from {}", persistence.display()))?,
+    );
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    let address = listener.local_addr()?;
+    info!(
+        %address,
+        auth = if config.token.is_some() { "token" } else { "none" },
+        workspaces = %workspaces.display(),
+        persistence = %persistence.display(),
+        "runner listening"
+    );
+    let runner = Arc::new(Runner {
+        config,
+        workspaces,
+        slots,
+        conversations: conversations.clone(),
+        bash: workspace_api::BashEvents::default(),
+    });
+    axum::serve(listener, router(runner))
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+        .context("the runner failed")?;
+    conversations.shut_down().await;
+    Ok(())
+}
+
+/// Every route.
+pub fn router(runner: Arc<Runner>) -> Router {
+    let token = Arc::new(runner.config.token.clone());
+    let limit = runner.config.max_body_bytes;
+    Router::new()
+        .route("/alive", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/health", get(|| async { "OK" }))
+        .route("/run", post(job::run))
+        .route("/api/conversations", post(create))
+        .route("/api/conversations/search", get(search))
+        .route("/api/conversations/count", get(count))
+        .route("/api/conversations/{id}", get(one).delete(delete))
+        .route("/api/conversations/{id}/run", post(run))
+        .route("/api/conversations/{id}/pause", post(pause))
+        .route("/api/conversations/{id}/events", post(send))
+        .route("/api/conversations/{id}/events/search", get(search_events))
+        .route("/api/conversations/{id}/events/count", get(count_events))
+        .route("/sockets/events/{id}", get(socket::events))
+        .route(
+            "/api/bash/execute_bash_command",
+            post(workspace_api::execute_bash),
+        )
+        .route(
+            "/api/bash/start_bash_command",
+            post(workspace_api::start_bash),
+        )
+        .route(
+            "/api/bash/bash_events/search",
+            get(workspace_api::search_bash),
+        )
+        .route("/api/bash/bash_events/{id}", get(workspace_api::bash_event))
+        .route("/api/file/upload/{*path}", post(workspace_api::upload))
+        .route("/api/file/download/{*path}", get(workspace_api::download))
+        .route("/api/git/changes/{*path}", get(workspace_api::changes))
+        .route("/api/git/diff/{*path}", get(workspace_api::diff))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestBodyLimitLayer::new(limit))
+        .layer(axum::middleware::from_fn_with_state(token, auth::require))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(runner)
+}
+
+impl IntoResponse for ConversationError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Running(_) => StatusCode::CONFLICT,
+            Self::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Empty => StatusCode::BAD_REQUEST,
+            Self::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Refusal::new(status, self.to_string()).into_response()
+    }
+}
+
+fn success() -> Response {
+    Json(json!({ "success": true })).into_response()
+}
+
+/// A JSON body, or a 400 that names the field that is wrong and why.
+pub fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Refusal> {
+    let mut json = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut json).map_err(|error| {
+        let field = error.path().to_string();
+        match field.as_str() {
+            "." => Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not valid: {}", error.inner()),
+            ),
+            _ => Refusal::field(&field, &error.inner().to_string()),
+        }
+    })
+}
+
+async fn create(State(runner): State<Arc<Runner>>, bytes: axum::body::Bytes) -> Response {
+    let request: StartConversation = match body(&bytes) {
+        Ok(request) => request,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match runner.conversations.create(request) {
+        Ok(info) => (StatusCode::CREATED, Json(info)).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Paging of searches: `page_id` is where the page starts.
+#[derive(Debug, Deserialize)]
+struct Page {
+    #[serde(default)]
+    page_id: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    status: Option<ExecutionStatus>,
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+impl Page {
+    fn cut<T: serde::Serialize>(&self, items: Vec<T>) -> Response {
+        let start = self
+            .page_id
+            .as_deref()
+            .and_then(|p| p.parse::<usize>().ok())
+            .unwrap_or(0);
+        let limit = self.limit.unwrap_or(100).clamp(1, 100);
+        let end = (start + limit).min(items.len());
+        let next = (end < items.len()).then(|| end.to_string());
+        let page: Vec<&T> = items.iter().skip(start).take(limit).collect();
+        Json(json!({ "items": page, "next_page_id": next })).into_response()
+    }
+}
+
+async fn search(State(runner): State<Arc<Runner>>, Query(page): Query<Page>) -> Response {
+    page.cut(runner.conversations.list(page.status))
+}
+
+async fn count(State(runner): State<Arc<Runner>>, Query(page): Query<Page>) -> Response {
+    Json(runner.conversations.list(page.status).len()).into_response()
+}
+
+async fn one(State(runner): State<Arc<Runner>>, Path(id): Path<String>) -> Response {
+    match runner.conversations.get(&id) {
+        Ok(conversation) => Json(conversation.info()).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn delete(State(runner): State<Arc<Runner>>, Path(id): Path<String>) -> Response {
+    match runner.conversations.delete(&id) {
+        Ok(()) => success(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn run(State(runner): State<Arc<Runner>>, Path(id): Path<String>) -> Response {
+    match runner.conversations.run(&id) {
+        Ok(()) => success(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn pause(State(runner): State<Arc<Runner>>, Path(id): Path<String>) -> Response {
+    match runner.conversations.pause(&id) {
+        Ok(()) => success(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn send(
+    State(runner): State<Arc<Runner>>,
+    Path(id): Path<String>,
+    bytes: axum::body::Bytes,
+) -> Response {
+    let message: SendMessage = match body(&bytes) {
+        Ok(message) => message,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match runner.conversations.send(&id, message) {
+        Ok(()) => success(),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn events_of(
+    runner: &Runner,
+    id: &str,
+    page: &Page,
+) -> Result<Vec<Arc<events::Event>>, ConversationError> {
+    Ok(runner
+        .conversations
+        .get(id)?
+        .events()
+        .into_iter()
+        .filter(|e| page.kind.as_deref().is_none_or(|k| e.kind() == k))
+        .collect())
+}
+
+async fn search_events(
+    State(runner): State<Arc<Runner>>,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
+) -> Response {
+    match events_of(&runner, &id, &page) {
+        Ok(events) => page.cut(events),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn count_events(
+    State(runner): State<Arc<Runner>>,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
+) -> Response {
+    match events_of(&runner, &id, &page) {
+        Ok(events) => Json(events.len()).into_response(),
+        Err(error) => error.into_response(),
+    }
+}

@@ -1,0 +1,710 @@
+//! `smolpaws agent serve`, the runner, as its clients meet it: the binary on
+//! loopback, a scripted LLM over local HTTP, HTTP and websocket clients.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::fake_llm::{FakeLlm, Reply};
+use tokio_tungstenite::tungstenite::Message;
+
+const TOKEN: &str = "runner-token-0123456789";
+
+struct Runner {
+    child: tokio::process::Child,
+    url: String,
+    http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl Runner {
+    /// Starts the runner with its state in `dir`, the LLM `llm`, and
+    /// `extra` environment.
+    async fn start(dir: &Path, llm: &FakeLlm, extra: &[(&str, &str)]) -> Self {
+        smolpaws::tls::install_default_provider();
+        let port = free_port();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_smolpaws"))
+            .args(["agent", "serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("SMOLPAWS_RUNNER_TOKEN", TOKEN)
+            .env("SMOLPAWS_WORKSPACE_ROOT", dir.join("workspaces"))
+            .env("SMOLPAWS_PERSISTENCE_DIR", dir.join("conversations"))
+            .env("LLM_MODEL", "scripted-model")
+            .env("LLM_BASE_URL", &llm.base_url)
+            .env("LLM_API_KEY", "sk-runner-test-0123456789")
+            .env("GITHUB_API_URL", "http://127.0.0.1:9")
+            .env("RUST_LOG", "warn")
+            .envs(extra.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the runner starts");
+        let runner = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while runner.http.get(runner.at("/alive")).send().await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the runner never answered /alive"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        runner
+    }
+
+    fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(self.at(path))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("the runner answers");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(self.at(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("the runner answers");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn status_of(&self, id: &str) -> String {
+        let (_, info) = self.get(&format!("/api/conversations/{id}")).await;
+        info["execution_status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    async fn until_status(&self, id: &str, wanted: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.status_of(id).await != wanted {
+            assert!(
+                Instant::now() < deadline,
+                "{id} never became {wanted}; it is {}",
+                self.status_of(id).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn events(&self, id: &str) -> Vec<Value> {
+        let (status, page) = self
+            .get(&format!("/api/conversations/{id}/events/search?limit=100"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        page["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// A websocket of the conversation's events; `query` is appended.
+    async fn follow(
+        &self,
+        id: &str,
+        query: &str,
+    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
+    {
+        let url = format!(
+            "{}/sockets/events/{id}?session_api_key={TOKEN}{query}",
+            self.url.replace("http://", "ws://")
+        );
+        tokio_tungstenite::connect_async(url)
+            .await
+            .expect("the websocket opens")
+            .0
+    }
+}
+
+/// Reads events from `socket` until one says the conversation finished.
+async fn until_finished(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    let read = async {
+        while let Some(Ok(message)) = socket.next().await {
+            if let Message::Text(text) = message {
+                let event: Value = serde_json::from_str(&text).expect("a JSON event");
+                let finished =
+                    event["kind"] == "ConversationStateUpdateEvent" && event["value"] == "finished";
+                seen.push(event);
+                if finished {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .unwrap_or_else(|_| panic!("no finished event; saw {seen:#?}"));
+    seen
+}
+
+fn message(text: &str, run: bool) -> Value {
+    json!({ "role": "user", "content": [{ "type": "text", "text": text }], "run": run })
+}
+
+#[tokio::test]
+async fn run_answers_jobs_and_refuses_bad_ones() {
+    let (remote, _) = support::git_remote::server(&[]);
+    let llm = FakeLlm::start([
+        Reply::Text("Hello from the runner."),
+        Reply::Tool {
+            name: "view",
+            arguments: json!({ "path": "README.md" }),
+        },
+        Reply::Tool {
+            name: "finish",
+            arguments: json!({ "reply": "The README says main." }),
+        },
+    ])
+    .await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let server = format!("file://{}", remote.path().display());
+    let runner = Runner::start(dir.path(), &llm, &[("GITHUB_SERVER_URL", &server)]).await;
+
+    let job = json!({ "prompt": "say hello" });
+    let anonymous = runner
+        .http
+        .post(runner.at("/run"))
+        .json(&job)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let wrong = runner
+        .http
+        .post(runner.at("/run"))
+        .bearer_auth("not-the-token")
+        .json(&job)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let alive = runner
+        .http
+        .get(runner.at("/health"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(alive.status(), StatusCode::OK, "probes need no token");
+
+    for (bad, field) in [
+        (json!({}), "prompt"),
+        (json!({ "prompt": "  " }), "prompt"),
+        (
+            json!({ "prompt": "x", "repository": "not a repo", "number": 1 }),
+            "repository",
+        ),
+        (
+            json!({ "prompt": "x", "repository": "octo/hello" }),
+            "number",
+        ),
+        (json!({ "prompt": 7 }), "prompt"),
+    ] {
+        let (status, answer) = runner.post("/run", bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {answer}");
+        let detail = answer["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(field), "{bad}: {detail}");
+    }
+
+    let by_session_key = runner
+        .http
+        .post(runner.at("/run"))
+        .header("X-Session-API-Key", TOKEN)
+        .json(&job)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(by_session_key.status(), StatusCode::OK);
+    let answer: Value = by_session_key.json().await.expect("JSON");
+    assert_eq!(answer["status"], "succeeded");
+    assert_eq!(answer["reply"], "Hello from the runner.");
+    assert_eq!(answer["model"], "scripted-model");
+    assert_eq!(answer["usage"]["promptTokens"], 100);
+
+    let (status, answer) = runner
+        .post(
+            "/run",
+            json!({ "prompt": "what does the README say?", "repo": "octo/hello", "issue": 7 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["reply"], "The README says main.");
+    let seen = llm.requests()[2].1.to_string();
+    assert!(seen.contains("main"), "the agent read the checkout: {seen}");
+}
+
+#[tokio::test]
+async fn conversation_events_stream_in_order_and_late_clients_catch_up() {
+    let llm = FakeLlm::start([
+        Reply::Tool {
+            name: "bash",
+            arguments: json!({ "command": "echo streamed > out.txt && cat out.txt" }),
+        },
+        Reply::Tool {
+            name: "finish",
+            arguments: json!({ "reply": "Wrote out.txt." }),
+        },
+    ])
+    .await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let runner = Runner::start(dir.path(), &llm, &[]).await;
+
+    let (status, info) = runner
+        .post(
+            "/api/conversations",
+            json!({ "initial_message": message("write out.txt", false) }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{info}");
+    let id = info["id"].as_str().expect("an id").to_owned();
+    assert_eq!(info["execution_status"], "idle");
+
+    let mut early = runner.follow(&id, "").await;
+    let (status, _) = runner
+        .post(&format!("/api/conversations/{id}/run"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = until_finished(&mut early).await;
+
+    let seqs: Vec<u64> = seen
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("a seq"))
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..seen.len() as u64).collect::<Vec<_>>(),
+        "every event, in order"
+    );
+    let kinds: Vec<String> = seen
+        .iter()
+        .map(|e| match e["kind"].as_str() {
+            Some("ConversationStateUpdateEvent") => {
+                format!("state:{}", e["value"].as_str().unwrap_or_default())
+            }
+            Some(kind) => kind.to_owned(),
+            None => panic!("an event without a kind: {e}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "MessageEvent",
+            "state:running",
+            "ActionEvent",
+            "ObservationEvent",
+            "MessageEvent",
+            "state:finished"
+        ]
+    );
+    assert_eq!(seen[2]["tool_name"], "bash");
+    assert!(
+        seen[3]["observation"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("streamed")
+    );
+    assert_eq!(
+        seen[4]["llm_message"]["content"][0]["text"],
+        "Wrote out.txt."
+    );
+    assert_eq!(seen[4]["source"], "agent");
+
+    let mut late = runner.follow(&id, "").await;
+    let replayed = until_finished(&mut late).await;
+    assert_eq!(replayed, seen, "a late client gets what it missed first");
+    let mut resumed = runner.follow(&id, "&after=3").await;
+    let rest = until_finished(&mut resumed).await;
+    assert_eq!(rest, seen[4..].to_vec());
+
+    assert_eq!(runner.events(&id).await, seen);
+    let (_, page) = runner
+        .get(&format!(
+            "/api/conversations/{id}/events/search?kind=ActionEvent"
+        ))
+        .await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+    let _ = early.close(None).await;
+}
+
+#[tokio::test]
+async fn a_killed_runner_comes_back_with_its_conversations() {
+    let llm = FakeLlm::start([Reply::Text("First answer."), Reply::Text("Second answer.")]).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut runner = Runner::start(dir.path(), &llm, &[]).await;
+    let (_, info) = runner
+        .post(
+            "/api/conversations",
+            json!({ "initial_message": message("first", true) }),
+        )
+        .await;
+    let id = info["id"].as_str().expect("an id").to_owned();
+    runner.until_status(&id, "finished").await;
+    let before = runner.events(&id).await;
+    assert!(before.len() >= 4, "{before:#?}");
+
+    runner.child.start_kill().expect("SIGKILL");
+    runner.child.wait().await.expect("the runner died");
+    let runner = Runner::start(dir.path(), &llm, &[]).await;
+    let (_, page) = runner.get("/api/conversations/search").await;
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
+    assert_eq!(runner.events(&id).await, before, "the whole history");
+    let (_, count) = runner.get("/api/conversations/count").await;
+    assert_eq!(count, json!(1));
+
+    let (status, _) = runner
+        .post(
+            &format!("/api/conversations/{id}/events"),
+            message("second", true),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    runner.until_status(&id, "finished").await;
+    let after = runner.events(&id).await;
+    assert_eq!(after[..before.len()], before[..]);
+    let last_request = llm
+        .requests()
+        .last()
+        .map(|r| r.1.to_string())
+        .unwrap_or_default();
+    assert!(
+        last_request.contains("First answer.") && last_request.contains("second"),
+        "the restarted conversation goes on from its history: {last_request}"
+    );
+}
+
+/// Runs `command` through /api/bash in `cwd`; the BashOutput.
+async fn bash(runner: &Runner, command: &str, cwd: Option<&str>) -> Value {
+    let (status, output) = runner
+        .post(
+            "/api/bash/execute_bash_command",
+            json!({ "command": command, "cwd": cwd, "timeout": 20 }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{command}: {output}");
+    output
+}
+
+#[tokio::test]
+async fn the_remote_workspace_runs_commands_moves_files_and_shows_git_changes() {
+    let llm = FakeLlm::start([
+        Reply::Tool {
+            name: "str_replace",
+            arguments: json!({ "path": "README.md", "old_str": "old", "new_str": "new" }),
+        },
+        Reply::Tool {
+            name: "finish",
+            arguments: json!({ "reply": "Updated the README." }),
+        },
+    ])
+    .await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let runner = Runner::start(
+        dir.path(),
+        &llm,
+        &[("SMOLPAWS_RUNNER_COMMAND_TIMEOUT", "60s")],
+    )
+    .await;
+
+    let output = bash(&runner, "echo out; echo err >&2; exit 3", None).await;
+    assert_eq!(output["kind"], "BashOutput");
+    assert_eq!(output["exit_code"], 3);
+    let text = output["stdout"].as_str().unwrap_or_default();
+    assert!(text.contains("out") && text.contains("err"), "{output}");
+
+    let began = Instant::now();
+    let (_, slow) = runner
+        .post(
+            "/api/bash/execute_bash_command",
+            json!({ "command": "sleep 30; echo never", "timeout": 1 }),
+        )
+        .await;
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "the timeout stopped it"
+    );
+    assert_eq!(slow["exit_code"], -1);
+    assert!(
+        slow["stderr"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timed out"),
+        "{slow}"
+    );
+
+    let (_, started) = runner
+        .post(
+            "/api/bash/start_bash_command",
+            json!({ "command": "echo later" }),
+        )
+        .await;
+    let command = started["id"].as_str().expect("a command id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, page) = runner
+            .get(&format!(
+                "/api/bash/bash_events/search?command_id__eq={command}&kind__eq=BashOutput"
+            ))
+            .await;
+        if let Some(output) = page["items"]
+            .as_array()
+            .and_then(|items| items.first().cloned())
+        {
+            assert_eq!(output["exit_code"], 0);
+            assert!(
+                output["stdout"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("later")
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the background command never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let blob: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(blob.clone()).file_name("blob.bin"),
+    );
+    let uploaded = runner
+        .http
+        .post(runner.at("/api/file/upload/data/blob.bin"))
+        .bearer_auth(TOKEN)
+        .multipart(form)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(uploaded.status(), StatusCode::OK);
+    let downloaded = runner
+        .http
+        .get(runner.at("/api/file/download/data/blob.bin"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(downloaded.status(), StatusCode::OK);
+    assert_eq!(downloaded.bytes().await.expect("bytes").to_vec(), blob);
+
+    let (_, info) = runner.post("/api/conversations", json!({})).await;
+    let id = info["id"].as_str().expect("an id").to_owned();
+    let workdir = info["workspace"]["working_dir"]
+        .as_str()
+        .expect("a working dir")
+        .to_owned();
+    let seeded = bash(
+        &runner,
+        "git init -q && echo old > README.md && git add . && git -c user.name=t -c user.email=t@e commit -qm first && echo ok",
+        Some(&workdir),
+    )
+    .await;
+    assert_eq!(seeded["exit_code"], 0, "{seeded}");
+    runner
+        .post(
+            &format!("/api/conversations/{id}/events"),
+            message("update the README", true),
+        )
+        .await;
+    runner.until_status(&id, "finished").await;
+
+    let (status, changes) = runner.get(&format!("/api/git/changes/{workdir}")).await;
+    assert_eq!(status, StatusCode::OK, "{changes}");
+    assert_eq!(
+        changes,
+        json!([{ "status": "UPDATED", "path": "README.md" }])
+    );
+    let (_, diff) = runner
+        .get(&format!("/api/git/diff/{workdir}/README.md"))
+        .await;
+    assert_eq!(diff, json!({ "original": "old\n", "modified": "new\n" }));
+}
+
+#[tokio::test]
+async fn paths_out_of_the_workspace_are_refused() {
+    let llm = FakeLlm::start([]).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let outside = tempfile::tempdir().expect("an outside dir");
+    std::fs::write(outside.path().join("secret.txt"), "outside").expect("write");
+    let runner = Runner::start(dir.path(), &llm, &[]).await;
+    let root: PathBuf = dir.path().join("workspaces");
+    std::os::unix::fs::symlink(outside.path(), root.join("link")).expect("a symlink out");
+
+    let upload = |path: String| {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("x"),
+        );
+        runner
+            .http
+            .post(runner.at(&format!("/api/file/upload/{path}")))
+            .bearer_auth(TOKEN)
+            .multipart(form)
+            .send()
+    };
+    // Encoded so that the client sends them as they are (a URL library
+    // would resolve a literal `..`); `//` makes a path absolute.
+    let escapes = [
+        "..%2Fescape.txt".to_owned(),
+        "a%2F..%2F..%2Fescape.txt".to_owned(),
+        format!("/{}/escape.txt", outside.path().display()),
+        "link/escape.txt".to_owned(),
+    ];
+    for path in &escapes {
+        let answer = upload(path.clone()).await.expect("an answer");
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "upload {path}");
+    }
+    let outside_secret = format!("/{}/secret.txt", outside.path().display());
+    for path in ["link/secret.txt", "..%2Fconversations", &outside_secret] {
+        let answer = runner
+            .http
+            .get(runner.at(&format!("/api/file/download/{path}")))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("an answer");
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "download {path}");
+        assert_ne!(answer.text().await.unwrap_or_default(), "outside");
+    }
+    let (status, _) = runner
+        .post(
+            "/api/bash/execute_bash_command",
+            json!({ "command": "pwd", "cwd": "../" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = runner.get("/api/git/changes/link").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    assert!(!dir.path().join("escape.txt").exists());
+    assert_eq!(
+        std::fs::read_dir(outside.path()).expect("list").count(),
+        1,
+        "nothing was written outside"
+    );
+}
+
+#[tokio::test]
+async fn runs_beyond_the_cap_get_429() {
+    let llm = FakeLlm::start([
+        Reply::Tool {
+            name: "bash",
+            arguments: json!({ "command": "sleep 3" }),
+        },
+        Reply::Text("Done."),
+    ])
+    .await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let runner = Runner::start(dir.path(), &llm, &[("SMOLPAWS_RUNNER_MAX_RUNS", "1")]).await;
+    let (_, info) = runner
+        .post(
+            "/api/conversations",
+            json!({ "initial_message": message("wait", true) }),
+        )
+        .await;
+    let id = info["id"].as_str().expect("an id").to_owned();
+    runner.until_status(&id, "running").await;
+    let (status, answer) = runner.post("/run", json!({ "prompt": "me too" })).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    runner.until_status(&id, "finished").await;
+
+    let mut socket = runner.follow(&id, "").await;
+    socket.send(Message::Close(None)).await.expect("a close");
+}
+
+#[tokio::test]
+async fn a_stopped_runner_pauses_its_running_conversations_cleanly() {
+    let llm = FakeLlm::start([
+        Reply::Tool {
+            name: "bash",
+            arguments: json!({ "command": "sleep 20" }),
+        },
+        Reply::Text("Resumed and done."),
+    ])
+    .await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut runner = Runner::start(dir.path(), &llm, &[]).await;
+    let (_, info) = runner
+        .post(
+            "/api/conversations",
+            json!({ "initial_message": message("take long", true) }),
+        )
+        .await;
+    let id = info["id"].as_str().expect("an id").to_owned();
+    // Stopped in the middle of its command.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !runner
+        .events(&id)
+        .await
+        .iter()
+        .any(|e| e["kind"] == "ActionEvent")
+    {
+        assert!(Instant::now() < deadline, "the agent never called its tool");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = runner.child.id().expect("a pid");
+    // SAFETY: kill has no memory effects.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    let exited = tokio::time::timeout(Duration::from_secs(30), runner.child.wait())
+        .await
+        .expect("the runner stops on SIGTERM")
+        .expect("its status");
+    assert!(exited.success(), "{exited}");
+
+    let runner = Runner::start(dir.path(), &llm, &[]).await;
+    assert_eq!(runner.status_of(&id).await, "paused");
+    let events = runner.events(&id).await;
+    assert_eq!(
+        events.last().map(|e| e["value"].clone()),
+        Some(json!("paused")),
+        "the pause is in the history: {events:#?}"
+    );
+    assert!(
+        !events.iter().any(|e| e["kind"] == "ObservationEvent"),
+        "the 20 s command was stopped, not waited for: {events:#?}"
+    );
+    runner
+        .post(&format!("/api/conversations/{id}/run"), json!({}))
+        .await;
+    runner.until_status(&id, "finished").await;
+}
