@@ -63,6 +63,7 @@ async fn runner(llm: &FakeLlm) -> Runner {
         .args(["agent", "serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("SMOLPAWS_RUNNER_TOKEN", TOKEN)
         .env("SMOLPAWS_RUNNER_MAX_RUNS", "8")
+        .env("SMOLPAWS_AGENT_MAX_ITERATIONS", "100")
         .env("SMOLPAWS_WORKSPACE_ROOT", dir.path().join("workspaces"))
         .env("SMOLPAWS_PERSISTENCE_DIR", dir.path().join("conversations"))
         .env("LLM_MODEL", "scripted-model")
@@ -161,7 +162,7 @@ async fn fan_out() {
         .expect("a websocket");
         clients.push(tokio::spawn(async move {
             let mut socket = socket;
-            let mut delays = Vec::new();
+            let mut delays: Vec<Duration> = Vec::new();
             while let Some(Ok(message)) = socket.next().await {
                 let Message::Text(text) = message else { continue };
                 let arrived = Timestamp::now();
