@@ -164,7 +164,9 @@ async fn fan_out() {
             let mut socket = socket;
             let mut delays: Vec<Duration> = Vec::new();
             while let Some(Ok(message)) = socket.next().await {
-                let Message::Text(text) = message else { continue };
+                let Message::Text(text) = message else {
+                    continue;
+                };
                 let arrived = Timestamp::now();
                 let event: Value = serde_json::from_str(&text).expect("an event");
                 let created: Timestamp = event["timestamp"]

@@ -38,11 +38,11 @@ pub async fn print_runs(client: kube::Client, stop: CancellationToken) {
             continue;
         }
         let status = run.status.as_ref();
-        let message = status.and_then(|s| s.message.as_deref()).unwrap_or("");
-        println!(
-            "[{name}] {}#{} {phase}: {message}",
-            run.spec.github.repository, run.spec.github.number
-        );
+        let thread = format!("{}#{}", run.spec.github.repository, run.spec.github.number);
+        match status.and_then(|s| s.message.as_deref()) {
+            Some(message) => println!("[{name}] {thread} {phase}: {message}"),
+            None => println!("[{name}] {thread} {phase}"),
+        }
         if phase.is_terminal()
             && let Some(result) = status.and_then(|s| s.result.as_ref())
         {
