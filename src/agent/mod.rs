@@ -201,8 +201,12 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let redactor = config
         .settings
         .redactor(&[config.github_token.as_ref(), config.report_token.as_ref()]);
+    let llm = config
+        .settings
+        .llm(spec.agent.as_ref().and_then(|a| a.model.as_deref()))?;
     let answer = work(
         &config.settings,
+        &llm,
         &spec,
         config.github_token.as_ref(),
         &directory,
@@ -229,10 +233,12 @@ pub enum Checkout {
     None,
 }
 
-/// Works on `spec` in `directory` to the end: the checkout, the thread, the
-/// session. An LLM that fails for good still gives an answer, saying so.
+/// Works on `spec` in `directory` with `llm` to the end: the checkout, the
+/// thread, the session. An LLM that fails for good still gives an answer,
+/// saying so.
 pub async fn work(
     settings: &AgentSettings,
+    llm: &Llm,
     spec: &AgentRunSpec,
     github_token: Option<&SecretString>,
     directory: &std::path::Path,
@@ -240,7 +246,6 @@ pub async fn work(
     redactor: &Redactor,
 ) -> Result<Answer, AgentError> {
     let options = spec.agent.as_ref();
-    let llm = settings.llm(options.and_then(|a| a.model.as_deref()))?;
     let github = &spec.github;
     let target = if github.pull_request {
         Target::PullRequest {
@@ -283,7 +288,7 @@ pub async fn work(
     let api_url = (checkout == Checkout::Clone).then_some(settings.github_api_url.as_str());
     let request = context::request(spec, api_url, github_token).await;
     let limits = settings.limits(options);
-    let (reply, usage) = match session::run(&llm, &workspace, request, limits, redactor).await {
+    let (reply, usage) = match session::run(llm, &workspace, request, limits, redactor).await {
         Ok(ending) => (ending.reply, ending.usage),
         // The person who asked needs to know, in the thread, why nothing
         // came back.

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::events::{Event, EventBody, EventLog, LlmMessage, Observation, Source, TextContent};
+use super::models::Models;
 use crate::agent::AgentSettings;
 use crate::agent::session::{Session, Step};
 use crate::agent::tools::workspace::Workspace;
@@ -277,6 +278,7 @@ pub struct Conversations {
     persistence: PathBuf,
     workspaces: PathBuf,
     settings: AgentSettings,
+    models: Arc<Models>,
     slots: Arc<Semaphore>,
     capacity: usize,
     all: RwLock<BTreeMap<String, Arc<Conversation>>>,
@@ -292,6 +294,7 @@ impl Conversations {
         persistence: &Path,
         workspaces: &Path,
         settings: AgentSettings,
+        models: Arc<Models>,
         slots: Arc<Semaphore>,
         capacity: usize,
     ) -> std::io::Result<Self> {
@@ -333,6 +336,7 @@ impl Conversations {
             persistence: persistence.to_owned(),
             workspaces: workspaces.to_owned(),
             settings,
+            models,
             slots,
             capacity,
             all: RwLock::new(all),
@@ -474,8 +478,8 @@ impl Conversations {
         let info = conversation.info();
         let ended = async {
             let llm = self
-                .settings
-                .llm(info.model.as_deref())
+                .models
+                .get(info.model.as_deref())
                 .map_err(|e| e.to_string())?;
             let workspace = Workspace::new(&conversation.workspace).map_err(|e| e.to_string())?;
             let mut limits = self.settings.limits(None);

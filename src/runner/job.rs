@@ -147,8 +147,15 @@ pub async fn run(State(runner): State<Arc<Runner>>, body: Bytes) -> Response {
     };
     let token = job.installation_token.as_ref();
     let redactor = runner.config.agent.redactor(&[token]);
+    let llm = match runner.models.get(job.model.as_deref()) {
+        Ok(llm) => llm,
+        Err(error) => {
+            return Refusal::new(StatusCode::BAD_REQUEST, format!("model: {error}")).into_response();
+        }
+    };
     match agent::work(
         &runner.config.agent,
+        &llm,
         &spec,
         token,
         workspace.path(),

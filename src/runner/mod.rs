@@ -8,6 +8,7 @@ pub mod auth;
 pub mod conversations;
 pub mod events;
 mod job;
+pub mod models;
 mod socket;
 mod workspace_api;
 
@@ -88,6 +89,7 @@ pub struct Runner {
     workspaces: PathBuf,
     slots: Arc<Semaphore>,
     conversations: Arc<Conversations>,
+    models: Arc<models::Models>,
     bash: workspace_api::BashEvents,
 }
 
@@ -177,11 +179,13 @@ pub async fn serve(config: RunnerConfig, stop: CancellationToken) -> anyhow::Res
         .with_context(|| format!("cannot create {}", workspaces.display()))?;
     let workspaces = workspaces.canonicalize()?;
     let slots = Arc::new(Semaphore::new(config.max_runs));
+    let models = Arc::new(models::Models::new(config.agent.clone()));
     let conversations = Arc::new(
         Conversations::load(
             &persistence,
             &workspaces,
             config.agent.clone(),
+            models.clone(),
             slots.clone(),
             config.max_runs,
         )
@@ -203,6 +207,7 @@ pub async fn serve(config: RunnerConfig, stop: CancellationToken) -> anyhow::Res
         workspaces,
         slots,
         conversations: conversations.clone(),
+        models,
         bash: workspace_api::BashEvents::default(),
     });
     axum::serve(listener, router(runner))
