@@ -64,7 +64,8 @@ pub struct AgentRunStatus {
 pub struct SandboxRef {
     /// The backend that holds the sandbox.
     pub backend: SandboxBackend,
-    /// The pod name, or the Daytona sandbox id.
+    /// The pod name, the Daytona sandbox id, or (dev mode) the local
+    /// sandbox's directory.
     pub name: String,
 }
 
