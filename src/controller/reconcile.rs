@@ -573,7 +573,15 @@ async fn stop_sandbox(run: &AgentRun, ctx: &Context) -> Result<(), Error> {
             local.stop(run);
             Ok(())
         }
-        Ok(Backend::Daytona(daytona)) => Ok(daytona.release(run).await?),
+        Ok(Backend::Daytona(daytona)) => match daytona.release(run).await {
+            Ok(()) => Ok(()),
+            Err(error) if error.is_transient() => Err(error.into()),
+            // Retrying cannot help (a revoked key, say): the run still ends.
+            Err(error) => {
+                warn!(%error, "could not release the Daytona sandbox; it may be left in Daytona");
+                Ok(())
+            }
+        },
         Ok(Backend::Pod) | Err(_) => {
             let pod = sandbox::pod_name(run);
             Ok(delete_if_present(&pods(run, ctx), &pod, &DeleteParams::background()).await?)
@@ -623,10 +631,10 @@ async fn end(
     reason: &'static str,
     message: String,
 ) -> Result<Action, Error> {
-    if let Ok(Backend::Daytona(daytona)) = backend(run, ctx) {
+    if let Ok(Backend::Daytona(_)) = backend(run, ctx) {
         // Before the run is final: a later reconcile of a finished run
         // would not release it.
-        daytona.release(run).await?;
+        stop_sandbox(run, ctx).await?;
     }
     let mut transition = ended(run, reason, message).to(phase);
     if let Some(started) = run.status.as_ref().and_then(|s| s.started_at.as_ref()) {

@@ -150,7 +150,8 @@ pub async fn run(State(runner): State<Arc<Runner>>, body: Bytes) -> Response {
     let llm = match runner.models.get(job.model.as_deref()) {
         Ok(llm) => llm,
         Err(error) => {
-            return Refusal::new(StatusCode::BAD_REQUEST, format!("model: {error}")).into_response();
+            return Refusal::new(StatusCode::BAD_REQUEST, format!("model: {error}"))
+                .into_response();
         }
     };
     match agent::work(
