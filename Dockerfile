@@ -13,7 +13,6 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY benches benches
-COPY crds crds
 RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin smolpaws \
     && cp target/x86_64-unknown-linux-musl/release/smolpaws /smolpaws
 
