@@ -53,6 +53,28 @@ async fn a_run_started_by_hand_is_followed_to_its_reply() {
     for expected in ["created in", "Pending", "Succeeded", "Answered by hand."] {
         assert!(stdout.contains(expected), "{expected:?} not in:\n{stdout}");
     }
+
+    // The sandbox pod's output, through the apiserver's log endpoint.
+    let run = stdout
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("agentrun/"))
+        .expect("the run's name");
+    let logs = tokio::process::Command::new(env!("CARGO_BIN_EXE_smolpaws"))
+        .args(["logs", "-n", &ns, run])
+        .env("KUBECONFIG", support::kubeconfig())
+        .output()
+        .await
+        .expect("smolpaws logs runs");
+    let log = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        logs.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    assert!(
+        log.contains(&format!("stand-in agent working on {run}")),
+        "{log}"
+    );
 }
 
 #[tokio::test]

@@ -2,7 +2,9 @@
 //! watches a namespace's pods, runs each pod's agent container as a local
 //! process (the pod's own command and env, Secret references resolved, with
 //! the in-image agent path mapped to a local program), and writes the pod's
-//! status as a kubelet would.
+//! status as a kubelet would. It registers a Node for itself, binds the pods
+//! it runs to it, and serves their output to the apiserver (`kubectl logs`)
+//! through [`super::kubelet_api`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,12 +12,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use smolpaws::sandbox::pod::AGENT_BINARY;
 use tokio_util::sync::CancellationToken;
+
+use super::kubelet_api::{self, Logs};
 
 /// What the "node" does with a pod.
 #[derive(Clone, Debug)]
@@ -67,7 +71,9 @@ impl Kubelet {
             started: Arc::default(),
         };
         let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-        let secrets: Api<Secret> = Api::namespaced(client, namespace);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        let node = format!("stand-in-{namespace}");
+        let logs = Logs::new();
         let behaviour = Arc::new(behaviour);
         let (running, most, started) = (
             kubelet.running.clone(),
@@ -75,6 +81,8 @@ impl Kubelet {
             kubelet.started.clone(),
         );
         tokio::spawn(async move {
+            let port = kubelet_api::serve(logs.clone()).await;
+            register(&client, &node, port).await;
             let live: Arc<Mutex<HashMap<String, CancellationToken>>> = Arc::default();
             let mut events = watcher(pods.clone(), watcher::Config::default()).boxed();
             loop {
@@ -86,6 +94,16 @@ impl Kubelet {
                     Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
                         let name = pod.metadata.name.clone().unwrap_or_default();
                         if pod.metadata.deletion_timestamp.is_some() {
+                            // A bound pod is deleted gracefully: its kubelet
+                            // stops the container, then confirms at once.
+                            if let Some(token) = live.lock().expect("kubelet state").get(&name) {
+                                token.cancel();
+                            }
+                            let now = DeleteParams {
+                                grace_period_seconds: Some(0),
+                                ..DeleteParams::default()
+                            };
+                            let _ = pods.delete(&name, &now).await;
                             continue;
                         }
                         let token = {
@@ -104,8 +122,12 @@ impl Kubelet {
                             most: most.clone(),
                         };
                         tokio::spawn(run_pod(
-                            pods.clone(),
-                            secrets.clone(),
+                            Host {
+                                pods: pods.clone(),
+                                secrets: secrets.clone(),
+                                name: node.clone(),
+                                logs: logs.clone(),
+                            },
                             pod,
                             fate,
                             token,
@@ -125,6 +147,31 @@ impl Kubelet {
         });
         kubelet
     }
+}
+
+/// Registers the Node `name`, its kubelet API at 127.0.0.1:`port`.
+async fn register(client: &kube::Client, name: &str, port: u16) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut node = Node::default();
+    node.metadata.name = Some(name.to_owned());
+    // A Node left by an earlier run of the same namespace name is reused.
+    let _ = nodes.create(&PostParams::default(), &node).await;
+    let status = json!({ "status": {
+        "addresses": [{ "type": "InternalIP", "address": "127.0.0.1" }],
+        "daemonEndpoints": { "kubeletEndpoint": { "Port": port } },
+    }});
+    nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("the stand-in Node's status");
+}
+
+/// What a pod needs of the node it runs on.
+struct Host {
+    pods: Api<Pod>,
+    secrets: Api<Secret>,
+    name: String,
+    logs: Arc<Logs>,
 }
 
 /// Counts agent processes running at once.
@@ -208,15 +255,24 @@ async fn resolve_env(secrets: &Api<Secret>, pod: &Pod) -> Vec<(String, String)> 
     resolved
 }
 
-async fn run_pod(
-    pods: Api<Pod>,
-    secrets: Api<Secret>,
-    pod: Pod,
-    fate: Behaviour,
-    stop: CancellationToken,
-    gauge: Gauge,
-) {
+async fn run_pod(node: Host, pod: Pod, fate: Behaviour, stop: CancellationToken, gauge: Gauge) {
+    let Host {
+        pods,
+        secrets,
+        name: node,
+        logs,
+    } = node;
     let name = pod.metadata.name.clone().unwrap_or_default();
+    let binding = json!({
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": { "name": name },
+        "target": { "apiVersion": "v1", "kind": "Node", "name": node },
+    });
+    // A pod deleted before it was bound needs no node.
+    let _ = pods
+        .create_subresource::<Value, Value>("binding", &name, &PostParams::default(), &binding)
+        .await;
     let spec = pod.spec.clone().expect("a pod spec");
     let container = &spec.containers[0];
     let image = container.image.clone().unwrap_or_default();
@@ -256,7 +312,10 @@ async fn run_pod(
                 "the agent runs from the copied binary"
             );
             let workspace = tempfile::tempdir().expect("a workspace");
+            let output = std::fs::File::create(logs.path(&name)).expect("a container log");
             let mut child = tokio::process::Command::new(&program)
+                .stdout(output.try_clone().expect("a log handle"))
+                .stderr(output)
                 .args(&command[1..])
                 .env_clear()
                 .envs(resolve_env(&secrets, &pod).await)
@@ -273,12 +332,14 @@ async fn run_pod(
                 () = stop.cancelled() => {
                     // Deleted: the process is killed with the pod.
                     gauge.down();
+                    logs.ended(&name);
                     return;
                 }
             }
         }
     };
     gauge.down();
+    logs.ended(&name);
     let finished = now();
     let terminated = json!({ "terminated": {
         "exitCode": code,

@@ -12,6 +12,7 @@ pub mod fake_github;
 pub mod fake_llm;
 pub mod git_remote;
 pub mod kubelet;
+pub mod kubelet_api;
 pub mod operator;
 
 use std::io::Write;

@@ -177,7 +177,9 @@ pub fn stand_in_agent(dir: &Path, agent: Agent<'_>) -> PathBuf {
             format!("sleep {:.1}\n{}", delay.as_secs_f64(), report(reply))
         }
     };
-    let script = format!("#!/bin/sh\nset -eu\n[ \"$1\" = agent ] || exit 64\n{action}\n");
+    let script = format!(
+        "#!/bin/sh\nset -eu\n[ \"$1\" = agent ] || exit 64\necho \"stand-in agent working on $SMOLPAWS_RUN_NAME\"\n{action}\n"
+    );
     let path = dir.join("agent");
     std::fs::write(&path, script).expect("writing the stand-in agent");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
