@@ -203,19 +203,8 @@ async fn a_comment_on_a_local_repository_is_answered_and_ctrl_c_leaves_nothing_b
         Some("Fixed the typo in README.md.")
     );
 
-    let logs = smolpaws(dev_dir.path())
-        .args(["logs", "-n", "default"])
-        .arg(run.metadata.name.as_deref().expect("a name"))
-        .env("KUBECONFIG", &session.kubeconfig)
-        .output()
-        .await
-        .expect("smolpaws logs runs");
-    let log = String::from_utf8_lossy(&logs.stdout);
-    assert!(
-        logs.status.success(),
-        "{log}{}",
-        String::from_utf8_lossy(&logs.stderr)
-    );
+    let name = run.metadata.name.as_deref().expect("a name");
+    let log = support::smolpaws_logs(&session.kubeconfig, "default", name).await;
     assert!(
         log.contains("\"reported the result\""),
         "the sandbox's output: {log}"

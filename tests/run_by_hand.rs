@@ -59,18 +59,7 @@ async fn a_run_started_by_hand_is_followed_to_its_reply() {
         .split_whitespace()
         .find_map(|word| word.strip_prefix("agentrun/"))
         .expect("the run's name");
-    let logs = tokio::process::Command::new(env!("CARGO_BIN_EXE_smolpaws"))
-        .args(["logs", "-n", &ns, run])
-        .env("KUBECONFIG", support::kubeconfig())
-        .output()
-        .await
-        .expect("smolpaws logs runs");
-    let log = String::from_utf8_lossy(&logs.stdout);
-    assert!(
-        logs.status.success(),
-        "{log}{}",
-        String::from_utf8_lossy(&logs.stderr)
-    );
+    let log = support::smolpaws_logs(&support::kubeconfig(), &ns, run).await;
     assert!(
         log.contains(&format!("stand-in agent working on {run}")),
         "{log}"

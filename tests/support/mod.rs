@@ -115,6 +115,24 @@ pub fn kubeconfig() -> PathBuf {
     shared().kubeconfig.clone()
 }
 
+/// `smolpaws logs -n <namespace> <run>` through `kubeconfig`: what it
+/// printed, once it succeeded.
+pub async fn smolpaws_logs(kubeconfig: &std::path::Path, namespace: &str, run: &str) -> String {
+    let logs = tokio::process::Command::new(env!("CARGO_BIN_EXE_smolpaws"))
+        .args(["logs", "-n", namespace, run])
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .await
+        .expect("smolpaws logs runs");
+    let log = String::from_utf8_lossy(&logs.stdout).into_owned();
+    assert!(
+        logs.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    log
+}
+
 /// A fixture payload from `tests/fixtures/github/` (real GitHub deliveries).
 pub fn fixture(name: &str) -> serde_json::Value {
     let path = format!(
