@@ -25,7 +25,7 @@ use crate::api::{AgentRun, Phase, PostedComment, SandboxBackend, SandboxRef};
 use crate::github::reply::{compose, marker};
 use crate::sandbox::SandboxState;
 use crate::sandbox::daytona::{self, DaytonaSandboxes, PrepareError, Provisioned};
-use crate::sandbox::local::{self, LocalSandboxes};
+use crate::sandbox::local::LocalSandboxes;
 use crate::sandbox::pod::{self as sandbox, RunCredentials};
 
 /// Holds a run until its sandbox is stopped and its thread told.
@@ -271,16 +271,22 @@ async fn provision(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     }
 }
 
+/// The agent's environment for a backend that runs it as a process rather
+/// than a pod: the pod's variables, with the run's Secret read in.
+async fn process_env(run: &AgentRun, ctx: &Context) -> Result<Vec<(String, String)>, Error> {
+    let secret = secrets(run, ctx).get(&sandbox::secret_name(run)).await?;
+    Ok(crate::sandbox::resolve_env(
+        sandbox::agent_env(run, &ctx.settings, &ctx.result_url),
+        &secret,
+    ))
+}
+
 async fn provision_local(
     run: &AgentRun,
     ctx: &Context,
     local: &LocalSandboxes,
 ) -> Result<Action, Error> {
-    let secret = secrets(run, ctx).get(&sandbox::secret_name(run)).await?;
-    let env = local::resolve(
-        sandbox::agent_env(run, &ctx.settings, &ctx.result_url),
-        &secret,
-    );
+    let env = process_env(run, ctx).await?;
     if let Err(error) = local.start(run, env) {
         let message = format!("the local sandbox could not start: {error}");
         return fail(run, ctx, "SandboxFailed", message).await;
@@ -294,11 +300,7 @@ async fn provision_daytona(
     ctx: &Context,
     daytona: &DaytonaSandboxes,
 ) -> Result<Action, Error> {
-    let secret = secrets(run, ctx).get(&sandbox::secret_name(run)).await?;
-    let mut env = local::resolve(
-        sandbox::agent_env(run, &ctx.settings, &ctx.result_url),
-        &secret,
-    );
+    let mut env = process_env(run, ctx).await?;
     // The agent prints its report, which the controller reads from the
     // sandbox: Daytona need not reach the result endpoint.
     env.retain(|(name, _)| name != "SMOLPAWS_RESULT_URL" && name != sandbox::keys::REPORT_TOKEN);

@@ -12,7 +12,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use k8s_openapi::api::core::v1::{EnvVar, Secret};
 use kube::ResourceExt;
 use tracing::warn;
 
@@ -71,7 +70,7 @@ impl LocalSandboxes {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts `run`'s agent with `env` (see [`resolve`]) unless it already
+    /// Starts `run`'s agent with `env` (see [`super::resolve_env`]) unless it already
     /// runs or ran in this process.
     pub fn start(&self, run: &AgentRun, env: Vec<(String, String)>) -> std::io::Result<()> {
         let mut running = self.processes();
@@ -135,25 +134,6 @@ impl LocalSandboxes {
         // Dropping the process kills its whole process group.
         drop(self.processes().remove(&run.uid().unwrap_or_default()));
     }
-}
-
-/// The agent's environment with the Secret's keys read from `secret`, as a
-/// kubelet would resolve them; optional keys the Secret lacks are left out.
-pub fn resolve(env: Vec<EnvVar>, secret: &Secret) -> Vec<(String, String)> {
-    let data = secret.data.clone().unwrap_or_default();
-    env.into_iter()
-        .filter_map(|var| {
-            let value = match (var.value, var.value_from) {
-                (Some(value), _) => value,
-                (None, Some(source)) => {
-                    let key = source.secret_key_ref?.key;
-                    String::from_utf8(data.get(&key)?.0.clone()).ok()?
-                }
-                (None, None) => String::new(),
-            };
-            Some((var.name, value))
-        })
-        .collect()
 }
 
 /// The log of the local sandbox in `directory`.
