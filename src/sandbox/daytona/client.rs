@@ -295,19 +295,15 @@ impl DaytonaClient {
 
     /// The sandbox `id`, if it exists.
     pub async fn get(&self, id: &str) -> Result<Option<Sandbox>, DaytonaError> {
-        match self
-            .json(
+        unless_missing(
+            self.json(
                 Method::GET,
                 &format!("/sandbox/{id}"),
                 Retry::Transient,
                 |r| r,
             )
-            .await
-        {
-            Ok(sandbox) => Ok(Some(sandbox)),
-            Err(error) if error.is_not_found() => Ok(None),
-            Err(error) => Err(error),
-        }
+            .await,
+        )
     }
 
     /// Starts a stopped sandbox.
@@ -341,19 +337,16 @@ impl DaytonaClient {
 
     /// Deletes the sandbox; one already gone counts as deleted.
     pub async fn delete(&self, id: &str) -> Result<(), DaytonaError> {
-        match self
-            .send(
+        unless_missing(
+            self.send(
                 Method::DELETE,
                 &format!("/sandbox/{id}"),
                 Retry::Transient,
                 |r| r,
             )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) if error.is_not_found() => Ok(()),
-            Err(error) => Err(error),
-        }
+            .await,
+        )
+        .map(drop)
     }
 
     /// Writes `content` to `path` (relative to the sandbox's working
@@ -413,11 +406,7 @@ impl DaytonaClient {
     /// The session and its commands, if it exists.
     pub async fn session(&self, id: &str, session: &str) -> Result<Option<Session>, DaytonaError> {
         let path = format!("/toolbox/{id}/toolbox/process/session/{session}");
-        match self.json(Method::GET, &path, Retry::Transient, |r| r).await {
-            Ok(found) => Ok(Some(found)),
-            Err(error) if error.is_not_found() => Ok(None),
-            Err(error) => Err(error),
-        }
+        unless_missing(self.json(Method::GET, &path, Retry::Transient, |r| r).await)
     }
 
     /// Everything the command has written so far.
@@ -438,14 +427,21 @@ impl DaytonaClient {
     /// Deletes the session, ending its commands; one already gone is fine.
     pub async fn delete_session(&self, id: &str, session: &str) -> Result<(), DaytonaError> {
         let path = format!("/toolbox/{id}/toolbox/process/session/{session}");
-        match self
-            .send(Method::DELETE, &path, Retry::Transient, |r| r)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) if error.is_not_found() => Ok(()),
-            Err(error) => Err(error),
-        }
+        unless_missing(
+            self.send(Method::DELETE, &path, Retry::Transient, |r| r)
+                .await,
+        )
+        .map(drop)
+    }
+}
+
+/// `result`, with Daytona's 404 as `None`: for reads of what may be gone,
+/// and deletes, for which gone is done.
+fn unless_missing<T>(result: Result<T, DaytonaError>) -> Result<Option<T>, DaytonaError> {
+    match result {
+        Ok(found) => Ok(Some(found)),
+        Err(error) if error.is_not_found() => Ok(None),
+        Err(error) => Err(error),
     }
 }
 

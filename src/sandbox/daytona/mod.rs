@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use super::SandboxState;
 use crate::api::AgentRun;
 use crate::controller::report::Report;
-use client::{BuildInfo, CreateSandbox, DaytonaClient, DaytonaError, Sandbox};
+use client::{BuildInfo, CreateSandbox, DaytonaClient, DaytonaError, Sandbox, SessionCommand};
 
 /// The label holding the uid of the run that holds a sandbox.
 pub const RUN_LABEL: &str = "smolpaws.dev/run-uid";
@@ -299,12 +299,7 @@ impl DaytonaSandboxes {
             _ => {}
         }
         let session = session_id(run);
-        let command = self
-            .client
-            .session(id, &session)
-            .await?
-            .and_then(|s| s.commands.into_iter().last());
-        let Some(command) = command else {
+        let Some(command) = self.agent_command(id, &session).await? else {
             return Ok(Some(SandboxState::Exited {
                 code: -1,
                 reason: Some(format!(
@@ -320,6 +315,19 @@ impl DaytonaSandboxes {
             None => SandboxState::Running,
             Some(code) => SandboxState::Exited { code, reason: None },
         }))
+    }
+
+    /// The agent's command in `session` of sandbox `id`, if it was started.
+    async fn agent_command(
+        &self,
+        id: &str,
+        session: &str,
+    ) -> Result<Option<SessionCommand>, DaytonaError> {
+        Ok(self
+            .client
+            .session(id, session)
+            .await?
+            .and_then(|s| s.commands.into_iter().last()))
     }
 
     /// Logs the agent's output lines not logged yet.
@@ -349,12 +357,7 @@ impl DaytonaSandboxes {
     /// The report the agent printed last, once it exited.
     pub async fn report(&self, run: &AgentRun, id: &str) -> Result<Option<Report>, DaytonaError> {
         let session = session_id(run);
-        let Some(command) = self
-            .client
-            .session(id, &session)
-            .await?
-            .and_then(|s| s.commands.into_iter().last())
-        else {
+        let Some(command) = self.agent_command(id, &session).await? else {
             return Ok(None);
         };
         let output = self.client.logs(id, &session, &command.id).await?;
