@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use super::events::{Event, EventBody, EventLog, LlmMessage, Observation, Source, TextContent};
 use super::models::Models;
+use super::now;
 use crate::agent::AgentSettings;
 use crate::agent::session::{Session, Step};
 use crate::agent::tools::workspace::Workspace;
@@ -267,10 +268,6 @@ impl Conversation {
         }
         history
     }
-}
-
-fn now() -> String {
-    k8s_openapi::jiff::Timestamp::now().to_string()
 }
 
 /// Every conversation of a runner.

@@ -129,7 +129,7 @@ pub async fn run(State(runner): State<Arc<Runner>>, body: Bytes) -> Response {
     };
     let workspace = match tempfile::Builder::new()
         .prefix("run-")
-        .tempdir_in(&runner.workspaces)
+        .tempdir_in(runner.root.root())
     {
         Ok(dir) => dir,
         Err(error) => {

@@ -33,6 +33,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tracing::{info, warn};
 
 use crate::agent::AgentSettings;
+use crate::agent::tools::workspace::Workspace;
 use conversations::{
     ConversationError, Conversations, ExecutionStatus, SendMessage, StartConversation,
 };
@@ -86,7 +87,8 @@ pub struct RunnerConfig {
 /// What every route shares.
 pub struct Runner {
     config: RunnerConfig,
-    workspaces: PathBuf,
+    /// The workspace root, which every /api path is confined to.
+    root: Workspace,
     slots: Arc<Semaphore>,
     conversations: Arc<Conversations>,
     models: Arc<models::Models>,
@@ -177,13 +179,14 @@ pub async fn serve(config: RunnerConfig, stop: CancellationToken) -> anyhow::Res
         .unwrap_or_else(|| home().join(".smolpaws/workspaces"));
     std::fs::create_dir_all(&workspaces)
         .with_context(|| format!("cannot create {}", workspaces.display()))?;
-    let workspaces = workspaces.canonicalize()?;
+    let root = Workspace::new(&workspaces)
+        .with_context(|| format!("the workspace root {} is unusable", workspaces.display()))?;
     let slots = Arc::new(Semaphore::new(config.max_runs));
     let models = Arc::new(models::Models::new(config.agent.clone()));
     let conversations = Arc::new(
         Conversations::load(
             &persistence,
-            &workspaces,
+            root.root(),
             config.agent.clone(),
             models.clone(),
             slots.clone(),
@@ -198,13 +201,13 @@ pub async fn serve(config: RunnerConfig, stop: CancellationToken) -> anyhow::Res
     info!(
         %address,
         auth = if config.token.is_some() { "token" } else { "none" },
-        workspaces = %workspaces.display(),
+        workspaces = %root.root().display(),
         persistence = %persistence.display(),
         "runner listening"
     );
     let runner = Arc::new(Runner {
         config,
-        workspaces,
+        root,
         slots,
         conversations: conversations.clone(),
         models,
@@ -216,6 +219,11 @@ pub async fn serve(config: RunnerConfig, stop: CancellationToken) -> anyhow::Res
         .context("the runner failed")?;
     conversations.shut_down().await;
     Ok(())
+}
+
+/// Now, as event timestamps are written (RFC 3339).
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now().to_string()
 }
 
 /// Every route.

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
-use super::{Refusal, Runner};
+use super::{Refusal, Runner, now};
 use crate::agent::tools::shell;
 use crate::agent::tools::workspace::Workspace;
 
@@ -60,13 +60,7 @@ fn named(uri: &Uri, route: &str) -> String {
 
 /// `path` inside the workspace, or the 403 that refuses it.
 fn confined(runner: &Runner, path: &str) -> Result<PathBuf, Refusal> {
-    let workspace = Workspace::new(&runner.workspaces).map_err(|e| {
-        Refusal::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the workspace root is unusable: {e}"),
-        )
-    })?;
-    workspace.resolve(path).map_err(forbidden)
+    runner.root.resolve(path).map_err(forbidden)
 }
 
 /// A bash command request.
@@ -84,10 +78,6 @@ impl ExecuteBash {
     fn timeout(&self, most: Duration) -> Duration {
         self.timeout.map_or(most, Duration::from_secs).min(most)
     }
-}
-
-fn now() -> String {
-    k8s_openapi::jiff::Timestamp::now().to_string()
 }
 
 /// Runs `request` to its end: the `BashOutput` event.
