@@ -392,13 +392,6 @@ fn deployment_env(
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// Sends a signed comment mentioning smolpaws to the intake at `url`.
 async fn comment(url: &str, secret: &str, delivery: &str) {
     let mut payload = support::fixture("issue_comment_created.json");
@@ -503,7 +496,7 @@ async fn the_operator_works_with_the_charts_rbac_and_no_more() {
         env_secret(&docs, "paws-smolpaws-github", "private-key.pem"),
     )
     .expect("writing the mounted key");
-    let (intake, results) = (free_port(), free_port());
+    let (intake, results) = (support::free_port(), support::free_port());
     // What differs from the cluster: addresses, and GitHub is the fake.
     env.insert("SMOLPAWS_INTAKE_ADDR".into(), format!("127.0.0.1:{intake}"));
     env.insert(

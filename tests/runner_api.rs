@@ -21,19 +21,12 @@ struct Runner {
     http: reqwest::Client,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 impl Runner {
     /// Starts the runner with its state in `dir`, the LLM `llm`, and
     /// `extra` environment.
     async fn start(dir: &Path, llm: &FakeLlm, extra: &[(&str, &str)]) -> Self {
         smolpaws::tls::install_default_provider();
-        let port = free_port();
+        let port = support::free_port();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_smolpaws"))
             .args(["agent", "serve", "--listen", &format!("127.0.0.1:{port}")])
             .env_clear()

@@ -133,6 +133,14 @@ pub async fn smolpaws_logs(kubeconfig: &std::path::Path, namespace: &str, run: &
     log
 }
 
+/// A loopback port free now, for a server the test starts as a process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A fixture payload from `tests/fixtures/github/` (real GitHub deliveries).
 pub fn fixture(name: &str) -> serde_json::Value {
     let path = format!(
