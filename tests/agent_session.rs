@@ -347,12 +347,7 @@ async fn thread_server() -> String {
                 axum::Json(json!([{ "user": { "login": "hubot" }, "body": "Seen on main too." }])).into_response()
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a port");
-    let url = format!("http://{}", listener.local_addr().expect("an address"));
-    tokio::spawn(async move { axum::serve(listener, router).await.expect("serves") });
-    url
+    support::serve(router).await.0
 }
 
 #[tokio::test]
@@ -384,11 +379,7 @@ async fn a_refused_token_is_named_as_such() {
     use axum::http::StatusCode;
     for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN] {
         let router = axum::Router::new().fallback(move || async move { status });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a port");
-        let url = format!("http://{}", listener.local_addr().expect("an address"));
-        tokio::spawn(async move { axum::serve(listener, router).await.expect("serves") });
+        let (url, _) = support::serve(router).await;
         let dir = tempfile::tempdir().expect("a workspace");
         let token = SecretString::from(TOKEN);
         let refused = checkout(

@@ -111,15 +111,7 @@ impl FakeDaytona {
             .layer(axum::extract::DefaultBodyLimit::disable())
             .layer(middleware::from_fn_with_state(inner.clone(), gate))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a loopback port");
-        let url = format!("http://{}", listener.local_addr().expect("an address"));
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .await
-                .expect("the fake Daytona serves");
-        });
+        let (url, _) = super::serve(router).await;
         Self { inner, url }
     }
 

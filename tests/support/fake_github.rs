@@ -100,15 +100,7 @@ impl FakeGitHub {
                 post(reply_to_review_comment),
             )
             .with_state((state.clone(), notify.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a loopback port");
-        let url = format!("http://{}", listener.local_addr().expect("an address"));
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .await
-                .expect("the fake GitHub serves");
-        });
+        let (url, _) = super::serve(router).await;
         Self { state, url, notify }
     }
 

@@ -133,6 +133,21 @@ pub async fn smolpaws_logs(kubeconfig: &std::path::Path, namespace: &str, run: &
     log
 }
 
+/// Serves `router` on a loopback port until the test ends (or the handle is
+/// aborted); its base URL, `http://127.0.0.1:<port>`.
+pub async fn serve(router: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("an address"));
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .await
+            .expect("a test server serves");
+    });
+    (url, task)
+}
+
 /// A loopback port free now, for a server the test starts as a process.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -81,18 +81,7 @@ impl Operator {
         extra: &[&str],
         identity: Option<&str>,
     ) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a loopback port");
-        let result_url = format!("http://{}", listener.local_addr().expect("an address"));
-        let results = tokio::spawn({
-            let router = controller::report::router(client.clone());
-            async move {
-                axum::serve(listener, router)
-                    .await
-                    .expect("the result endpoint serves");
-            }
-        });
+        let (result_url, results) = super::serve(controller::report::router(client.clone())).await;
         let key = app_key();
         let mut args = vec![
             "controller".to_owned(),
