@@ -13,7 +13,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY benches benches
-RUN cargo build --release --locked --target x86_64-unknown-linux-musl --bin smolpaws \
+RUN cargo build --release --locked --no-default-features --target x86_64-unknown-linux-musl --bin smolpaws \
     && cp target/x86_64-unknown-linux-musl/release/smolpaws /smolpaws
 
 FROM scratch

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Size of the release binary that sandboxes run: statically linked for
-# x86_64-unknown-linux-musl (what the image ships), and the glibc build.
+# x86_64-unknown-linux-musl without the `dev` feature (what the image
+# ships), and the glibc build with it (what `cargo run` makes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/smolpaws/target}"
@@ -11,7 +12,7 @@ if ! command -v musl-gcc >/dev/null; then
 	# ring compiles C for the target.
 	apt-get install -y -q musl-tools >/dev/null
 fi
-cargo build --release --locked --target x86_64-unknown-linux-musl --bin smolpaws
+cargo build --release --locked --no-default-features --target x86_64-unknown-linux-musl --bin smolpaws
 cargo build --release --locked --bin smolpaws
 musl="$CARGO_TARGET_DIR/x86_64-unknown-linux-musl/release/smolpaws"
 gnu="$CARGO_TARGET_DIR/release/smolpaws"

@@ -18,21 +18,22 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams, VersionMatch};
 use kube::runtime::watcher;
 use kube::{Client, CustomResourceExt};
-use prometheus_client::registry::Registry;
 use serde_json::json;
 use smolpaws::api::{AgentRun, AgentRunSpec, GitHubContext};
+use smolpaws::controller::ControllerArgs;
 use smolpaws::controller::reconcile::FINALIZER;
-use smolpaws::controller::{self, ControllerConfig, metrics::ControllerMetrics};
 use smolpaws::controlplane::{self, ControlPlane, Tools};
+use smolpaws::operator::{self, Operator};
 use smolpaws::process::Process;
 
 const LATENCY_RUNS: usize = 200;
 const STORED_RUNS: usize = 10_000;
 
+/// The controller's flags at their defaults, changed below as typed fields.
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
-    controller: ControllerConfig,
+    controller: ControllerArgs,
 }
 
 fn spec(number: i64) -> AgentRunSpec {
@@ -74,22 +75,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn created_to_pod(client: &Client) -> anyhow::Result<()> {
     namespace(client, "latency").await?;
-    let args = [
-        "controller",
-        "--result-url=http://127.0.0.1:9",
-        "--watch-namespace=latency",
-        "--max-concurrent-runs=100000",
-        "--max-runs-per-repo=100000",
-    ];
-    let config = Args::try_parse_from(args)?.controller;
-    let controller = tokio::spawn({
-        let client = client.clone();
-        async move {
-            let mut registry = Registry::default();
-            let metrics = ControllerMetrics::register(&mut registry);
-            controller::run(client, &config, metrics, std::future::pending()).await
-        }
-    });
+    let mut args = Args::try_parse_from(["controller"])?.controller;
+    args.watch_namespace = Some("latency".into());
+    args.max_concurrent_runs = 100_000;
+    args.max_runs_per_repo = 100_000;
+    let mut config = args.config();
+    config.lease = None;
+    let environment = operator::agent_environment(&args, "http://127.0.0.1:9");
+    let sandboxes = operator::cluster_sandboxes(client, &args, &environment);
+    let parts = operator::controller_parts(&args, sandboxes)?;
+    let results = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let composed = Operator::new(client.clone()).controller(config, parts, results);
+    let controller = tokio::spawn(composed.run(admin, tokio_util::sync::CancellationToken::new()));
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let watching = tokio::spawn({
         let pods: Api<Pod> = Api::namespaced(client.clone(), "latency");

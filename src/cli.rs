@@ -1,23 +1,18 @@
 //! The `smolpaws` command line: one binary, one subcommand per component.
 
-use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::routing::get;
 use clap::{Parser, Subcommand};
-use kube::api::Api;
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::controller::{self, ControllerConfig, metrics::ControllerMetrics};
-use crate::intake::{Intake, IntakeConfig, metrics::IntakeMetrics};
+use crate::controller::{ControllerArgs, ResultArgs};
+use crate::intake::IntakeArgs;
+use crate::operator::{self, Operator};
 use crate::telemetry::{self, LogFormat, Output};
 
 /// Runs AI coding agents in Kubernetes sandboxes from GitHub comments.
@@ -47,7 +42,7 @@ pub struct AgentCommand {
     pub serve: Option<AgentServe>,
     /// Settings of one run.
     #[command(flatten)]
-    pub config: crate::agent::AgentConfig,
+    pub args: crate::agent::AgentArgs,
 }
 
 /// `smolpaws agent serve`.
@@ -55,7 +50,7 @@ pub struct AgentCommand {
 pub enum AgentServe {
     /// The runner: `POST /run`, conversations with streamed events, and a
     /// remote workspace (`/api/bash`, `/api/file`, `/api/git`).
-    Serve(crate::runner::RunnerConfig),
+    Serve(crate::runner::RunnerArgs),
 }
 
 /// The subcommands.
@@ -67,13 +62,16 @@ pub enum Command {
     /// `crds/agentrun.yaml`), e.g. `smolpaws crd | kubectl apply -f -`.
     Crd,
     /// Serve the GitHub webhook: signed comment deliveries become AgentRuns.
-    Intake(IntakeConfig),
+    Intake(IntakeArgs),
     /// Reconcile AgentRuns into sandboxes and replies (leader-elected).
     Controller {
         /// Settings of the controller.
         #[command(flatten)]
-        controller: ControllerConfig,
-        /// Address of /metrics and /healthz.
+        controller: ControllerArgs,
+        /// The result endpoint.
+        #[command(flatten)]
+        results: ResultArgs,
+        /// Address of /metrics, /healthz and /readyz.
         #[arg(long, env = "SMOLPAWS_METRICS_ADDR", default_value = "0.0.0.0:8080")]
         metrics_listen: SocketAddr,
     },
@@ -81,10 +79,13 @@ pub enum Command {
     Operator {
         /// Settings of the intake.
         #[command(flatten)]
-        intake: IntakeConfig,
+        intake: IntakeArgs,
         /// Settings of the controller.
         #[command(flatten)]
-        controller: ControllerConfig,
+        controller: ControllerArgs,
+        /// The result endpoint.
+        #[command(flatten)]
+        results: ResultArgs,
     },
     /// Work on one AgentRun inside its sandbox and report the reply (the
     /// sandbox's entry point); `agent serve` runs the runner API.
@@ -97,6 +98,7 @@ pub enum Command {
     /// The whole system on this machine: a local control plane, the
     /// operator, sandboxes as local processes, and local repositories in
     /// place of GitHub unless an App is configured.
+    #[cfg(feature = "dev")]
     Dev(crate::dev::DevArgs),
     /// Copy this binary to PATH: how the sandbox's init container puts the
     /// agent into any image.
@@ -117,6 +119,7 @@ impl Cli {
             }
             Command::Install { path } => install(&path),
             Command::Logs(args) => crate::logs::run(client().await?, args).await,
+            #[cfg(feature = "dev")]
             Command::Dev(args) => crate::dev::run(args, self.log_format, stop_on_signal()).await,
             Command::Run(args) => {
                 let phase = crate::follow::run(client().await?, args).await?;
@@ -126,78 +129,65 @@ impl Cli {
                 Ok(())
             }
             Command::Agent(AgentCommand {
-                serve: Some(AgentServe::Serve(config)),
+                serve: Some(AgentServe::Serve(args)),
                 ..
             }) => {
                 telemetry::init(self.log_format, Output::Stderr);
-                crate::runner::serve(config, stop_on_signal()).await
+                crate::runner::serve(args, stop_on_signal()).await
             }
-            Command::Agent(AgentCommand { config, .. }) => {
+            Command::Agent(AgentCommand { args, .. }) => {
                 telemetry::init(self.log_format, Output::Stdout);
-                Ok(crate::agent::run(config).await?)
+                Ok(crate::agent::run(args).await?)
             }
-            Command::Intake(config) => {
+            Command::Intake(intake) => {
                 telemetry::init(self.log_format, Output::Stderr);
-                let client = client().await?;
-                let stop = stop_on_signal();
-                let intake = build_intake(&config, &client, Registry::default());
-                serve(config.listen, intake.router(), stop).await
+                let operator = Operator::new(client().await?).intake(intake.config());
+                Ok(operator
+                    .run(bind(intake.listen).await?, stop_on_signal())
+                    .await?)
             }
             Command::Controller {
                 controller,
+                results,
                 metrics_listen,
             } => {
                 telemetry::init(self.log_format, Output::Stderr);
                 let client = client().await?;
-                let stop = stop_on_signal();
-                let mut registry = Registry::default();
-                let metrics = ControllerMetrics::register(&mut registry);
-                let registry = Arc::new(registry);
-                let metrics_router = Router::new()
-                    .route("/healthz", get(|| async { "ok" }))
-                    .route(
-                        "/metrics",
-                        get(move || {
-                            let registry = registry.clone();
-                            async move { telemetry::metrics_response(&registry) }
-                        }),
-                    );
-                let front = serve(metrics_listen, metrics_router, stop.clone());
-                let results = bind(controller.result_listen).await?;
-                run_controller(client, &controller, metrics, results, stop, front).await
+                let operator = Operator::new(client.clone());
+                let operator = with_controller(operator, &client, &controller, &results).await?;
+                Ok(operator
+                    .run(bind(metrics_listen).await?, stop_on_signal())
+                    .await?)
             }
-            Command::Operator { intake, controller } => {
+            Command::Operator {
+                intake,
+                controller,
+                results,
+            } => {
                 telemetry::init(self.log_format, Output::Stderr);
                 let client = client().await?;
-                let stop = stop_on_signal();
-                let mut registry = Registry::default();
-                let metrics = ControllerMetrics::register(&mut registry);
-                let router = build_intake(&intake, &client, registry).router();
-                let front = serve(intake.listen, router, stop.clone());
-                let results = bind(controller.result_listen).await?;
-                run_controller(client, &controller, metrics, results, stop, front).await
+                let operator = Operator::new(client.clone()).intake(intake.config());
+                let operator = with_controller(operator, &client, &controller, &results).await?;
+                Ok(operator
+                    .run(bind(intake.listen).await?, stop_on_signal())
+                    .await?)
             }
         }
     }
 }
 
-/// The controller (while leading), its result endpoint on `results`, and
-/// `front` (the process's other server), until one of them ends.
-pub(crate) async fn run_controller(
-    client: kube::Client,
-    config: &ControllerConfig,
-    metrics: ControllerMetrics,
-    results: TcpListener,
-    stop: CancellationToken,
-    front: impl Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
-    let router = controller::report::router(client.clone());
-    tokio::try_join!(
-        front,
-        serve_on(results, router, stop.clone()),
-        lead(client, config, metrics, stop),
-    )?;
-    Ok(())
+/// `operator` with the controller its flags describe, on the cluster's
+/// sandboxes.
+async fn with_controller(
+    operator: Operator,
+    client: &kube::Client,
+    args: &ControllerArgs,
+    results: &ResultArgs,
+) -> anyhow::Result<Operator> {
+    let environment = operator::agent_environment(args, &results.result_url);
+    let sandboxes = operator::cluster_sandboxes(client, args, &environment);
+    let parts = operator::controller_parts(args, sandboxes)?;
+    Ok(operator.controller(args.config(), parts, bind(results.result_listen).await?))
 }
 
 async fn client() -> anyhow::Result<kube::Client> {
@@ -206,71 +196,15 @@ async fn client() -> anyhow::Result<kube::Client> {
         .context("no Kubernetes client configuration: run in a cluster or set KUBECONFIG")
 }
 
-/// The intake, its metrics added to `registry`, which it serves at /metrics.
-pub(crate) fn build_intake(
-    config: &IntakeConfig,
-    client: &kube::Client,
-    mut registry: Registry,
-) -> Intake {
-    let namespace = config
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_owned());
-    let rules = config.rules();
-    if let Some(denial) = rules.policy.denies_everything() {
-        warn!(%denial, "no delivery can trigger a run until ALLOWED_ACTORS and ALLOWED_OWNERS are set");
-    }
-    info!(%namespace, trigger = %config.trigger, "intake configured");
-    let metrics = IntakeMetrics::register(&mut registry);
-    Intake::new(
-        rules,
-        config.secrets(),
-        Api::namespaced(client.clone(), &namespace),
-        metrics,
-        Arc::new(registry),
-    )
-}
-
-async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
+/// A listener on `address`.
+pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on {address}"))
 }
 
-/// Serves `router` on `address` until `stop` is cancelled.
-async fn serve(address: SocketAddr, router: Router, stop: CancellationToken) -> anyhow::Result<()> {
-    serve_on(bind(address).await?, router, stop).await
-}
-
-/// Serves `router` on `listener` until `stop` is cancelled.
-pub(crate) async fn serve_on(
-    listener: TcpListener,
-    router: Router,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let address = listener.local_addr()?;
-    info!(%address, "listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
-        .with_context(|| format!("the server on {address} failed"))
-}
-
-/// Leads (see [`controller::leader`]); whenever that ends, everything else
-/// in the process stops too.
-async fn lead(
-    client: kube::Client,
-    config: &ControllerConfig,
-    metrics: ControllerMetrics,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
-    let outcome = controller::leader::lead(client, config, metrics, stop.clone()).await;
-    stop.cancel();
-    Ok(outcome?)
-}
-
 /// Cancelled on SIGINT or SIGTERM (what Kubernetes sends before it kills).
-pub(crate) fn stop_on_signal() -> CancellationToken {
+fn stop_on_signal() -> CancellationToken {
     let stop = CancellationToken::new();
     let token = stop.clone();
     tokio::spawn(async move {

@@ -7,12 +7,15 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod controller;
+#[cfg(feature = "dev")]
 pub mod controlplane;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod follow;
 pub mod github;
 pub mod intake;
 pub mod logs;
+pub mod operator;
 pub mod process;
 pub mod random;
 pub mod runner;

@@ -1,7 +1,7 @@
 //! `smolpaws logs RUN`: a run's sandbox output, followed until the run ends.
 
+#[cfg(feature = "dev")]
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -11,7 +11,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
 
 use crate::api::{AgentRun, SandboxBackend, SandboxRef};
-use crate::sandbox::local;
 
 /// How often a run is looked at while waiting for its sandbox or its end.
 const POLL: Duration = Duration::from_millis(500);
@@ -55,10 +54,16 @@ pub async fn run(client: kube::Client, args: LogsArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        #[cfg(feature = "dev")]
         SandboxBackend::Local => {
-            let log = local::log_path(&PathBuf::from(&sandbox.name));
+            let log = crate::sandbox::local::log_path(std::path::Path::new(&sandbox.name));
             tail(&runs, &args, log).await
         }
+        #[cfg(not(feature = "dev"))]
+        SandboxBackend::Local => anyhow::bail!(
+            "{} ran in a local sandbox of `smolpaws dev`, which this build leaves out",
+            args.run
+        ),
         SandboxBackend::Daytona => anyhow::bail!(
             "{} runs in Daytona sandbox {}: its output is in the controller's log",
             args.run,
@@ -91,7 +96,12 @@ async fn sandbox_of(runs: &Api<AgentRun>, args: &LogsArgs) -> anyhow::Result<San
 }
 
 /// Prints a local sandbox's log as it grows, until the run ends.
-async fn tail(runs: &Api<AgentRun>, args: &LogsArgs, log: PathBuf) -> anyhow::Result<()> {
+#[cfg(feature = "dev")]
+async fn tail(
+    runs: &Api<AgentRun>,
+    args: &LogsArgs,
+    log: std::path::PathBuf,
+) -> anyhow::Result<()> {
     let mut offset = 0;
     let mut out = std::io::stdout();
     loop {

@@ -1,3 +1,5 @@
+//! The `smolpaws` binary: every component is a subcommand (see [`Cli`]).
+
 use clap::Parser;
 use smolpaws::cli::Cli;
 

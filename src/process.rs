@@ -64,6 +64,7 @@ impl Process {
         let parent = std::process::id();
         // SAFETY: the closure runs between fork and exec and calls only
         // async-signal-safe functions (prctl, getppid).
+        #[allow(unsafe_code)]
         unsafe {
             command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
@@ -118,11 +119,21 @@ impl Drop for Process {
         // The child is not reaped yet, so its group id cannot have been
         // reused. Already exited is fine; anything else leaves nothing to do
         // either.
-        if let Ok(group) = i32::try_from(self.child.id()) {
-            // SAFETY: kill has no memory effects.
-            unsafe { libc::kill(-group, libc::SIGKILL) };
-        }
+        kill_group(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Kills every process of group `group` (a leader's pid). The caller must
+/// not have reaped the leader yet, so the id cannot belong to a new group.
+pub fn kill_group(group: u32) {
+    if let Ok(group) = i32::try_from(group) {
+        // SAFETY: kill(2) takes plain integers and touches no memory of
+        // this process.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(-group, libc::SIGKILL)
+        };
     }
 }

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::wait::await_condition;
 use smolpaws::api::{AgentRun, AgentRunSpec, CommentKind, GitHubContext, Phase, TriggerComment};
+use smolpaws::controller::ControllerArgs;
 use support::fake_github::{FakeGitHub, Scripted};
 use support::fake_llm::{FakeLlm, Reply};
 use support::kubelet::{Behaviour, Kubelet};
@@ -89,7 +90,7 @@ async fn an_agentrun_becomes_a_hardened_pod_and_a_scoped_secret() {
     let client = support::client();
     let ns = support::namespace(&client, "sandbox").await;
     let github = FakeGitHub::start().await;
-    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), &[]).await;
+    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), |_| {}).await;
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
     create(&runs, "hardened", spec(101, Some(600))).await;
 
@@ -219,7 +220,7 @@ async fn a_run_replies_once_with_its_whole_reply() {
     );
     let agent = stand_in_agent(dir.path(), Agent::Replies(&reply));
     let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
-    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), &[]).await;
+    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), |_| {}).await;
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
     create(&runs, "answered", spec(202, None)).await;
 
@@ -301,7 +302,7 @@ async fn a_controller_killed_between_posting_and_recording_still_replies_once() 
     let dir = tempfile::tempdir().expect("a temp dir");
     let agent = stand_in_agent(dir.path(), Agent::Replies("the answer"));
     let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
-    let first = Operator::start(client.clone(), &ns, Some(&github.url), &[]).await;
+    let first = Operator::start(client.clone(), &ns, Some(&github.url), |_| {}).await;
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
     create(&runs, "crashy", spec(303, None)).await;
 
@@ -319,7 +320,7 @@ async fn a_controller_killed_between_posting_and_recording_still_replies_once() 
         "the killed controller never recorded its reply"
     );
 
-    let _second = Operator::start(client.clone(), &ns, Some(&github.url), &[]).await;
+    let _second = Operator::start(client.clone(), &ns, Some(&github.url), |_| {}).await;
     let run = until(&runs, "crashy", "replied", replied).await;
     let comments = github.comments();
     assert_eq!(
@@ -351,12 +352,10 @@ async fn failures_and_timeouts_end_in_the_right_phase_and_are_answered() {
             _ => Behaviour::Waiting("ImagePullBackOff"),
         }
     });
-    let _operator = Operator::start(
-        client.clone(),
-        &ns,
-        Some(&github.url),
-        &["--pending-timeout=2s", "--max-runs-per-repo=10"],
-    )
+    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), |args| {
+        args.pending_timeout = Duration::from_secs(2).into();
+        args.max_runs_per_repo = 10;
+    })
     .await;
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
     let cases = [
@@ -409,7 +408,7 @@ async fn deleting_a_running_agentrun_stops_its_sandbox_and_says_so() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let agent = stand_in_agent(dir.path(), Agent::Hangs);
     let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
-    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), &[]).await;
+    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), |_| {}).await;
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
     create(&runs, "unwanted", spec(505, None)).await;
     until(&runs, "unwanted", "Running", |r| {
@@ -449,8 +448,10 @@ async fn finished_runs_are_deleted_after_their_ttl() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let agent = stand_in_agent(dir.path(), Agent::Replies("done"));
     let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
-    let _operator =
-        Operator::start(client.clone(), &ns, Some(&github.url), &["--run-ttl=2s"]).await;
+    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), |args| {
+        args.ttl = Duration::from_secs(2).into();
+    })
+    .await;
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
     create(&runs, "ephemeral", spec(606, None)).await;
     let gone = await_condition(runs.clone(), "ephemeral", |run: Option<&AgentRun>| {
@@ -474,12 +475,10 @@ async fn fifty_runs_share_five_sandboxes_and_each_replies_once() {
         Agent::RepliesAfter(Duration::from_millis(300), "done"),
     );
     let kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
-    let _operator = Operator::start(
-        client.clone(),
-        &ns,
-        Some(&github.url),
-        &["--max-concurrent-runs=5", "--max-runs-per-repo=5"],
-    )
+    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), |args| {
+        args.max_concurrent_runs = 5;
+        args.max_runs_per_repo = 5;
+    })
     .await;
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
     for index in 0..50 {
@@ -525,7 +524,7 @@ async fn github_errors_and_rate_limits_delay_the_reply_but_never_double_it() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let agent = stand_in_agent(dir.path(), Agent::Replies("eventually"));
     let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
-    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), &[]).await;
+    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), |_| {}).await;
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
     create(&runs, "patient", spec(707, None)).await;
     until(&runs, "patient", "replied", replied).await;
@@ -549,15 +548,15 @@ async fn only_the_leader_reconciles_and_a_follower_takes_over() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let agent = stand_in_agent(dir.path(), Agent::Replies("led"));
     let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
-    let flags = ["--lease-duration=3s"];
+    let flags = |args: &mut ControllerArgs| args.lease_duration = Duration::from_secs(3).into();
     let mut replicas = vec![
         (
             "replica-a",
-            Operator::replica(client.clone(), &ns, Some(&github.url), "replica-a", &flags).await,
+            Operator::replica(client.clone(), &ns, Some(&github.url), "replica-a", flags).await,
         ),
         (
             "replica-b",
-            Operator::replica(client.clone(), &ns, Some(&github.url), "replica-b", &flags).await,
+            Operator::replica(client.clone(), &ns, Some(&github.url), "replica-b", flags).await,
         ),
     ];
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
@@ -575,7 +574,7 @@ async fn only_the_leader_reconciles_and_a_follower_takes_over() {
     let succeeded = r#"smolpaws_runs_total{phase="Succeeded"} 1"#;
     for (name, replica) in &replicas {
         assert_eq!(
-            replica.metrics().contains(succeeded),
+            replica.metrics().await.contains(succeeded),
             *name == leader,
             "{name} (leader {leader})"
         );
@@ -595,7 +594,7 @@ async fn only_the_leader_reconciles_and_a_follower_takes_over() {
         *follower
     );
     assert!(
-        survivor.metrics().contains(succeeded),
+        survivor.metrics().await.contains(succeeded),
         "{follower} reconciled after taking over"
     );
     assert_eq!(github.comments().len(), 2);
@@ -609,7 +608,7 @@ async fn a_review_comment_is_answered_in_its_review_thread() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let agent = stand_in_agent(dir.path(), Agent::Replies("Use `?` here."));
     let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
-    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), &[]).await;
+    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), |_| {}).await;
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
     let mut review = spec(909, None);
     review.github.pull_request = true;
@@ -658,17 +657,15 @@ async fn the_real_agent_answers_from_its_sandbox_pod() {
     // build of smolpaws.
     let agent = std::path::PathBuf::from(env!("CARGO_BIN_EXE_smolpaws"));
     let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
-    let server_env = format!(
-        "--sandbox-env=GITHUB_SERVER_URL=file://{},GITHUB_API_URL=http://127.0.0.1:9",
-        remote.path().display()
-    );
-    let llm_url = format!("--llm-base-url={}", llm.base_url);
-    let _operator = Operator::start(
-        client.clone(),
-        &ns,
-        Some(&github.url),
-        &["--llm-model=scripted-model", &llm_url, &server_env],
-    )
+    let server_url = format!("file://{}", remote.path().display());
+    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), |args| {
+        args.sandbox.llm.model = Some("scripted-model".into());
+        args.sandbox.llm.base_url = Some(llm.base_url.clone());
+        args.sandbox.extra_env = vec![
+            ("GITHUB_SERVER_URL".into(), server_url),
+            ("GITHUB_API_URL".into(), "http://127.0.0.1:9".into()),
+        ];
+    })
     .await;
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
     let mut spec = spec(1111, None);

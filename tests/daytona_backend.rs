@@ -6,16 +6,19 @@
 mod support;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::wait::await_condition;
+use secrecy::SecretString;
 use serde_json::json;
 use smolpaws::api::{
     AgentRun, AgentRunSpec, CommentKind, GitHubContext, Phase, SandboxBackend, SandboxSpec,
     TriggerComment,
 };
+use smolpaws::controller::ControllerArgs;
 use support::fake_daytona::{FakeDaytona, Fault, KEY};
 use support::fake_github::FakeGitHub;
 use support::fake_llm::{FakeLlm, Reply};
@@ -43,7 +46,10 @@ struct Sink(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Sink {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
+        self.0
+            .lock()
+            .expect("the captured log")
+            .extend_from_slice(bytes);
         Ok(bytes.len())
     }
 
@@ -58,12 +64,12 @@ struct Setup {
     github: FakeGitHub,
     daytona: FakeDaytona,
     llm: FakeLlm,
-    flags: Vec<String>,
+    reuse: bool,
     _remote: tempfile::TempDir,
 }
 
 impl Setup {
-    async fn new(prefix: &str, replies: Vec<Reply>, extra: &[&str]) -> Self {
+    async fn new(prefix: &str, replies: Vec<Reply>, reuse: bool) -> Self {
         captured_log();
         let client = support::client();
         let namespace = support::namespace(&client, prefix).await;
@@ -71,38 +77,44 @@ impl Setup {
         let daytona = FakeDaytona::start().await;
         let llm = FakeLlm::start(replies).await;
         let (remote, _) = support::git_remote::server(&[]);
-        let mut flags = vec![
-            "--llm-model=scripted-model".to_owned(),
-            format!("--llm-base-url={}", llm.base_url),
-            format!("--llm-api-key={LLM_KEY}"),
-            format!(
-                "--sandbox-env=GITHUB_SERVER_URL=file://{},GITHUB_API_URL=http://127.0.0.1:9",
-                remote.path().display()
-            ),
-            format!("--daytona-api-key={KEY}"),
-            format!("--daytona-api-url={}", daytona.url),
-            "--daytona-timeout=1s".to_owned(),
-            format!("--daytona-agent-binary={}", env!("CARGO_BIN_EXE_smolpaws")),
-        ];
-        flags.extend(extra.iter().map(|f| f.to_string()));
         Self {
             runs: Api::namespaced(client, &namespace),
             namespace,
             github,
             daytona,
             llm,
-            flags,
+            reuse,
             _remote: remote,
         }
     }
 
+    /// The controller's settings for this setup, Daytona on when `daytona`.
+    fn tune(&self, args: &mut ControllerArgs, daytona: bool) {
+        args.sandbox.llm.model = Some("scripted-model".into());
+        args.sandbox.llm.base_url = Some(self.llm.base_url.clone());
+        args.sandbox.llm.api_key = Some(SecretString::from(LLM_KEY));
+        args.sandbox.extra_env = vec![
+            (
+                "GITHUB_SERVER_URL".into(),
+                format!("file://{}", self._remote.path().display()),
+            ),
+            ("GITHUB_API_URL".into(), "http://127.0.0.1:9".into()),
+        ];
+        if daytona {
+            args.daytona.daytona_api_key = Some(SecretString::from(KEY));
+            args.daytona.daytona_api_url = self.daytona.url.clone();
+            args.daytona.daytona_timeout = Duration::from_secs(1);
+            args.daytona.daytona_agent_binary = Some(PathBuf::from(env!("CARGO_BIN_EXE_smolpaws")));
+            args.daytona.daytona_reuse_sandboxes = self.reuse;
+        }
+    }
+
     async fn operator(&self) -> Operator {
-        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
         Operator::start(
             support::client(),
             &self.namespace,
             Some(&self.github.url),
-            &flags,
+            |args| self.tune(args, true),
         )
         .await
     }
@@ -201,7 +213,7 @@ fn position(calls: &[String], wanted: impl Fn(&str) -> bool) -> usize {
 
 #[tokio::test]
 async fn a_daytona_run_succeeds_replies_once_and_leaves_nothing() {
-    let setup = Setup::new("daytona", vec![finish("The README says main.")], &[]).await;
+    let setup = Setup::new("daytona", vec![finish("The README says main.")], false).await;
     let operator = setup.operator().await;
     setup.create("first", 501, None).await;
 
@@ -235,16 +247,15 @@ async fn a_daytona_run_succeeds_replies_once_and_leaves_nothing() {
     setup.until_no_sandbox().await;
     assert_eq!(setup.daytona.created(), 1);
     assert_eq!(setup.daytona.unauthorized(), 0);
+    let metrics = operator.metrics().await;
     assert!(
-        operator
-            .metrics()
-            .contains("smolpaws_sandbox_held_seconds_count{backend=\"daytona\"} 1"),
-        "{}",
-        operator.metrics()
+        metrics.contains("smolpaws_sandbox_held_seconds_count{backend=\"daytona\"} 1"),
+        "{metrics}"
     );
 
     let commands = setup.daytona.commands().join("\n");
-    let log = String::from_utf8_lossy(&captured_log().lock().unwrap()).into_owned();
+    let log =
+        String::from_utf8_lossy(&captured_log().lock().expect("the captured log")).into_owned();
     assert!(
         log.contains("checked out"),
         "the agent's output reaches the controller's log"
@@ -269,7 +280,7 @@ async fn with_reuse_runs_of_a_repository_share_a_sandbox_but_never_at_once() {
             finish("Three."),
             finish("Four."),
         ],
-        &["--daytona-reuse-sandboxes"],
+        true,
     )
     .await;
     let _operator = setup.operator().await;
@@ -313,7 +324,12 @@ async fn with_reuse_runs_of_a_repository_share_a_sandbox_but_never_at_once() {
 
 #[tokio::test]
 async fn a_controller_restarted_mid_run_adopts_its_sandbox() {
-    let setup = Setup::new("daytona-restart", vec![sleep(4), finish("Survived.")], &[]).await;
+    let setup = Setup::new(
+        "daytona-restart",
+        vec![sleep(4), finish("Survived.")],
+        false,
+    )
+    .await;
     let first = setup.operator().await;
     setup.create("restart", 701, None).await;
     setup
@@ -331,7 +347,7 @@ async fn a_controller_restarted_mid_run_adopts_its_sandbox() {
 
 #[tokio::test]
 async fn daytona_errors_are_retried_or_reported_and_nothing_leaks() {
-    let setup = Setup::new("daytona-faults", vec![finish("Despite it all.")], &[]).await;
+    let setup = Setup::new("daytona-faults", vec![finish("Despite it all.")], false).await;
     setup
         .daytona
         .fail_next("GET /sandbox", Fault::RateLimited(1));
@@ -365,7 +381,7 @@ async fn daytona_errors_are_retried_or_reported_and_nothing_leaks() {
 
 #[tokio::test]
 async fn deleting_a_run_deletes_its_sandbox_and_a_timeout_stops_it() {
-    let setup = Setup::new("daytona-stop", vec![sleep(60), sleep(60)], &[]).await;
+    let setup = Setup::new("daytona-stop", vec![sleep(60), sleep(60)], false).await;
     let _operator = setup.operator().await;
     setup.create("deleted", 901, None).await;
     setup
@@ -400,18 +416,12 @@ async fn deleting_a_run_deletes_its_sandbox_and_a_timeout_stops_it() {
 
 #[tokio::test]
 async fn without_daytona_settings_a_daytona_run_fails_naming_the_variable() {
-    let setup = Setup::new("daytona-off", vec![], &[]).await;
-    let flags: Vec<&str> = setup
-        .flags
-        .iter()
-        .map(String::as_str)
-        .filter(|f| !f.starts_with("--daytona"))
-        .collect();
+    let setup = Setup::new("daytona-off", vec![], false).await;
     let _operator = Operator::start(
         support::client(),
         &setup.namespace,
         Some(&setup.github.url),
-        &flags,
+        |args| setup.tune(args, false),
     )
     .await;
     setup.create("unconfigured", 1001, None).await;

@@ -96,7 +96,7 @@ async fn wait_for_session(dir: &Path, lines: &Mutex<Vec<String>>) -> Session {
         assert!(
             Instant::now() < deadline,
             "dev mode did not start: {:?}",
-            lines.lock().unwrap()
+            lines.lock().expect("the printed lines")
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -139,7 +139,7 @@ async fn a_comment_on_a_local_repository_is_answered_and_ctrl_c_leaves_nothing_b
     tokio::spawn(async move {
         let mut reader = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = reader.next_line().await {
-            collected.lock().unwrap().push(line);
+            collected.lock().expect("the printed lines").push(line);
         }
     });
     let session = wait_for_session(dev_dir.path(), &lines).await;
@@ -167,18 +167,18 @@ async fn a_comment_on_a_local_repository_is_answered_and_ctrl_c_leaves_nothing_b
     let deadline = Instant::now() + Duration::from_secs(30);
     while !lines
         .lock()
-        .unwrap()
+        .expect("the printed lines")
         .iter()
         .any(|l| l.contains("Fixed the typo in README.md."))
     {
         assert!(
             Instant::now() < deadline,
             "dev mode printed no reply: {:?}",
-            lines.lock().unwrap()
+            lines.lock().expect("the printed lines")
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let printed = lines.lock().unwrap().join("\n");
+    let printed = lines.lock().expect("the printed lines").join("\n");
     assert!(
         printed.contains(&session.kubeconfig.display().to_string()),
         "{printed}"
@@ -220,8 +220,7 @@ async fn a_comment_on_a_local_repository_is_answered_and_ctrl_c_leaves_nothing_b
         children.len() >= 2,
         "etcd and kube-apiserver run under dev mode: {children:?}"
     );
-    // SAFETY: kill has no memory effects.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGINT) }, 0);
+    support::signal(pid, libc::SIGINT);
     let exited = tokio::time::timeout(Duration::from_secs(60), dev.wait())
         .await
         .expect("dev mode stops after Ctrl-C")

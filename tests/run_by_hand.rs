@@ -46,7 +46,7 @@ async fn a_run_started_by_hand_is_followed_to_its_reply() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let agent = stand_in_agent(dir.path(), Agent::Replies("Answered by hand."));
     let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
-    let _operator = Operator::start(client.clone(), &ns, None, &[]).await;
+    let _operator = Operator::start(client.clone(), &ns, None, |_| {}).await;
 
     let output = smolpaws_run(&ns, &[]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -74,7 +74,7 @@ async fn no_post_keeps_the_reply_off_github() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let agent = stand_in_agent(dir.path(), Agent::Replies("Kept off the thread."));
     let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
-    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), &[]).await;
+    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), |_| {}).await;
 
     let output = smolpaws_run(&ns, &["--no-post"]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -676,8 +676,7 @@ async fn a_stopped_runner_pauses_its_running_conversations_cleanly() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let pid = runner.child.id().expect("a pid");
-    // SAFETY: kill has no memory effects.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+    support::signal(pid, libc::SIGTERM);
     let exited = tokio::time::timeout(Duration::from_secs(30), runner.child.wait())
         .await
         .expect("the runner stops on SIGTERM")

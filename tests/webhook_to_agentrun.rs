@@ -4,22 +4,19 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use kube::api::{Api, ListParams};
-use prometheus_client::registry::Registry;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use smolpaws::api::{AgentRun, CommentKind, DiffSide};
 use smolpaws::intake::delivery::Rules;
-use smolpaws::intake::metrics::IntakeMetrics;
 use smolpaws::intake::policy::Policy;
 use smolpaws::intake::signature::{WebhookSecrets, sign};
-use smolpaws::intake::{Intake, MAX_BODY_BYTES};
+use smolpaws::intake::{IntakeConfig, MAX_BODY_BYTES};
+use smolpaws::operator::Operator;
 use tower::ServiceExt;
 
 const SECRET: &str = "fixture-secret";
@@ -44,17 +41,13 @@ fn allow_codertocat() -> Rules {
 }
 
 fn intake_with(client: kube::Client, ns: &str, rules: Rules, secrets: &[&str]) -> Router {
-    let mut registry = Registry::default();
-    let metrics = IntakeMetrics::register(&mut registry);
     let secrets = WebhookSecrets::new(secrets.iter().map(|s| SecretString::from(*s)));
-    Intake::new(
+    let config = IntakeConfig {
         rules,
         secrets,
-        Api::namespaced(client, ns),
-        metrics,
-        Arc::new(registry),
-    )
-    .router()
+        namespace: Some(ns.to_owned()),
+    };
+    Operator::new(client).intake(config).front()
 }
 
 /// A delivery as GitHub sends it.

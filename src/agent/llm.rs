@@ -13,6 +13,8 @@ use genai::{Client, ModelIden, ServiceTarget, WebConfig};
 use secrecy::{ExposeSecret, SecretString};
 use tracing::warn;
 
+use crate::api::contract;
+
 /// The wire format of the provider.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Provider {
@@ -61,19 +63,19 @@ impl Provider {
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct LlmArgs {
     /// The LLM model.
-    #[arg(long = "llm-model", env = "LLM_MODEL")]
+    #[arg(long = "llm-model", env = contract::env::LLM_MODEL)]
     pub model: Option<String>,
 
     /// The LLM endpoint: any OpenAI-compatible base URL, or Anthropic's.
-    #[arg(long = "llm-base-url", env = "LLM_BASE_URL")]
+    #[arg(long = "llm-base-url", env = contract::env::LLM_BASE_URL)]
     pub base_url: Option<String>,
 
     /// The LLM API flavour: `openai` (default) or `anthropic`.
-    #[arg(long = "llm-provider", env = "LLM_PROVIDER")]
+    #[arg(long = "llm-provider", env = contract::env::LLM_PROVIDER)]
     pub provider: Option<String>,
 
     /// The LLM API key.
-    #[arg(long = "llm-api-key", env = "LLM_API_KEY", hide_env_values = true)]
+    #[arg(long = "llm-api-key", env = contract::env::LLM_API_KEY, hide_env_values = true)]
     pub api_key: Option<SecretString>,
 }
 

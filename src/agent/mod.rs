@@ -15,10 +15,10 @@ use std::time::Duration;
 
 use clap::Args;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
 use tracing::{info, warn};
 
 use crate::api::AgentRunSpec;
+use crate::api::contract::{self, Report, env};
 use crate::github::reply::{MAX_COMMENT_CHARS, fit};
 use checkout::Target;
 use llm::{Llm, LlmArgs, LlmSettings, Provider};
@@ -28,7 +28,7 @@ use tools::workspace::Workspace;
 /// How the agent works, wherever it runs: in a sandbox (`smolpaws agent`)
 /// or in the runner (`smolpaws agent serve`).
 #[derive(Args, Clone, Debug)]
-pub struct AgentSettings {
+pub struct WorkArgs {
     /// The GitHub REST API.
     #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
     pub github_api_url: String,
@@ -58,7 +58,7 @@ pub struct AgentSettings {
     pub bash_timeout: Duration,
 }
 
-impl AgentSettings {
+impl WorkArgs {
     /// The LLM, `model` (when given) instead of `LLM_MODEL`'s.
     pub fn llm(&self, model: Option<&str>) -> Result<Llm, AgentError> {
         let model = model
@@ -110,44 +110,44 @@ impl AgentSettings {
 
 /// Settings of `smolpaws agent`, from the sandbox's environment.
 #[derive(Args, Clone, Debug)]
-pub struct AgentConfig {
+pub struct AgentArgs {
     /// The AgentRun's spec, as JSON (required to work on a run).
-    #[arg(long, env = "SMOLPAWS_RUN_SPEC", hide_env_values = true)]
+    #[arg(long, env = env::RUN_SPEC, hide_env_values = true)]
     pub run_spec: Option<String>,
 
     /// The AgentRun's name.
-    #[arg(long, env = "SMOLPAWS_RUN_NAME", default_value = "local")]
+    #[arg(long, env = env::RUN_NAME, default_value = "local")]
     pub run_name: String,
 
     /// The AgentRun's namespace.
-    #[arg(long, env = "SMOLPAWS_RUN_NAMESPACE", default_value = "default")]
+    #[arg(long, env = env::RUN_NAMESPACE, default_value = "default")]
     pub run_namespace: String,
 
     /// Where to report the result; without it the result is printed.
-    #[arg(long, env = "SMOLPAWS_RESULT_URL")]
+    #[arg(long, env = env::RESULT_URL)]
     pub result_url: Option<String>,
 
     /// The token that authenticates the report.
-    #[arg(long, env = "SMOLPAWS_REPORT_TOKEN", hide_env_values = true)]
+    #[arg(long, env = env::REPORT_TOKEN, hide_env_values = true)]
     pub report_token: Option<SecretString>,
 
     /// The repository-scoped GitHub token.
-    #[arg(long, env = "GITHUB_TOKEN", hide_env_values = true)]
+    #[arg(long, env = env::GITHUB_TOKEN, hide_env_values = true)]
     pub github_token: Option<SecretString>,
 
     /// The directory the repository is checked out into; the working
     /// directory when unset (a sandbox pod's is its workspace volume).
-    #[arg(long, env = "SMOLPAWS_WORKSPACE")]
+    #[arg(long, env = env::WORKSPACE)]
     pub workspace: Option<PathBuf>,
 
     /// The workspace already is the repository's checkout (a local
     /// repository in `smolpaws dev`): work in it as it is, without cloning.
-    #[arg(long, env = "SMOLPAWS_EXISTING_CHECKOUT")]
+    #[arg(long, env = env::EXISTING_CHECKOUT)]
     pub existing_checkout: bool,
 
     /// How the agent works.
     #[command(flatten)]
-    pub settings: AgentSettings,
+    pub settings: WorkArgs,
 }
 
 /// What the agent answered.
@@ -179,7 +179,7 @@ pub enum AgentError {
 }
 
 /// Runs the agent to its end and reports the result.
-pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+pub async fn run(config: AgentArgs) -> Result<(), AgentError> {
     let spec = config.run_spec.as_deref().ok_or_else(|| {
         AgentError::Config(
             "set SMOLPAWS_RUN_SPEC to the AgentRun's spec (or run `smolpaws agent serve`)".into(),
@@ -214,11 +214,11 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         &redactor,
     )
     .await?;
-    let report = json!({
-        "reply": answer.reply,
-        "usage": answer.usage,
-        "model": answer.model,
-    });
+    let report = Report {
+        reply: answer.reply,
+        usage: answer.usage,
+        model: Some(answer.model),
+    };
     report_result(&config, &report).await
 }
 
@@ -237,7 +237,7 @@ pub enum Checkout {
 /// thread, the session. An LLM that fails for good still gives an answer,
 /// saying so.
 pub async fn work(
-    settings: &AgentSettings,
+    settings: &WorkArgs,
     llm: &Llm,
     spec: &AgentRunSpec,
     github_token: Option<&SecretString>,
@@ -307,20 +307,16 @@ pub async fn work(
 
 /// Delivers `report` to the result endpoint (retrying while it answers
 /// 503), or prints it when there is none.
-async fn report_result(config: &AgentConfig, report: &serde_json::Value) -> Result<(), AgentError> {
+async fn report_result(config: &AgentArgs, report: &Report) -> Result<(), AgentError> {
+    let body = serde_json::to_string(report).expect("a report serializes");
     let Some(base) = &config.result_url else {
-        println!("{report}");
+        println!("{body}");
         return Ok(());
     };
     let token = config.report_token.as_ref().ok_or_else(|| {
         AgentError::Config("SMOLPAWS_REPORT_TOKEN is required with SMOLPAWS_RESULT_URL".into())
     })?;
-    let url = format!(
-        "{}/v1/runs/{}/{}/result",
-        base.trim_end_matches('/'),
-        config.run_namespace,
-        config.run_name
-    );
+    let url = contract::result_url(base, &config.run_namespace, &config.run_name);
     let http = reqwest::Client::new();
     let mut wait = Duration::from_secs(1);
     for attempt in 1..=6 {
@@ -328,7 +324,7 @@ async fn report_result(config: &AgentConfig, report: &serde_json::Value) -> Resu
             .post(&url)
             .bearer_auth(token.expose_secret())
             .header("content-type", "application/json")
-            .body(report.to_string())
+            .body(body.clone())
             .send()
             .await;
         match sent {

@@ -5,6 +5,9 @@
 //! These types know nothing of the intake or the controller; they describe the
 //! API and the rules the apiserver enforces on it.
 
+pub mod contract;
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod phase;
 mod spec;
 mod status;
@@ -14,7 +17,7 @@ pub use spec::{
     AgentOptions, AgentRun, AgentRunSpec, CommentKind, DiffSide, GitHubContext, PullRequestHead,
     ReviewContext, SandboxBackend, SandboxSpec, TriggerComment,
 };
-pub use status::{AgentRunStatus, PostedComment, RunResult, SandboxRef, TokenUsage};
+pub use status::{AgentRunStatus, PostedComment, RunResult, SandboxRef, TokenUsage, now};
 
 /// The API group of every smolpaws resource.
 pub const GROUP: &str = "smolpaws.dev";

@@ -260,6 +260,8 @@ pub struct SandboxSpec {
     Debug,
     PartialEq,
     Eq,
+    PartialOrd,
+    Ord,
     Hash,
     Default,
     clap::ValueEnum,

@@ -102,6 +102,11 @@ pub struct PostedComment {
     pub html_url: String,
 }
 
+/// The current time as Kubernetes writes it.
+pub fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
 impl super::AgentRun {
     /// The run's phase; a run the controller has not seen yet is Pending.
     pub fn phase(&self) -> Phase {

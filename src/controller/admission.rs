@@ -85,34 +85,12 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
-    use crate::api::{AgentRunSpec, AgentRunStatus, GitHubContext};
+    use crate::api::fixtures;
 
     fn run(name: &str, repository: &str, created: i64, phase: Phase) -> Arc<AgentRun> {
-        let mut run = AgentRun::new(
-            name,
-            AgentRunSpec {
-                prompt: "p".into(),
-                github: GitHubContext {
-                    installation_id: None,
-                    repository: repository.into(),
-                    number: 1,
-                    pull_request: false,
-                    comment: None,
-                    head: None,
-                    post_reply: true,
-                    delivery_id: None,
-                },
-                sandbox: Default::default(),
-                agent: None,
-            },
-        );
-        run.metadata.namespace = Some("ns".into());
+        let mut run = fixtures::run(name, repository, phase);
         run.metadata.creation_timestamp =
             Some(Time(Timestamp::from_second(created).expect("a valid time")));
-        run.status = Some(AgentRunStatus {
-            phase: Some(phase),
-            ..Default::default()
-        });
         Arc::new(run)
     }
 

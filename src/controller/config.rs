@@ -1,36 +1,169 @@
-//! The controller's settings, from flags or environment variables.
+//! The controller's settings: [`ControllerArgs`] from flags or environment
+//! variables, resolved into the typed [`ControllerConfig`] the controller
+//! runs with (which tests and dev mode build directly).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 
+use super::admission::Limits;
 use crate::github::GitHubConfig;
-use crate::sandbox::daytona::DaytonaSettings;
-use crate::sandbox::local::LocalSandboxes;
-use crate::sandbox::pod::PodSettings;
+use crate::sandbox::args::SandboxArgs;
+use crate::sandbox::daytona::DaytonaArgs;
+
+const DEFAULT_MAX_RUNS: usize = 10;
+const DEFAULT_MAX_RUNS_PER_REPO: usize = 2;
+const DEFAULT_RECONCILE_CONCURRENCY: u16 = 16;
+const DEFAULT_PENDING_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
+
+/// How the controller runs: limits, timeouts, and its scope.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// Only reconcile AgentRuns in this namespace; all namespaces when unset.
+    pub watch_namespace: Option<String>,
+    /// Runs with a sandbox at once.
+    pub limits: Limits,
+    /// Reconciles in flight at once.
+    pub reconcile_concurrency: u16,
+    /// How long a sandbox may take to start.
+    pub pending_timeout: Duration,
+    /// How long an agent may run when its AgentRun sets no timeout.
+    pub run_timeout: Duration,
+    /// How long finished AgentRuns are kept.
+    pub ttl: Duration,
+    /// Leader election; without it this controller reconciles at once and
+    /// alone (one process, as in tests).
+    pub lease: Option<LeaseConfig>,
+}
+
+/// The leader-election Lease.
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    /// The Lease's namespace; the client's default namespace when unset.
+    pub namespace: Option<String>,
+    /// How long the Lease lasts without renewal.
+    pub duration: Duration,
+    /// This replica's name in the Lease; random when unset.
+    pub identity: Option<String>,
+}
+
+impl Default for ControllerConfig {
+    /// The defaults of the flags, without leader election.
+    fn default() -> Self {
+        Self {
+            watch_namespace: None,
+            limits: Limits {
+                global: DEFAULT_MAX_RUNS,
+                per_repository: DEFAULT_MAX_RUNS_PER_REPO,
+            },
+            reconcile_concurrency: DEFAULT_RECONCILE_CONCURRENCY,
+            pending_timeout: DEFAULT_PENDING_TIMEOUT,
+            run_timeout: DEFAULT_RUN_TIMEOUT,
+            ttl: DEFAULT_TTL,
+            lease: None,
+        }
+    }
+}
+
+impl LeaseConfig {
+    /// A Lease in `namespace` held as `identity`, with the default duration.
+    pub fn new(namespace: Option<String>, identity: Option<String>) -> Self {
+        Self {
+            namespace,
+            duration: DEFAULT_LEASE_DURATION,
+            identity,
+        }
+    }
+}
 
 /// Settings of `smolpaws controller`.
 #[derive(Args, Clone, Debug)]
-pub struct ControllerConfig {
+pub struct ControllerArgs {
     /// GitHub App credentials; without them runs get no GitHub token and
     /// replies stay in the AgentRun status.
     #[command(flatten)]
-    pub github: GitHubSettings,
+    pub github: GitHubArgs,
 
-    /// Sandbox pods.
+    /// Sandboxes.
     #[command(flatten)]
-    pub sandbox: PodSettings,
+    pub sandbox: SandboxArgs,
 
     /// The Daytona backend.
     #[command(flatten)]
-    pub daytona: DaytonaSettings,
+    pub daytona: DaytonaArgs,
 
     /// Only reconcile AgentRuns in this namespace; all namespaces when unset.
     #[arg(long, env = "SMOLPAWS_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
 
+    /// Runs with a sandbox at once, across all repositories.
+    #[arg(long, env = "SMOLPAWS_MAX_CONCURRENT_RUNS", default_value_t = DEFAULT_MAX_RUNS)]
+    pub max_concurrent_runs: usize,
+
+    /// Runs with a sandbox at once in one repository.
+    #[arg(long, env = "SMOLPAWS_MAX_RUNS_PER_REPO", default_value_t = DEFAULT_MAX_RUNS_PER_REPO)]
+    pub max_runs_per_repo: usize,
+
+    /// Reconciles in flight at once.
+    #[arg(long, env = "SMOLPAWS_RECONCILE_CONCURRENCY", default_value_t = DEFAULT_RECONCILE_CONCURRENCY)]
+    pub reconcile_concurrency: u16,
+
+    /// How long a sandbox may take to start (image pull, scheduling).
+    #[arg(long, env = "SMOLPAWS_PENDING_TIMEOUT", default_value_t = DEFAULT_PENDING_TIMEOUT.into())]
+    pub pending_timeout: humantime::Duration,
+
+    /// How long an agent may run when its AgentRun sets no timeout.
+    #[arg(long, env = "SMOLPAWS_RUN_TIMEOUT", default_value_t = DEFAULT_RUN_TIMEOUT.into())]
+    pub run_timeout: humantime::Duration,
+
+    /// How long finished AgentRuns are kept before they are deleted.
+    #[arg(long = "run-ttl", env = "SMOLPAWS_RUN_TTL", default_value_t = DEFAULT_TTL.into())]
+    pub ttl: humantime::Duration,
+
+    /// The namespace of the leader-election Lease; the client's default
+    /// namespace when unset.
+    #[arg(long, env = "SMOLPAWS_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// How long the leader's Lease lasts without renewal: how long a crashed
+    /// leader's runs wait before a follower takes over.
+    #[arg(long, env = "SMOLPAWS_LEASE_DURATION", default_value_t = DEFAULT_LEASE_DURATION.into())]
+    pub lease_duration: humantime::Duration,
+
+    /// This replica's name in the Lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+impl ControllerArgs {
+    /// The controller's typed settings, leader-elected as a deployment is.
+    pub fn config(&self) -> ControllerConfig {
+        ControllerConfig {
+            watch_namespace: self.watch_namespace.clone(),
+            limits: Limits {
+                global: self.max_concurrent_runs,
+                per_repository: self.max_runs_per_repo,
+            },
+            reconcile_concurrency: self.reconcile_concurrency,
+            pending_timeout: self.pending_timeout.into(),
+            run_timeout: self.run_timeout.into(),
+            ttl: self.ttl.into(),
+            lease: Some(LeaseConfig {
+                namespace: self.lease_namespace.clone(),
+                duration: self.lease_duration.into(),
+                identity: self.identity.clone(),
+            }),
+        }
+    }
+}
+
+/// Where the result endpoint listens, and how sandboxes reach it.
+#[derive(Args, Clone, Debug)]
+pub struct ResultArgs {
     /// Address of the result endpoint that sandboxes report to.
     #[arg(
         long = "result-listen",
@@ -43,54 +176,11 @@ pub struct ControllerConfig {
     /// `http://smolpaws-results.smolpaws.svc:8081`.
     #[arg(long, env = "SMOLPAWS_RESULT_URL")]
     pub result_url: String,
-
-    /// Runs with a sandbox at once, across all repositories.
-    #[arg(long, env = "SMOLPAWS_MAX_CONCURRENT_RUNS", default_value_t = 10)]
-    pub max_concurrent_runs: usize,
-
-    /// Runs with a sandbox at once in one repository.
-    #[arg(long, env = "SMOLPAWS_MAX_RUNS_PER_REPO", default_value_t = 2)]
-    pub max_runs_per_repo: usize,
-
-    /// Reconciles in flight at once.
-    #[arg(long, env = "SMOLPAWS_RECONCILE_CONCURRENCY", default_value_t = 16)]
-    pub reconcile_concurrency: u16,
-
-    /// How long a sandbox may take to start (image pull, scheduling).
-    #[arg(long, env = "SMOLPAWS_PENDING_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
-    pub pending_timeout: Duration,
-
-    /// How long an agent may run when its AgentRun sets no timeout.
-    #[arg(long, env = "SMOLPAWS_RUN_TIMEOUT", default_value = "30m", value_parser = humantime::parse_duration)]
-    pub run_timeout: Duration,
-
-    /// How long finished AgentRuns are kept before they are deleted.
-    #[arg(long = "run-ttl", env = "SMOLPAWS_RUN_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
-    pub ttl: Duration,
-
-    /// The namespace of the leader-election Lease; the client's default
-    /// namespace when unset.
-    #[arg(long, env = "SMOLPAWS_LEASE_NAMESPACE")]
-    pub lease_namespace: Option<String>,
-
-    /// How long the leader's Lease lasts without renewal: how long a crashed
-    /// leader's runs wait before a follower takes over.
-    #[arg(long, env = "SMOLPAWS_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
-    pub lease_duration: Duration,
-
-    /// This replica's name in the Lease (the pod name in a cluster).
-    #[arg(long, env = "POD_NAME")]
-    pub identity: Option<String>,
-
-    /// Local sandboxes, which only `smolpaws dev` sets up: no flag or
-    /// variable can turn unisolated sandboxes on in a cluster.
-    #[arg(skip)]
-    pub local_sandboxes: Option<Arc<LocalSandboxes>>,
 }
 
 /// GitHub App settings, optional as a whole.
 #[derive(Args, Clone, Debug)]
-pub struct GitHubSettings {
+pub struct GitHubArgs {
     /// The GitHub App's id; GitHub is off when unset.
     #[arg(long, env = "GITHUB_APP_ID")]
     pub app_id: Option<u64>,
@@ -109,7 +199,7 @@ pub struct GitHubSettings {
     pub api_url: String,
 }
 
-impl GitHubSettings {
+impl GitHubArgs {
     /// The App configuration, when an App id is set.
     pub fn app(&self) -> Option<GitHubConfig> {
         Some(GitHubConfig {

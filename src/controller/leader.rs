@@ -5,8 +5,8 @@ use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use super::ControllerConfig;
 use super::metrics::ControllerMetrics;
+use super::{ControllerConfig, ControllerParts, LeaseConfig};
 
 /// Why leading ended.
 #[derive(Debug, thiserror::Error)]
@@ -17,9 +17,6 @@ pub enum LeaderError {
     /// Another replica took the Lease.
     #[error("lost the leader Lease; exiting so that this replica restarts as a follower")]
     Lost,
-    /// The controller could not start.
-    #[error(transparent)]
-    GitHub(#[from] crate::github::Error),
 }
 
 /// Runs the controller while this replica holds the leader Lease; returns
@@ -28,15 +25,17 @@ pub enum LeaderError {
 pub async fn lead(
     client: kube::Client,
     config: &ControllerConfig,
+    lease: &LeaseConfig,
+    parts: ControllerParts,
     metrics: ControllerMetrics,
     stop: CancellationToken,
 ) -> Result<(), LeaderError> {
-    let namespace = config
-        .lease_namespace
+    let namespace = lease
+        .namespace
         .clone()
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    let identity = config.identity.clone().unwrap_or_else(crate::random::token);
-    let seconds = config.lease_duration.as_secs().max(2);
+    let identity = lease.identity.clone().unwrap_or_else(crate::random::token);
+    let seconds = lease.duration.as_secs().max(2);
     let manager = LeaseManagerBuilder::new(client.clone(), "smolpaws-controller")
         .with_namespace(&namespace)
         .with_identity(&identity)
@@ -61,7 +60,7 @@ pub async fn lead(
         }
     };
     let outcome = tokio::select! {
-        result = super::run(client, config, metrics, stop.clone().cancelled_owned()) => result.map_err(LeaderError::from),
+        () = super::run(client, config, parts, metrics, stop.clone().cancelled_owned()) => Ok(()),
         () = lost => Err(LeaderError::Lost),
     };
     // Dropping the watch lets the lease manager release the Lease.

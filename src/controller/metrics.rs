@@ -35,11 +35,17 @@ struct BackendLabel {
     backend: SandboxBackend,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabel {
+    kind: &'static str,
+}
+
 /// Counters and latency histograms of runs.
 #[derive(Clone)]
 pub struct ControllerMetrics {
     runs: Family<PhaseLabel, Counter>,
-    reconcile_errors: Counter,
+    reconcile_errors: Family<ErrorLabel, Counter>,
+    reconcile_duration: Histogram,
     to_sandbox: Histogram,
     to_running: Histogram,
     to_reply: Histogram,
@@ -56,7 +62,9 @@ impl ControllerMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self {
             runs: Family::default(),
-            reconcile_errors: Counter::default(),
+            reconcile_errors: Family::default(),
+            // 1 ms to about 16 s: most reconciles are one or two API calls.
+            reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             to_sandbox: seconds_histogram(),
             to_running: seconds_histogram(),
             to_reply: seconds_histogram(),
@@ -69,8 +77,13 @@ impl ControllerMetrics {
         );
         registry.register(
             "smolpaws_reconcile_errors",
-            "Reconciles that failed and were retried",
+            "Reconciles that failed and were retried, by the kind of failure",
             metrics.reconcile_errors.clone(),
+        );
+        registry.register(
+            "smolpaws_reconcile_duration_seconds",
+            "How long one reconcile took",
+            metrics.reconcile_duration.clone(),
         );
         registry.register(
             "smolpaws_run_sandbox_created_seconds",
@@ -100,9 +113,16 @@ impl ControllerMetrics {
         self.runs.get_or_create(&PhaseLabel { phase }).inc();
     }
 
-    /// A reconcile failed.
-    pub fn reconcile_failed(&self) {
-        self.reconcile_errors.inc();
+    /// A reconcile failed with an error of `kind`.
+    pub fn reconcile_failed(&self, kind: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabel { kind })
+            .inc();
+    }
+
+    /// A reconcile took `seconds`.
+    pub fn reconciled(&self, seconds: f64) {
+        self.reconcile_duration.observe(seconds);
     }
 
     /// A sandbox was created `seconds` after its run.

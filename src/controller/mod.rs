@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod config;
+pub mod decide;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
@@ -25,15 +26,14 @@ use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
+use secrecy::SecretString;
 
 use crate::api::{AgentRun, Phase};
 use crate::github::GitHub;
-use crate::sandbox::daytona::DaytonaSandboxes;
-use crate::sandbox::daytona::client::DaytonaError;
-use crate::sandbox::local::LocalSandboxes;
-use crate::sandbox::pod::PodSettings;
+use crate::sandbox::owned::MANAGED_BY;
+use crate::sandbox::{SandboxError, Sandboxes};
 use admission::Limits;
-pub use config::ControllerConfig;
+pub use config::{ControllerArgs, ControllerConfig, LeaseConfig, ResultArgs};
 use metrics::ControllerMetrics;
 
 /// Why a reconcile failed.
@@ -51,9 +51,9 @@ pub enum Error {
     /// An AgentRun without a namespace (the CRD is namespaced).
     #[error("the AgentRun has no namespace")]
     NoNamespace,
-    /// A Daytona call failed.
+    /// A sandbox backend call failed.
     #[error(transparent)]
-    Daytona(#[from] DaytonaError),
+    Sandbox(#[from] SandboxError),
     /// A GitHub step was reached without GitHub configured.
     #[error("GitHub is not configured: set GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY_FILE")]
     GitHubDisabled,
@@ -64,7 +64,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::GitHub(error) => error.is_transient(),
-            Self::Daytona(error) => error.is_transient(),
+            Self::Sandbox(error) => error.is_transient(),
             Self::Kube(_) => true,
             Self::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(error)
@@ -84,8 +84,8 @@ impl Error {
             } else {
                 Duration::from_secs(60)
             }),
-            Self::Daytona(error) => error.retry_after().unwrap_or(Duration::from_secs(2)),
-            Self::Kube(kube::Error::Api(status)) if status.code == 409 => {
+            Self::Sandbox(error) => error.retry_after().unwrap_or(Duration::from_secs(5)),
+            Self::Kube(kube::Error::Api(status)) if status.is_conflict() => {
                 Duration::from_millis(200)
             }
             Self::Finalizer(inner) => match inner.as_ref() {
@@ -98,20 +98,45 @@ impl Error {
     }
 }
 
+impl Error {
+    /// A bounded name for the kind of failure, for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::GitHub(_) => "github",
+            Self::Sandbox(_) => "sandbox",
+            Self::NoNamespace => "no_namespace",
+            Self::GitHubDisabled => "github_disabled",
+            Self::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(error)
+                | kube::runtime::finalizer::Error::CleanupFailed(error) => error.kind(),
+                _ => "finalizer",
+            },
+        }
+    }
+}
+
+/// What the controller is given rather than configured with: the parts a
+/// composition root chooses (real GitHub or none, which sandboxes).
+pub struct ControllerParts {
+    /// GitHub, when an App is configured.
+    pub github: Option<GitHub>,
+    /// The sandbox backends runs may name.
+    pub sandboxes: Sandboxes,
+    /// The LLM provider's key, handed to each run through its Secret.
+    pub llm_api_key: Option<SecretString>,
+}
+
 /// What every reconcile shares.
 pub struct Context {
     /// The Kubernetes client.
     pub client: Client,
     /// GitHub, when an App is configured.
     pub github: Option<GitHub>,
-    /// How sandbox pods are made, and the agent's settings in any sandbox.
-    pub settings: PodSettings,
-    /// Local sandboxes, in `smolpaws dev` only.
-    pub local: Option<Arc<LocalSandboxes>>,
-    /// Daytona sandboxes, when an API key is configured.
-    pub daytona: Option<DaytonaSandboxes>,
-    /// Where sandboxes report.
-    pub result_url: String,
+    /// The sandbox backends.
+    pub sandboxes: Sandboxes,
+    /// The LLM provider's key, handed to each run through its Secret.
+    pub llm_api_key: Option<SecretString>,
     /// Concurrency limits.
     pub limits: Limits,
     /// How long a sandbox may take to start.
@@ -149,14 +174,10 @@ impl Context {
 pub async fn run(
     client: Client,
     config: &ControllerConfig,
+    parts: ControllerParts,
     metrics: ControllerMetrics,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) -> Result<(), crate::github::Error> {
-    let github = config
-        .github
-        .app()
-        .map(|app| GitHub::new(&app))
-        .transpose()?;
+) {
     let (runs, pods): (Api<AgentRun>, Api<Pod>) = match &config.watch_namespace {
         Some(namespace) => (
             Api::namespaced(client.clone(), namespace),
@@ -174,25 +195,24 @@ pub async fn run(
         .with_config(limits)
         .owns(
             pods,
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=smolpaws"),
+            watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)),
         )
         .reconcile_on(woken);
+    let identity = config
+        .lease
+        .as_ref()
+        .and_then(|lease| lease.identity.clone());
     let reporter = Reporter {
         controller: "smolpaws-controller".into(),
-        instance: config.identity.clone(),
+        instance: identity,
     };
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,
-        github,
-        settings: config.sandbox.clone(),
-        local: config.local_sandboxes.clone(),
-        daytona: DaytonaSandboxes::new(&config.daytona),
-        result_url: config.result_url.clone(),
-        limits: Limits {
-            global: config.max_concurrent_runs,
-            per_repository: config.max_runs_per_repo,
-        },
+        github: parts.github,
+        sandboxes: parts.sandboxes,
+        llm_api_key: parts.llm_api_key,
+        limits: config.limits,
         pending_timeout: config.pending_timeout,
         run_timeout: config.run_timeout,
         ttl: config.ttl,
@@ -212,5 +232,4 @@ pub async fn run(
             }
         })
         .await;
-    Ok(())
 }

@@ -15,7 +15,6 @@ use axum::routing::{get, post};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
-use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -23,33 +22,16 @@ use tower_http::trace::TraceLayer;
 use tracing::{info, warn};
 
 use super::status::FIELD_MANAGER;
-use crate::api::{AgentRun, RunResult, TokenUsage};
-use crate::sandbox::pod::{keys, secret_name};
-
-/// The largest report accepted: a reply of several times GitHub's comment
-/// limit arrives whole (it is cut to fit when posted).
-pub const MAX_REPORT_BYTES: usize = 1024 * 1024;
-
-/// What the agent reports.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Report {
-    /// The reply, Markdown.
-    pub reply: String,
-    /// Tokens spent.
-    #[serde(default)]
-    pub usage: TokenUsage,
-    /// The model that answered.
-    #[serde(default)]
-    pub model: Option<String>,
-}
+use crate::api::contract::{MAX_REPORT_BYTES, RESULT_ROUTE, Report, env};
+use crate::api::{AgentRun, RunResult};
+use crate::sandbox::secret::{secret_name, value};
 
 type Answer = (StatusCode, String);
 
 /// The result endpoint's routes.
 pub fn router(client: Client) -> Router {
     Router::new()
-        .route("/v1/runs/{namespace}/{name}/result", post(report))
+        .route(RESULT_ROUTE, post(report))
         .layer(RequestBodyLimitLayer::new(MAX_REPORT_BYTES))
         .layer(DefaultBodyLimit::disable())
         .route("/healthz", get(|| async { "ok" }))
@@ -88,17 +70,14 @@ async fn report(
         Err(error) => return unavailable(error),
     };
     let secrets: Api<Secret> = Api::namespaced(client.as_ref().clone(), &namespace);
-    let expected = match secrets.get_opt(&secret_name(&run)).await {
-        Ok(secret) => secret
-            .and_then(|s| s.data)
-            .and_then(|mut data| data.remove(keys::REPORT_TOKEN))
-            .map(|token| token.0),
+    let secret = match secrets.get_opt(&secret_name(&run)).await {
+        Ok(secret) => secret,
         Err(error) => return unavailable(error),
     };
-    let Some(expected) = expected else {
+    let Some(expected) = secret.as_ref().and_then(|s| value(s, env::REPORT_TOKEN)) else {
         return unauthorized();
     };
-    if !bool::from(expected.as_slice().ct_eq(presented)) {
+    if !bool::from(expected.ct_eq(presented)) {
         warn!("refused a report with a wrong token");
         return unauthorized();
     }
@@ -141,11 +120,7 @@ async fn report(
 
 /// Writes `report` into run `name`'s status.
 pub async fn store(runs: &Api<AgentRun>, name: &str, report: Report) -> Result<(), kube::Error> {
-    let result = RunResult {
-        reply: report.reply,
-        usage: report.usage,
-        model: report.model,
-    };
+    let result = RunResult::from(report);
     let patch = json!({ "status": { "result": result } });
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),

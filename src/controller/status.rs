@@ -4,14 +4,13 @@
 //! and a Kubernetes Event so `kubectl describe` tells the story.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
 
 use super::{Context, Error};
-use crate::api::{AgentRun, Phase};
+use crate::api::{AgentRun, AgentRunStatus, Phase, PostedComment, SandboxRef, now};
 
 /// The field manager of every controller write.
 pub const FIELD_MANAGER: &str = "smolpaws-controller";
@@ -30,25 +29,18 @@ pub mod conditions {
     pub const REPLIED: &str = "Replied";
 }
 
-/// The current time as Kubernetes writes it.
-pub fn now() -> Time {
-    Time(Timestamp::now())
-}
-
-/// One status change.
+/// One status change: a condition, maybe a phase, and the status fields
+/// that go with them, typed so a misspelt field cannot compile.
+#[derive(Debug)]
 pub struct Transition {
-    /// The phase to move to, if it changes.
-    pub phase: Option<Phase>,
-    /// The condition it sets.
-    pub condition: &'static str,
-    /// Whether the condition holds.
-    pub holds: bool,
-    /// A CamelCase reason, also the Event's reason.
-    pub reason: &'static str,
-    /// What happened, for people.
-    pub message: String,
-    /// Other status fields to set.
-    pub fields: Map<String, Value>,
+    phase: Option<Phase>,
+    condition: &'static str,
+    holds: bool,
+    reason: &'static str,
+    message: String,
+    /// The other fields it sets; unset ones are left out of the merge
+    /// patch, so they keep their stored values.
+    fields: AgentRunStatus,
 }
 
 impl Transition {
@@ -60,7 +52,7 @@ impl Transition {
             holds: true,
             reason,
             message: message.into(),
-            fields: Map::new(),
+            fields: AgentRunStatus::default(),
         }
     }
 
@@ -76,11 +68,50 @@ impl Transition {
         self
     }
 
-    /// Also sets status field `name`.
-    pub fn with(mut self, name: &str, value: impl serde::Serialize) -> Self {
-        let value = serde_json::to_value(value).expect("status fields serialize");
-        self.fields.insert(name.to_owned(), value);
+    /// Records the run's sandbox.
+    pub fn sandbox(mut self, sandbox: SandboxRef) -> Self {
+        self.fields.sandbox = Some(sandbox);
         self
+    }
+
+    /// Records when the agent started.
+    pub fn started_at(mut self, at: Time) -> Self {
+        self.fields.started_at = Some(at);
+        self
+    }
+
+    /// Records when the run ended and how long it took, for people.
+    pub fn finished(mut self, at: Time, duration: String) -> Self {
+        self.fields.finished_at = Some(at);
+        self.fields.duration = Some(duration);
+        self
+    }
+
+    /// Records how long the run held its sandbox.
+    pub fn sandbox_seconds(mut self, seconds: i64) -> Self {
+        self.fields.sandbox_seconds = Some(seconds);
+        self
+    }
+
+    /// Records the posted reply.
+    pub fn reply(mut self, reply: PostedComment) -> Self {
+        self.fields.reply = Some(reply);
+        self
+    }
+
+    /// The condition this transition sets.
+    pub fn condition(&self) -> &'static str {
+        self.condition
+    }
+
+    /// Its reason.
+    pub fn reason(&self) -> &'static str {
+        self.reason
+    }
+
+    /// The phase it moves to, if any.
+    pub fn phase(&self) -> Option<Phase> {
+        self.phase
     }
 }
 
@@ -110,10 +141,22 @@ pub fn condition<'a>(run: &'a AgentRun, type_: &str) -> Option<&'a Condition> {
         .find(|c| c.type_ == type_)
 }
 
-/// Writes `transition` to `run` and records its Event.
-pub async fn write(ctx: &Context, run: &AgentRun, transition: Transition) -> Result<(), Error> {
-    let namespace = run.namespace().ok_or(Error::NoNamespace)?;
-    let api: Api<AgentRun> = Api::namespaced(ctx.client.clone(), &namespace);
+/// The merge patch of one transition: the status, guarded by the
+/// resourceVersion the decision was made on.
+#[derive(Debug, Serialize)]
+struct StatusPatch<'a> {
+    metadata: Guard<'a>,
+    status: &'a AgentRunStatus,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Guard<'a> {
+    resource_version: Option<&'a str>,
+}
+
+/// The status `transition` writes over `run`'s.
+pub fn patched_status(run: &AgentRun, transition: &Transition) -> AgentRunStatus {
     let current = run
         .status
         .as_ref()
@@ -127,20 +170,26 @@ pub async fn write(ctx: &Context, run: &AgentRun, transition: Transition) -> Res
         last_transition_time: now(),
         observed_generation: run.metadata.generation,
     };
-    let mut status = transition.fields;
-    status.insert(
-        "conditions".into(),
-        json!(merge_condition(current, condition)),
-    );
-    status.insert("observedGeneration".into(), json!(run.metadata.generation));
-    status.insert("message".into(), json!(transition.message));
-    if let Some(phase) = transition.phase {
-        status.insert("phase".into(), json!(phase));
+    AgentRunStatus {
+        phase: transition.phase,
+        conditions: merge_condition(current, condition),
+        observed_generation: run.metadata.generation,
+        message: Some(transition.message.clone()),
+        ..transition.fields.clone()
     }
-    let patch = json!({
-        "metadata": { "resourceVersion": run.resource_version() },
-        "status": status,
-    });
+}
+
+/// Writes `transition` to `run` and records its Event.
+pub async fn write(ctx: &Context, run: &AgentRun, transition: Transition) -> Result<(), Error> {
+    let namespace = run.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<AgentRun> = Api::namespaced(ctx.client.clone(), &namespace);
+    let status = patched_status(run, &transition);
+    let patch = StatusPatch {
+        metadata: Guard {
+            resource_version: run.metadata.resource_version.as_deref(),
+        },
+        status: &status,
+    };
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()

@@ -18,6 +18,9 @@ impl Tools {
     /// (minutes, once per pinned version set; the build reports progress on
     /// stderr). `SMOLPAWS_TOOLS_DIR` names prebuilt binaries instead.
     pub async fn locate() -> Result<Self, Error> {
+        if let Some(dir) = std::env::var_os("SMOLPAWS_TOOLS_DIR").filter(|d| !d.is_empty()) {
+            return Ok(Self { dir: dir.into() });
+        }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/build.sh");
         let output = Command::new("bash")
             .arg(&script)

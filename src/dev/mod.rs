@@ -12,17 +12,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Subcommand};
 use kube::CustomResourceExt;
-use prometheus_client::registry::Registry;
+use secrecy::SecretString;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::AgentRun;
-use crate::controller::ControllerConfig;
-use crate::controller::metrics::ControllerMetrics;
+use crate::api::{AgentRun, SandboxBackend};
+use crate::controller::{ControllerArgs, LeaseConfig};
 use crate::controlplane::{self, ControlPlane, Tools};
-use crate::intake::IntakeConfig;
+use crate::intake::signature::WebhookSecrets;
+use crate::intake::{IntakeConfig, RuleArgs};
+use crate::operator::{self, Operator};
 use crate::sandbox::local::LocalSandboxes;
 use crate::telemetry::{self, LogFormat, Output};
 use session::Session;
@@ -43,6 +44,15 @@ pub struct DevArgs {
     /// Where the intake listens.
     #[arg(long, default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
+
+    /// Who may trigger runs; with no App, the local author on local
+    /// repositories unless set.
+    #[command(flatten)]
+    pub rules: RuleArgs,
+
+    /// The controller's settings (the LLM, limits, timeouts).
+    #[command(flatten)]
+    pub controller: ControllerArgs,
 }
 
 /// What else `smolpaws dev` does.
@@ -51,17 +61,6 @@ pub enum DevCommand {
     /// Comment on an issue of a local repository, as GitHub would: a signed
     /// `issue_comment` webhook to the running dev intake.
     Comment(comment::CommentArgs),
-}
-
-/// The dev operator's settings: the intake's and the controller's, read
-/// from the usual flags and variables with dev mode's own addresses on top.
-#[derive(Debug, Parser)]
-#[command(name = "smolpaws dev")]
-struct DevOperator {
-    #[command(flatten)]
-    intake: IntakeConfig,
-    #[command(flatten)]
-    controller: ControllerConfig,
 }
 
 /// The default state directory.
@@ -93,34 +92,36 @@ pub async fn run(
     let intake_address = intake.local_addr()?;
     let results_address = results.local_addr()?;
     let webhook_secret = crate::random::token();
-    let mut operator = DevOperator::try_parse_from([
-        "smolpaws dev".to_owned(),
-        format!("--listen={intake_address}"),
-        format!("--webhook-secret={webhook_secret}"),
-        "--sandbox-backend=local".to_owned(),
-        format!("--result-listen={results_address}"),
-        format!("--result-url=http://{results_address}"),
-        "--identity=smolpaws-dev".to_owned(),
-    ])?;
-    require_llm(&operator.controller)?;
-    let github = operator.controller.github.app().is_some();
+    require_llm(&args.controller)?;
+    let github = args.controller.github.app().is_some();
     let author = session::local_author();
+    let mut rules = args.rules.clone();
     if !github {
         // Local repositories have one owner and one commenter: let them in
         // unless the allowlists say otherwise.
-        if operator.intake.allowed_owners.is_empty() {
-            operator.intake.allowed_owners = vec![comment::LOCAL_OWNER.to_owned()];
+        if rules.allowed_owners.is_empty() {
+            rules.allowed_owners = vec![comment::LOCAL_OWNER.to_owned()];
         }
-        if operator.intake.allowed_actors.is_empty() {
-            operator.intake.allowed_actors = vec![author.clone()];
+        if rules.allowed_actors.is_empty() {
+            rules.allowed_actors = vec![author.clone()];
         }
     }
+    let mut rules = rules.rules();
+    rules.backend = SandboxBackend::Local;
+    let intake_config = IntakeConfig {
+        rules,
+        secrets: WebhookSecrets::new([SecretString::from(webhook_secret.clone())]),
+        namespace: None,
+    };
     let repositories = dir.join("repositories");
-    operator.controller.local_sandboxes = Some(Arc::new(LocalSandboxes::new(
+    let environment =
+        operator::agent_environment(&args.controller, &format!("http://{results_address}"));
+    let local = LocalSandboxes::new(
         std::env::current_exe().context("cannot find the running executable")?,
         dir.join("sandboxes"),
         (!github).then(|| repositories.clone()),
-    )));
+        environment.clone(),
+    );
 
     eprintln!(
         "smolpaws dev: starting a local Kubernetes control plane (the first start builds kube-apiserver and etcd from tools/, about 10 minutes)"
@@ -143,10 +144,15 @@ pub async fn run(
     };
     session.save(&dir)?;
 
-    let mut registry = Registry::default();
-    let metrics = ControllerMetrics::register(&mut registry);
-    let router = crate::cli::build_intake(&operator.intake, &client, registry).router();
-    let front = crate::cli::serve_on(intake, router, stop.clone());
+    // The unisolated local backend joins the cluster's only here.
+    let sandboxes = operator::cluster_sandboxes(&client, &args.controller, &environment)
+        .with(SandboxBackend::Local, Arc::new(local));
+    let parts = operator::controller_parts(&args.controller, sandboxes)?;
+    let mut controller = args.controller.config();
+    controller.lease = Some(LeaseConfig::new(None, Some("smolpaws-dev".into())));
+    let operator = Operator::new(client.clone())
+        .intake(intake_config)
+        .controller(controller, parts, results);
     println!(
         "smolpaws dev is running (sandboxes are local processes: NOT isolated)\n\
          \n  intake:     {}/webhooks/github\n  kubeconfig: {}\n  GitHub:     {}\n\
@@ -162,26 +168,17 @@ pub async fn run(
         kubeconfig.display(),
     );
     let printer = tokio::spawn(terminal::print_runs(client.clone(), stop.clone()));
-    let outcome = crate::cli::run_controller(
-        client,
-        &operator.controller,
-        metrics,
-        results,
-        stop.clone(),
-        front,
-    )
-    .await;
+    let outcome = operator.run(intake, stop.clone()).await;
     stop.cancel();
     let _ = printer.await;
     session::remove(&dir);
-    drop(operator);
     drop(plane);
-    outcome
+    Ok(outcome?)
 }
 
 /// Dev mode needs an LLM; it says which variable to set rather than start
 /// runs that can only fail.
-fn require_llm(controller: &ControllerConfig) -> anyhow::Result<()> {
+fn require_llm(controller: &ControllerArgs) -> anyhow::Result<()> {
     let llm = &controller.sandbox.llm;
     if llm.model.is_none() {
         anyhow::bail!(

@@ -12,9 +12,22 @@ use super::signature::WebhookSecrets;
 use super::trigger::Mention;
 use crate::api::SandboxBackend;
 
+/// What the intake runs with: how deliveries are judged and verified, and
+/// where runs go.
+#[derive(Clone, Debug)]
+pub struct IntakeConfig {
+    /// The rules deliveries are judged by.
+    pub rules: Rules,
+    /// The accepted webhook secrets.
+    pub secrets: WebhookSecrets,
+    /// The namespace AgentRuns are created in; the client's default when
+    /// unset.
+    pub namespace: Option<String>,
+}
+
 /// Settings of `smolpaws intake`.
 #[derive(Args, Clone, Debug)]
-pub struct IntakeConfig {
+pub struct IntakeArgs {
     /// Address the webhook server listens on.
     #[arg(
         long = "listen",
@@ -33,6 +46,38 @@ pub struct IntakeConfig {
     #[arg(long, env = "GITHUB_WEBHOOK_SECRET_NEXT", hide_env_values = true)]
     pub webhook_secret_next: Option<SecretString>,
 
+    /// Who and what may trigger runs.
+    #[command(flatten)]
+    pub rules: RuleArgs,
+
+    /// The namespace AgentRuns are created in; the client's default
+    /// namespace (the pod's own, in a cluster) when unset.
+    #[arg(long, env = "SMOLPAWS_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+impl IntakeArgs {
+    /// The intake's typed settings.
+    pub fn config(&self) -> IntakeConfig {
+        IntakeConfig {
+            rules: self.rules.rules(),
+            secrets: self.secrets(),
+            namespace: self.namespace.clone(),
+        }
+    }
+
+    /// The accepted webhook secrets.
+    fn secrets(&self) -> WebhookSecrets {
+        WebhookSecrets::new(
+            std::iter::once(self.webhook_secret.clone()).chain(self.webhook_secret_next.clone()),
+        )
+    }
+}
+
+/// Who and what may trigger runs, from the variables the old webhook worker
+/// used.
+#[derive(Args, Clone, Debug)]
+pub struct RuleArgs {
     /// The mention that asks smolpaws for a run.
     #[arg(long, env = "SMOLPAWS_TRIGGER", default_value = "@smolpaws")]
     pub trigger: Mention,
@@ -58,22 +103,18 @@ pub struct IntakeConfig {
     #[arg(long, env = "GITHUB_APP_SLUG")]
     pub app_slug: Option<String>,
 
-    /// The sandbox backend runs are created for.
+    /// The sandbox backend runs are created for: `pod` or `daytona` (the
+    /// unisolated local backend exists only inside `smolpaws dev`).
     #[arg(
         long,
         env = "SMOLPAWS_SANDBOX_BACKEND",
-        value_enum,
-        default_value = "pod"
+        default_value = "pod",
+        value_parser = cluster_backend
     )]
     pub sandbox_backend: SandboxBackend,
-
-    /// The namespace AgentRuns are created in; the client's default
-    /// namespace (the pod's own, in a cluster) when unset.
-    #[arg(long, env = "SMOLPAWS_NAMESPACE")]
-    pub namespace: Option<String>,
 }
 
-impl IntakeConfig {
+impl RuleArgs {
     /// The rules deliveries are judged by.
     pub fn rules(&self) -> Rules {
         Rules {
@@ -88,11 +129,17 @@ impl IntakeConfig {
             backend: self.sandbox_backend,
         }
     }
+}
 
-    /// The accepted webhook secrets.
-    pub fn secrets(&self) -> WebhookSecrets {
-        WebhookSecrets::new(
-            std::iter::once(self.webhook_secret.clone()).chain(self.webhook_secret_next.clone()),
-        )
+/// A backend a cluster runs; `local` is refused, so no flag or variable
+/// can make the intake ask for unisolated sandboxes.
+fn cluster_backend(text: &str) -> Result<SandboxBackend, String> {
+    match text {
+        "pod" => Ok(SandboxBackend::Pod),
+        "daytona" => Ok(SandboxBackend::Daytona),
+        "local" => Err("the local backend runs only inside `smolpaws dev`".into()),
+        other => Err(format!(
+            "{other:?} is not a sandbox backend: use pod or daytona"
+        )),
     }
 }

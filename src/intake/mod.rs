@@ -19,17 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use kube::api::{Api, ListParams};
-use prometheus_client::registry::Registry;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::post;
+use kube::api::Api;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::AgentRun;
-pub use config::IntakeConfig;
+pub use config::{IntakeArgs, IntakeConfig, RuleArgs};
 use delivery::Rules;
 use metrics::IntakeMetrics;
 use signature::WebhookSecrets;
@@ -46,30 +43,22 @@ pub struct Intake {
     secrets: WebhookSecrets,
     runs: Api<AgentRun>,
     metrics: IntakeMetrics,
-    registry: Arc<Registry>,
 }
 
 impl Intake {
-    /// An intake that creates runs through `runs` (an Api scoped to the run
-    /// namespace), counts in `metrics` and serves `registry` (which may hold
-    /// other components' metrics too) at `/metrics`.
-    pub fn new(
-        rules: Rules,
-        secrets: WebhookSecrets,
-        runs: Api<AgentRun>,
-        metrics: IntakeMetrics,
-        registry: Arc<Registry>,
-    ) -> Self {
+    /// An intake that judges deliveries by `config`, creates runs through
+    /// `runs` (an Api scoped to the run namespace) and counts in `metrics`.
+    pub fn new(config: IntakeConfig, runs: Api<AgentRun>, metrics: IntakeMetrics) -> Self {
         Self {
-            rules,
-            secrets,
+            rules: config.rules,
+            secrets: config.secrets,
             runs,
             metrics,
-            registry,
         }
     }
 
-    /// The HTTP routes: the webhook, probes and metrics.
+    /// The webhook route; the process's probes and metrics are served
+    /// beside it by the composition root.
     pub fn router(self) -> Router {
         let state = Arc::new(self);
         let webhook = Router::new()
@@ -84,32 +73,7 @@ impl Intake {
             ));
         Router::new()
             .merge(webhook)
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(ready))
-            .route("/metrics", get(metrics_text))
             .layer(TraceLayer::new_for_http())
             .with_state(state)
     }
-}
-
-/// Ready when the apiserver answers for AgentRuns in the run namespace,
-/// which also proves the CRD is installed and the intake may read it.
-async fn ready(State(intake): State<Arc<Intake>>) -> impl IntoResponse {
-    let one = ListParams::default().limit(1);
-    let probe = intake.runs.list_metadata(&one);
-    match tokio::time::timeout(Duration::from_secs(2), probe).await {
-        Ok(Ok(_)) => (StatusCode::OK, "ok".to_owned()),
-        Ok(Err(error)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the apiserver refused to list AgentRuns: {error}"),
-        ),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the apiserver did not answer within 2s".to_owned(),
-        ),
-    }
-}
-
-async fn metrics_text(State(intake): State<Arc<Intake>>) -> Response {
-    crate::telemetry::metrics_response(&intake.registry)
 }

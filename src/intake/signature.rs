@@ -22,6 +22,7 @@ pub enum SignatureError {
 
 /// The webhook secrets a delivery may be signed with: the current one and,
 /// during a rotation, the previous one.
+#[derive(Clone, Debug)]
 pub struct WebhookSecrets(Vec<SecretString>);
 
 impl WebhookSecrets {

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use super::events::{Event, EventBody, EventLog, LlmMessage, Observation, Source, TextContent};
 use super::models::Models;
 use super::now;
-use crate::agent::AgentSettings;
+use crate::agent::WorkArgs;
 use crate::agent::session::{Session, Step};
 use crate::agent::tools::workspace::Workspace;
 use crate::api::TokenUsage;
@@ -274,7 +274,7 @@ impl Conversation {
 pub struct Conversations {
     persistence: PathBuf,
     workspaces: PathBuf,
-    settings: AgentSettings,
+    settings: WorkArgs,
     models: Arc<Models>,
     slots: Arc<Semaphore>,
     capacity: usize,
@@ -290,7 +290,7 @@ impl Conversations {
     pub fn load(
         persistence: &Path,
         workspaces: &Path,
-        settings: AgentSettings,
+        settings: WorkArgs,
         models: Arc<Models>,
         slots: Arc<Semaphore>,
         capacity: usize,

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tracing::{info, warn};
 
-use crate::agent::AgentSettings;
+use crate::agent::WorkArgs;
 use crate::agent::tools::workspace::Workspace;
 use conversations::{
     ConversationError, Conversations, ExecutionStatus, SendMessage, StartConversation,
@@ -43,7 +43,7 @@ const PORT: u16 = 3000;
 
 /// Settings of `smolpaws agent serve`.
 #[derive(Args, Clone, Debug)]
-pub struct RunnerConfig {
+pub struct RunnerArgs {
     /// Where to listen; 127.0.0.1:3000 in a terminal, 0.0.0.0:3000 in a
     /// container (loopback only while no token is set).
     #[arg(long, env = "SMOLPAWS_RUNNER_ADDR")]
@@ -81,12 +81,12 @@ pub struct RunnerConfig {
 
     /// How the agent works.
     #[command(flatten)]
-    pub agent: AgentSettings,
+    pub agent: WorkArgs,
 }
 
 /// What every route shares.
 pub struct Runner {
-    config: RunnerConfig,
+    config: RunnerArgs,
     /// The workspace root, which every /api path is confined to.
     root: Workspace,
     slots: Arc<Semaphore>,
@@ -144,7 +144,7 @@ fn in_container() -> bool {
 }
 
 /// The address to listen on, and whether it is loopback-only by force.
-fn address(config: &RunnerConfig) -> anyhow::Result<SocketAddr> {
+fn address(config: &RunnerArgs) -> anyhow::Result<SocketAddr> {
     let default = if in_container() {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), PORT)
     } else {
@@ -166,7 +166,7 @@ fn address(config: &RunnerConfig) -> anyhow::Result<SocketAddr> {
 
 /// Serves until `stop` is cancelled, then pauses running conversations
 /// (each records it) and waits for them.
-pub async fn serve(config: RunnerConfig, stop: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(config: RunnerArgs, stop: CancellationToken) -> anyhow::Result<()> {
     let address = address(&config)?;
     let persistence = config
         .persistence_dir

@@ -5,17 +5,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::agent::llm::Llm;
-use crate::agent::{AgentError, AgentSettings};
+use crate::agent::{AgentError, WorkArgs};
 
 /// LLM clients by model (`None`: `LLM_MODEL`'s).
 pub struct Models {
-    settings: AgentSettings,
+    settings: WorkArgs,
     made: Mutex<HashMap<Option<String>, Arc<Llm>>>,
 }
 
 impl Models {
     /// No client made yet.
-    pub fn new(settings: AgentSettings) -> Self {
+    pub fn new(settings: WorkArgs) -> Self {
         Self {
             settings,
             made: Mutex::new(HashMap::new()),

@@ -10,13 +10,16 @@
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kube::ResourceExt;
 use tracing::warn;
 
-use super::SandboxState;
+use super::env::AgentEnvironment;
+use super::{Launch, Polls, Provisioned, Sandbox, SandboxError, SandboxState};
 use crate::api::AgentRun;
+use crate::api::contract::env;
 use crate::process::Process;
 
 /// The file in a run's directory that holds the agent's output.
@@ -32,17 +35,25 @@ pub struct LocalSandboxes {
     agent: PathBuf,
     root: PathBuf,
     repositories: Option<PathBuf>,
+    environment: Arc<AgentEnvironment>,
     running: Mutex<HashMap<String, Process>>,
 }
 
 impl LocalSandboxes {
-    /// Sandboxes that run `agent` (a smolpaws binary), each in a directory
-    /// under `root`; `repositories` holds the links of local repositories.
-    pub fn new(agent: PathBuf, root: PathBuf, repositories: Option<PathBuf>) -> Self {
+    /// Sandboxes that run `agent` (a smolpaws binary) told `environment`,
+    /// each in a directory under `root`; `repositories` holds the links of
+    /// local repositories.
+    pub fn new(
+        agent: PathBuf,
+        root: PathBuf,
+        repositories: Option<PathBuf>,
+        environment: Arc<AgentEnvironment>,
+    ) -> Self {
         Self {
             agent,
             root,
             repositories,
+            environment,
             running: Mutex::new(HashMap::new()),
         }
     }
@@ -70,13 +81,13 @@ impl LocalSandboxes {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Starts `run`'s agent with `env` (see [`super::resolve_env`]) unless it already
-    /// runs or ran in this process.
-    pub fn start(&self, run: &AgentRun, env: Vec<(String, String)>) -> std::io::Result<()> {
+    /// Starts `run`'s agent with `vars` unless it already runs or ran in
+    /// this process; whether it started it now.
+    fn start(&self, run: &AgentRun, vars: Vec<(String, String)>) -> std::io::Result<bool> {
         let mut running = self.processes();
         let key = run.uid().unwrap_or_default();
         if running.contains_key(&key) {
-            return Ok(());
+            return Ok(false);
         }
         let directory = self.directory(run);
         let workspace = match self.local_checkout(&run.spec.github.repository) {
@@ -95,10 +106,10 @@ impl LocalSandboxes {
                     std::env::var_os(name).map(|value| (name.to_string(), value))
                 }),
             )
-            .envs(env)
-            .env("SMOLPAWS_WORKSPACE", &workspace);
+            .envs(vars)
+            .env(env::WORKSPACE, &workspace);
         if workspace.join(".git").exists() {
-            command.env("SMOLPAWS_EXISTING_CHECKOUT", "true");
+            command.env(env::EXISTING_CHECKOUT, "true");
         }
         warn!(
             run = %run.name_any(),
@@ -107,12 +118,12 @@ impl LocalSandboxes {
         );
         let process = Process::spawn(&run.name_any(), command, &directory.join(LOG_FILE))?;
         running.insert(key, process);
-        Ok(())
+        Ok(true)
     }
 
     /// What `run`'s agent is doing; `None` when this process never started
     /// it (it was started by an operator that has since stopped).
-    pub fn state(&self, run: &AgentRun) -> Option<SandboxState> {
+    fn agent_state(&self, run: &AgentRun) -> Option<SandboxState> {
         let mut running = self.processes();
         let process = running.get_mut(&run.uid().unwrap_or_default())?;
         Some(match process.exited() {
@@ -128,11 +139,45 @@ impl LocalSandboxes {
             },
         })
     }
+}
 
-    /// Stops `run`'s agent, if it runs.
-    pub fn stop(&self, run: &AgentRun) {
+#[async_trait::async_trait]
+impl Sandbox for LocalSandboxes {
+    fn planned_name(&self, run: &AgentRun) -> Option<String> {
+        Some(self.directory(run).display().to_string())
+    }
+
+    async fn provision(&self, launch: Launch<'_>) -> Result<Provisioned, SandboxError> {
+        let vars = self.environment.for_process(launch.run, launch.secret);
+        Ok(match self.start(launch.run, vars) {
+            Ok(created) => Provisioned::Started {
+                at: crate::api::now(),
+                name: None,
+                created,
+            },
+            Err(error) => Provisioned::Failed {
+                reason: "SandboxFailed",
+                message: format!("the local sandbox could not start: {error}"),
+            },
+        })
+    }
+
+    async fn state(&self, run: &AgentRun) -> Result<Option<SandboxState>, SandboxError> {
+        Ok(self.agent_state(run))
+    }
+
+    async fn stop(&self, run: &AgentRun) -> Result<(), SandboxError> {
         // Dropping the process kills its whole process group.
         drop(self.processes().remove(&run.uid().unwrap_or_default()));
+        Ok(())
+    }
+
+    /// Processes are not watched: they are looked at often.
+    fn polls(&self) -> Polls {
+        Polls {
+            starting: Duration::from_secs(2),
+            running: Duration::from_secs(1),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! The hardened sandbox pod of a run, its per-run Secret, and how a pod's
-//! status reads as a sandbox state.
+//! The pod backend: a run's agent in a hardened pod of the run's namespace,
+//! and how a pod's status reads as a sandbox state.
 //!
 //! Any image can be the sandbox: an init container copies the static
 //! `smolpaws` binary from the smolpaws image into an emptyDir, and the main
@@ -7,191 +7,136 @@
 //! only through the per-run Secret; the pod spec holds none.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::Args;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, Pod, PodSecurityContext,
-    PodSpec, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
-    Toleration, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, Pod, PodSecurityContext, PodSpec,
+    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::Resource;
-use kube::api::ObjectMeta;
-use secrecy::{ExposeSecret, SecretString};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::{Client, ResourceExt};
+use tracing::info;
 
-use super::SandboxState;
+use super::env::AgentEnvironment;
+use super::{Launch, Polls, Provisioned, Sandbox, SandboxError, SandboxState, owned};
 use crate::api::AgentRun;
 
 /// Where the agent binary lands inside the sandbox.
 pub const AGENT_BINARY: &str = "/opt/smolpaws/bin/smolpaws";
 /// The agent's working directory: the checkout lives here.
 pub const WORKSPACE: &str = "/workspace";
-/// The label naming the run a pod or Secret belongs to.
-pub const RUN_LABEL: &str = "smolpaws.dev/run";
-
-/// Secret keys the agent reads.
-pub mod keys {
-    /// The repository-scoped GitHub token.
-    pub const GITHUB_TOKEN: &str = "GITHUB_TOKEN";
-    /// The token that authenticates the agent's report of its result.
-    pub const REPORT_TOKEN: &str = "SMOLPAWS_REPORT_TOKEN";
-    /// The LLM provider's key.
-    pub const LLM_API_KEY: &str = "LLM_API_KEY";
-}
-
-/// The operator's settings for sandbox pods.
-#[derive(Args, Clone, Debug)]
-pub struct PodSettings {
-    /// The sandbox image when a run names none. It needs git for the checkout.
-    #[arg(
-        long = "sandbox-image",
-        env = "SMOLPAWS_SANDBOX_IMAGE",
-        default_value = "docker.io/library/buildpack-deps:bookworm-scm"
-    )]
-    pub image: String,
-
-    /// The smolpaws image, whose binary the init container copies into the
-    /// sandbox.
-    #[arg(
-        long = "agent-image",
-        env = "SMOLPAWS_AGENT_IMAGE",
-        default_value = concat!("ghcr.io/smolpaws/smolpaws:", env!("CARGO_PKG_VERSION"))
-    )]
-    pub agent_image: String,
-
-    /// CPU for a sandbox when the run sets no resources (request and limit).
-    #[arg(
-        long = "sandbox-cpu",
-        env = "SMOLPAWS_SANDBOX_CPU",
-        default_value = "1"
-    )]
-    pub cpu: String,
-
-    /// Memory for a sandbox when the run sets no resources (request and limit).
-    #[arg(
-        long = "sandbox-memory",
-        env = "SMOLPAWS_SANDBOX_MEMORY",
-        default_value = "2Gi"
-    )]
-    pub memory: String,
-
-    /// A RuntimeClass for sandboxes (gVisor, Kata) for stronger isolation.
-    #[arg(long = "sandbox-runtime-class", env = "SMOLPAWS_SANDBOX_RUNTIME_CLASS")]
-    pub runtime_class: Option<String>,
-
-    /// Node labels sandboxes must run on, as key=value, comma separated.
-    #[arg(long = "sandbox-node-selector", env = "SMOLPAWS_SANDBOX_NODE_SELECTOR", value_delimiter = ',', value_parser = key_value)]
-    pub node_selector: Vec<(String, String)>,
-
-    /// Tolerations for sandboxes, as a JSON array of Kubernetes tolerations.
-    #[arg(long = "sandbox-tolerations", env = "SMOLPAWS_SANDBOX_TOLERATIONS", value_parser = tolerations)]
-    pub tolerations: Option<Tolerations>,
-
-    /// Extra environment for the agent, as NAME=value, comma separated.
-    #[arg(long = "sandbox-env", env = "SMOLPAWS_SANDBOX_ENV", value_delimiter = ',', value_parser = key_value)]
-    pub extra_env: Vec<(String, String)>,
-
-    /// The agent's LLM.
-    #[command(flatten)]
-    pub llm: crate::agent::llm::LlmArgs,
-}
-
-/// Tolerations parsed from JSON.
-#[derive(Clone, Debug)]
-pub struct Tolerations(pub Vec<Toleration>);
-
-fn tolerations(text: &str) -> Result<Tolerations, String> {
-    serde_json::from_str(text)
-        .map(Tolerations)
-        .map_err(|e| format!("not a JSON array of tolerations ({e}), e.g. [{{\"key\":\"sandbox\",\"operator\":\"Exists\"}}]"))
-}
-
-fn key_value(text: &str) -> Result<(String, String), String> {
-    text.split_once('=')
-        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
-        .filter(|(k, _)| !k.is_empty())
-        .ok_or_else(|| format!("{text:?} is not KEY=value"))
-}
 
 /// The name of a run's pod.
 pub fn pod_name(run: &AgentRun) -> String {
-    run.metadata.name.clone().unwrap_or_default()
+    owned::run_name(run)
 }
 
-/// The name of a run's Secret.
-pub fn secret_name(run: &AgentRun) -> String {
-    format!("{}-run", pod_name(run))
+/// Sandbox pods, made through one client.
+pub struct PodSandboxes {
+    client: Client,
+    environment: Arc<AgentEnvironment>,
 }
 
-fn owned_metadata(run: &AgentRun, name: String) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: run.metadata.namespace.clone(),
-        labels: Some(BTreeMap::from([
-            (RUN_LABEL.to_owned(), pod_name(run)),
-            (
-                "app.kubernetes.io/managed-by".to_owned(),
-                "smolpaws".to_owned(),
-            ),
-        ])),
-        owner_references: run.controller_owner_ref(&()).map(|owner| vec![owner]),
-        ..ObjectMeta::default()
+impl PodSandboxes {
+    /// Pods made with `client`, their agents told `environment`.
+    pub fn new(client: Client, environment: Arc<AgentEnvironment>) -> Self {
+        Self {
+            client,
+            environment,
+        }
+    }
+
+    fn pods(&self, run: &AgentRun) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &run.namespace().unwrap_or_default())
     }
 }
 
-/// The credentials of one run.
-pub struct RunCredentials {
-    /// The repository-scoped GitHub token, when GitHub is configured.
-    pub github_token: Option<SecretString>,
-    /// The token the agent must present when it reports its result.
-    pub report_token: SecretString,
-}
+#[async_trait::async_trait]
+impl Sandbox for PodSandboxes {
+    fn planned_name(&self, run: &AgentRun) -> Option<String> {
+        Some(pod_name(run))
+    }
 
-/// The per-run Secret, owned by the run.
-pub fn secret(run: &AgentRun, credentials: &RunCredentials, settings: &PodSettings) -> Secret {
-    let entries = [
-        (keys::GITHUB_TOKEN, credentials.github_token.as_ref()),
-        (keys::REPORT_TOKEN, Some(&credentials.report_token)),
-        (keys::LLM_API_KEY, settings.llm.api_key.as_ref()),
-    ];
-    let data = entries
-        .into_iter()
-        .filter_map(|(key, value)| {
-            let value = value?.expose_secret().as_bytes().to_vec();
-            Some((key.to_owned(), ByteString(value)))
+    async fn provision(&self, launch: Launch<'_>) -> Result<Provisioned, SandboxError> {
+        let run = launch.run;
+        let api = self.pods(run);
+        let name = pod_name(run);
+        let (pod, created) = match api.get_opt(&name).await? {
+            Some(pod) => (pod, false),
+            None => {
+                let timeout = i64::try_from(launch.timeout.as_secs()).unwrap_or(i64::MAX);
+                let pod = pod(run, &self.environment, timeout);
+                match api.create(&PostParams::default(), &pod).await {
+                    Ok(pod) => {
+                        info!(pod = %name, "created the sandbox pod");
+                        (pod, true)
+                    }
+                    Err(kube::Error::Api(status)) if status.is_already_exists() => {
+                        (api.get(&name).await?, false)
+                    }
+                    Err(kube::Error::Api(status)) if is_refusal(&status) => {
+                        return Ok(Provisioned::Failed {
+                            reason: "SandboxRejected",
+                            message: format!(
+                                "Kubernetes refused the sandbox pod: {}",
+                                status.message
+                            ),
+                        });
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        };
+        Ok(match state(&pod) {
+            SandboxState::Waiting { reason } => Provisioned::Waiting { reason, created },
+            SandboxState::Running | SandboxState::Exited { .. } => Provisioned::Started {
+                at: pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.start_time.clone())
+                    .unwrap_or_else(crate::api::now),
+                name: None,
+                created,
+            },
         })
-        .collect();
-    Secret {
-        metadata: owned_metadata(run, secret_name(run)),
-        data: Some(data),
-        type_: Some("Opaque".into()),
-        ..Secret::default()
+    }
+
+    async fn state(&self, run: &AgentRun) -> Result<Option<SandboxState>, SandboxError> {
+        Ok(self
+            .pods(run)
+            .get_opt(&pod_name(run))
+            .await?
+            .as_ref()
+            .map(state))
+    }
+
+    async fn stop(&self, run: &AgentRun) -> Result<(), SandboxError> {
+        match self
+            .pods(run)
+            .delete(&pod_name(run), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Pods are watched, so polls only catch what a lost event missed.
+    fn polls(&self) -> Polls {
+        Polls {
+            starting: Duration::from_secs(10),
+            running: Duration::from_secs(30),
+        }
     }
 }
 
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        ..EnvVar::default()
-    }
-}
-
-fn secret_env(run: &AgentRun, key: &str) -> EnvVar {
-    EnvVar {
-        name: key.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret_name(run),
-                key: key.into(),
-                // Keys are absent when not configured (no GitHub, no LLM key).
-                optional: Some(key != keys::REPORT_TOKEN),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }
+/// Whether the apiserver refused the pod itself (invalid, forbidden by
+/// policy or quota), which no retry of the same pod fixes.
+fn is_refusal(status: &kube::core::Status) -> bool {
+    status.is_invalid() || status.is_forbidden() || status.reason == "BadRequest"
 }
 
 fn volume(name: &str) -> Volume {
@@ -229,47 +174,17 @@ fn locked_down() -> SecurityContext {
     }
 }
 
-/// The agent's environment, every backend's: the run, where to report, the
-/// LLM settings, and the per-run Secret's keys as references to it.
-pub fn agent_env(run: &AgentRun, settings: &PodSettings, result_url: &str) -> Vec<EnvVar> {
-    let spec_json = serde_json::to_string(&run.spec).expect("an AgentRun spec serializes");
-    let mut agent_env = vec![
-        env("SMOLPAWS_RUN_NAME", pod_name(run)),
-        env(
-            "SMOLPAWS_RUN_NAMESPACE",
-            run.metadata.namespace.clone().unwrap_or_default(),
-        ),
-        env("SMOLPAWS_RUN_SPEC", spec_json),
-        env("SMOLPAWS_RESULT_URL", result_url),
-        secret_env(run, keys::GITHUB_TOKEN),
-        secret_env(run, keys::REPORT_TOKEN),
-        secret_env(run, keys::LLM_API_KEY),
-    ];
-    let model = run
-        .spec
-        .agent
-        .as_ref()
-        .and_then(|agent| agent.model.clone())
-        .or_else(|| settings.llm.model.clone());
-    for (name, value) in [
-        ("LLM_MODEL", model),
-        ("LLM_BASE_URL", settings.llm.base_url.clone()),
-        ("LLM_PROVIDER", settings.llm.provider.clone()),
-    ] {
-        if let Some(value) = value {
-            agent_env.push(env(name, value));
-        }
-    }
-    agent_env.extend(settings.extra_env.iter().map(|(k, v)| env(k, v.clone())));
-    agent_env
-}
-
-/// The sandbox pod of `run`, which reports to `result_url` and may run for
-/// `timeout_seconds`.
-pub fn pod(run: &AgentRun, settings: &PodSettings, result_url: &str, timeout_seconds: i64) -> Pod {
-    let mut agent_env = agent_env(run, settings, result_url);
+/// The sandbox pod of `run`, whose agent is told `environment` and may run
+/// for `timeout_seconds`.
+pub fn pod(run: &AgentRun, environment: &AgentEnvironment, timeout_seconds: i64) -> Pod {
+    let settings = &environment.settings;
+    let mut agent_env = environment.for_pod(run);
     // The root filesystem is read-only; /tmp is a writable volume.
-    agent_env.push(env("HOME", "/tmp"));
+    agent_env.push(k8s_openapi::api::core::v1::EnvVar {
+        name: "HOME".into(),
+        value: Some("/tmp".into()),
+        ..Default::default()
+    });
 
     let resources = run.spec.sandbox.resources.clone().unwrap_or_else(|| {
         let amounts = BTreeMap::from([
@@ -285,7 +200,7 @@ pub fn pod(run: &AgentRun, settings: &PodSettings, result_url: &str, timeout_sec
     let bin_dir = AGENT_BINARY.rsplit_once('/').map_or("/", |(dir, _)| dir);
 
     Pod {
-        metadata: owned_metadata(run, pod_name(run)),
+        metadata: owned::metadata(run, pod_name(run)),
         spec: Some(PodSpec {
             restart_policy: Some("Never".into()),
             active_deadline_seconds: Some(timeout_seconds),

@@ -116,7 +116,7 @@ impl FakeDaytona {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
-        f(&mut self.inner.lock().unwrap())
+        f(&mut self.inner.lock().expect("the fake's state"))
     }
 
     /// Scripts `fault` for the next call starting with `call`, e.g.
@@ -165,7 +165,7 @@ async fn gate(State(inner): State<Shared>, request: Request, next: Next) -> Resp
         .and_then(|v| v.to_str().ok())
         == Some(&format!("Bearer {KEY}"));
     let fault = {
-        let mut inner = inner.lock().unwrap();
+        let mut inner = inner.lock().expect("the fake's state");
         inner.calls.push(call.clone());
         if !authorized {
             inner.unauthorized += 1;
@@ -214,7 +214,7 @@ fn not_found(what: &str) -> Response {
 }
 
 async fn create(State(inner): State<Shared>, Json(body): Json<Value>) -> Response {
-    let mut inner = inner.lock().unwrap();
+    let mut inner = inner.lock().expect("the fake's state");
     inner.created += 1;
     let id = format!("sbx-{}", inner.created);
     let labels: BTreeMap<String, String> =
@@ -239,7 +239,7 @@ async fn list(
         .get("labels")
         .map(|l| serde_json::from_str(l).unwrap_or_default())
         .unwrap_or_default();
-    let inner = inner.lock().unwrap();
+    let inner = inner.lock().expect("the fake's state");
     let found: Vec<Value> = inner
         .sandboxes
         .values()
@@ -250,7 +250,7 @@ async fn list(
 }
 
 async fn one(State(inner): State<Shared>, Path(id): Path<String>) -> Response {
-    match inner.lock().unwrap().sandboxes.get(&id) {
+    match inner.lock().expect("the fake's state").sandboxes.get(&id) {
         Some(sandbox) => Json(sandbox.json()).into_response(),
         None => not_found("Sandbox"),
     }
@@ -258,14 +258,24 @@ async fn one(State(inner): State<Shared>, Path(id): Path<String>) -> Response {
 
 async fn delete(State(inner): State<Shared>, Path(id): Path<String>) -> Response {
     // Dropping the sandbox kills its commands and removes its directory.
-    match inner.lock().unwrap().sandboxes.remove(&id) {
+    match inner
+        .lock()
+        .expect("the fake's state")
+        .sandboxes
+        .remove(&id)
+    {
         Some(_) => StatusCode::OK.into_response(),
         None => not_found("Sandbox"),
     }
 }
 
 async fn start(State(inner): State<Shared>, Path(id): Path<String>) -> Response {
-    match inner.lock().unwrap().sandboxes.get_mut(&id) {
+    match inner
+        .lock()
+        .expect("the fake's state")
+        .sandboxes
+        .get_mut(&id)
+    {
         Some(sandbox) => {
             sandbox.state = "started";
             StatusCode::OK.into_response()
@@ -275,7 +285,12 @@ async fn start(State(inner): State<Shared>, Path(id): Path<String>) -> Response 
 }
 
 async fn stop(State(inner): State<Shared>, Path(id): Path<String>) -> Response {
-    match inner.lock().unwrap().sandboxes.get_mut(&id) {
+    match inner
+        .lock()
+        .expect("the fake's state")
+        .sandboxes
+        .get_mut(&id)
+    {
         Some(sandbox) => {
             sandbox.state = "stopped";
             sandbox.sessions.clear();
@@ -290,7 +305,12 @@ async fn labels(
     Path(id): Path<String>,
     Json(body): Json<Value>,
 ) -> Response {
-    match inner.lock().unwrap().sandboxes.get_mut(&id) {
+    match inner
+        .lock()
+        .expect("the fake's state")
+        .sandboxes
+        .get_mut(&id)
+    {
         Some(sandbox) => {
             sandbox.labels = serde_json::from_value(body["labels"].clone()).unwrap_or_default();
             Json(json!({ "labels": sandbox.labels })).into_response()
@@ -317,7 +337,7 @@ async fn upload(
     let Some(content) = content else {
         return error(StatusCode::BAD_REQUEST, "file is required");
     };
-    let root = match inner.lock().unwrap().sandboxes.get(&id) {
+    let root = match inner.lock().expect("the fake's state").sandboxes.get(&id) {
         Some(sandbox) => sandbox.root.path().to_owned(),
         None => return not_found("Sandbox"),
     };
@@ -335,7 +355,12 @@ async fn new_session(
     Json(body): Json<Value>,
 ) -> Response {
     let session = body["sessionId"].as_str().unwrap_or_default().to_owned();
-    match inner.lock().unwrap().sandboxes.get_mut(&id) {
+    match inner
+        .lock()
+        .expect("the fake's state")
+        .sandboxes
+        .get_mut(&id)
+    {
         Some(sandbox) if sandbox.sessions.contains_key(&session) => {
             error(StatusCode::CONFLICT, "session already exists")
         }
@@ -351,7 +376,7 @@ async fn session(
     State(inner): State<Shared>,
     Path((id, session)): Path<(String, String)>,
 ) -> Response {
-    let mut inner = inner.lock().unwrap();
+    let mut inner = inner.lock().expect("the fake's state");
     let Some(commands) = inner
         .sandboxes
         .get_mut(&id)
@@ -375,7 +400,7 @@ async fn end_session(
 ) -> Response {
     match inner
         .lock()
-        .unwrap()
+        .expect("the fake's state")
         .sandboxes
         .get_mut(&id)
         .and_then(|s| s.sessions.remove(&session))
@@ -392,7 +417,7 @@ async fn exec(
     Json(body): Json<Value>,
 ) -> Response {
     let command = body["command"].as_str().unwrap_or_default().to_owned();
-    let mut inner = inner.lock().unwrap();
+    let mut inner = inner.lock().expect("the fake's state");
     inner.commands.push(command.clone());
     let Some(sandbox) = inner.sandboxes.get_mut(&id) else {
         return not_found("Sandbox");
@@ -424,7 +449,7 @@ async fn logs(
     State(inner): State<Shared>,
     Path((id, session, command)): Path<(String, String, String)>,
 ) -> Response {
-    let inner = inner.lock().unwrap();
+    let inner = inner.lock().expect("the fake's state");
     let log = inner
         .sandboxes
         .get(&id)

@@ -39,11 +39,14 @@ impl Logs {
 
     /// The container of `pod` ended: a follower stops after its last bytes.
     pub fn ended(&self, pod: &str) {
-        self.ended.lock().unwrap().insert(pod.to_owned());
+        self.ended
+            .lock()
+            .expect("the ended pods")
+            .insert(pod.to_owned());
     }
 
     fn has_ended(&self, pod: &str) -> bool {
-        self.ended.lock().unwrap().contains(pod)
+        self.ended.lock().expect("the ended pods").contains(pod)
     }
 }
 

@@ -96,8 +96,12 @@ async fn start() -> Result<Shared, String> {
         began.elapsed(),
         plane.kubeconfig_path().display()
     );
-    // SAFETY: registers a plain function with no preconditions.
-    unsafe { libc::atexit(stop_control_plane) };
+    // SAFETY: registers a plain function with no preconditions; std offers
+    // no exit hook, and a test binary's statics are never dropped.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::atexit(stop_control_plane)
+    };
     Ok(Shared {
         config: plane.config().clone(),
         kubeconfig: plane.kubeconfig_path().to_owned(),
@@ -187,4 +191,14 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
         .await
         .expect("creating the default ServiceAccount");
     name
+}
+
+/// Sends `signal` to process `pid`, as a user's Ctrl-C or a kubelet's stop
+/// would.
+pub fn signal(pid: u32, signal: i32) {
+    let pid = i32::try_from(pid).expect("a pid fits an i32");
+    // SAFETY: kill(2) takes plain integers and touches no memory here.
+    #[allow(unsafe_code)]
+    let sent = unsafe { libc::kill(pid, signal) };
+    assert_eq!(sent, 0, "signal {signal} to {pid}");
 }

@@ -7,30 +7,32 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use prometheus_client::registry::Registry;
 use serde_json::json;
-use smolpaws::controller::{self, ControllerConfig, metrics::ControllerMetrics};
+use smolpaws::controller::{ControllerArgs, LeaseConfig};
+use smolpaws::operator::{self, Operator as Composed};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// The controller's flags at their defaults (and the test process's
+/// environment), for a test to change as typed fields.
 #[derive(Parser)]
-struct Args {
+struct Defaults {
     #[command(flatten)]
-    controller: ControllerConfig,
+    controller: ControllerArgs,
 }
 
 /// A running controller; stopped (killed) when dropped.
 pub struct Operator {
     task: JoinHandle<()>,
-    results: JoinHandle<()>,
     pub result_url: String,
-    pub registry: std::sync::Arc<Registry>,
+    admin: String,
 }
 
 impl Drop for Operator {
+    /// Killed, not stopped: as a crashed process would end.
     fn drop(&mut self) {
         self.task.abort();
-        self.results.abort();
     }
 }
 
@@ -42,16 +44,24 @@ pub fn app_key() -> PathBuf {
     ))
 }
 
+async fn loopback() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("an address"));
+    (listener, url)
+}
+
 impl Operator {
     /// Starts a controller for `namespace` talking to GitHub at `github`
-    /// (none: GitHub off), with `extra` flags.
+    /// (none: GitHub off), its settings changed by `tune`.
     pub async fn start(
         client: kube::Client,
         namespace: &str,
         github: Option<&str>,
-        extra: &[&str],
+        tune: impl FnOnce(&mut ControllerArgs),
     ) -> Self {
-        Self::spawn(client, namespace, github, extra, None).await
+        Self::spawn(client, namespace, github, tune, None).await
     }
 
     /// Starts a leader-elected replica named `identity`, its Lease in
@@ -61,69 +71,62 @@ impl Operator {
         namespace: &str,
         github: Option<&str>,
         identity: &str,
-        extra: &[&str],
+        tune: impl FnOnce(&mut ControllerArgs),
     ) -> Self {
-        Self::spawn(client, namespace, github, extra, Some(identity)).await
+        Self::spawn(client, namespace, github, tune, Some(identity)).await
     }
 
-    /// The metrics of this controller, as Prometheus text.
-    pub fn metrics(&self) -> String {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("metrics encode");
-        text
+    /// The metrics of this controller, as Prometheus text from its
+    /// `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .expect("the admin server answers")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     async fn spawn(
         client: kube::Client,
         namespace: &str,
         github: Option<&str>,
-        extra: &[&str],
+        tune: impl FnOnce(&mut ControllerArgs),
         identity: Option<&str>,
     ) -> Self {
-        let (result_url, results) = super::serve(controller::report::router(client.clone())).await;
-        let key = app_key();
-        let mut args = vec![
-            "controller".to_owned(),
-            format!("--result-url={result_url}"),
-            format!("--watch-namespace={namespace}"),
-        ];
-        if !extra.iter().any(|a| a.starts_with("--pending-timeout")) {
-            args.push("--pending-timeout=30s".to_owned());
-        }
-        if let Some(github) = github {
-            args.push("--app-id=1".into());
-            args.push(format!("--app-private-key-file={}", key.display()));
-            args.push(format!("--api-url={github}"));
-        }
-        if let Some(identity) = identity {
-            args.push(format!("--identity={identity}"));
-            args.push(format!("--lease-namespace={namespace}"));
-        }
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let config = Args::try_parse_from(&args)
-            .expect("valid controller flags")
+        let (results, result_url) = loopback().await;
+        let (front, admin) = loopback().await;
+        let mut args = Defaults::try_parse_from(["controller"])
+            .expect("the defaults parse")
             .controller;
-        let mut registry = Registry::default();
-        let metrics = ControllerMetrics::register(&mut registry);
-        let leader_elected = identity.is_some();
+        args.watch_namespace = Some(namespace.to_owned());
+        args.pending_timeout = Duration::from_secs(30).into();
+        if let Some(github) = github {
+            args.github.app_id = Some(1);
+            args.github.app_private_key_file = Some(app_key());
+            args.github.api_url = github.to_owned();
+        }
+        tune(&mut args);
+        let mut config = args.config();
+        config.lease = identity.map(|identity| LeaseConfig {
+            namespace: Some(namespace.to_owned()),
+            duration: args.lease_duration.into(),
+            identity: Some(identity.to_owned()),
+        });
+        let environment = operator::agent_environment(&args, &result_url);
+        let sandboxes = operator::cluster_sandboxes(&client, &args, &environment);
+        let parts = operator::controller_parts(&args, sandboxes).expect("valid GitHub settings");
+        let composed = Composed::new(client).controller(config, parts, results);
         let task = tokio::spawn(async move {
-            let stop = CancellationToken::new();
-            if leader_elected {
-                controller::leader::lead(client, &config, metrics, stop)
-                    .await
-                    .expect("the replica leads or follows");
-            } else {
-                controller::run(client, &config, metrics, stop.cancelled_owned())
-                    .await
-                    .expect("the controller runs");
-            }
+            composed
+                .run(front, CancellationToken::new())
+                .await
+                .expect("the replica leads or follows");
         });
         Self {
             task,
-            results,
             result_url,
-            registry: std::sync::Arc::new(registry),
+            admin,
         }
     }
 }

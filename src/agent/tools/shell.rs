@@ -95,9 +95,8 @@ impl ProcessGroup {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         if let Some(group) = self.0 {
-            // SAFETY: signals the group `run` created, whose leader is not
-            // reaped yet, so the id is still that group's.
-            unsafe { libc::killpg(group as i32, libc::SIGKILL) };
+            // The leader is not reaped yet, so the id is still that group's.
+            crate::process::kill_group(group);
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod client;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,10 +23,11 @@ use kube::ResourceExt;
 use secrecy::SecretString;
 use tracing::{info, warn};
 
-use super::SandboxState;
+use super::env::AgentEnvironment;
+use super::{Launch, Polls, Provisioned, Sandbox, SandboxError, SandboxState};
 use crate::api::AgentRun;
-use crate::controller::report::Report;
-use client::{BuildInfo, CreateSandbox, DaytonaClient, DaytonaError, Sandbox, SessionCommand};
+use crate::api::contract::{Report, env};
+use client::{BuildInfo, CreateSandbox, DaytonaClient, DaytonaError, SessionCommand};
 
 /// The label holding the uid of the run that holds a sandbox.
 pub const RUN_LABEL: &str = "smolpaws.dev/run-uid";
@@ -40,7 +41,7 @@ const HOME: &str = ".smolpaws";
 
 /// The controller's Daytona settings.
 #[derive(Args, Clone, Debug)]
-pub struct DaytonaSettings {
+pub struct DaytonaArgs {
     /// Daytona's API key; the Daytona backend is off without it.
     #[arg(
         long = "daytona-api-key",
@@ -90,9 +91,9 @@ pub struct DaytonaSettings {
     pub daytona_agent_binary: Option<PathBuf>,
 }
 
-/// Where a run's sandbox is.
+/// How far one provisioning step got.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Provisioned {
+enum Step {
     /// Not started yet, in this Daytona state.
     Waiting(String),
     /// The agent runs in this sandbox.
@@ -121,7 +122,8 @@ pub enum PrepareError {
 #[derive(Debug)]
 pub struct DaytonaSandboxes {
     client: DaytonaClient,
-    settings: DaytonaSettings,
+    settings: DaytonaArgs,
+    environment: Arc<AgentEnvironment>,
     agent: tokio::sync::OnceCell<Bytes>,
     /// Held while a warm sandbox is picked, so two runs never take one.
     claims: tokio::sync::Mutex<()>,
@@ -130,12 +132,14 @@ pub struct DaytonaSandboxes {
 }
 
 impl DaytonaSandboxes {
-    /// The backend, when `settings` has an API key.
-    pub fn new(settings: &DaytonaSettings) -> Option<Self> {
+    /// The backend, when `settings` has an API key; its agents are told
+    /// `environment` (less what only the result endpoint needs).
+    pub fn new(settings: &DaytonaArgs, environment: Arc<AgentEnvironment>) -> Option<Self> {
         let key = settings.daytona_api_key.clone()?;
         Some(Self {
             client: DaytonaClient::new(&settings.daytona_api_url, key, settings.daytona_timeout, 4),
             settings: settings.clone(),
+            environment,
             agent: tokio::sync::OnceCell::new(),
             claims: tokio::sync::Mutex::new(()),
             forwarded: Mutex::new(HashMap::new()),
@@ -144,22 +148,22 @@ impl DaytonaSandboxes {
 
     /// Finds or makes `run`'s sandbox and starts its agent there with `env`,
     /// one step at a time: call again until it says Started or Failed.
-    pub async fn provision(
+    async fn step(
         &self,
         run: &AgentRun,
         resources: (Option<u32>, Option<u32>),
         env: &[(String, String)],
-    ) -> Result<Provisioned, PrepareError> {
+    ) -> Result<Step, PrepareError> {
         let sandbox = self.claim(run, resources).await?;
         let id = sandbox.id.clone();
         match sandbox.state.as_str() {
             "started" => {}
             "stopped" | "archived" => {
                 self.client.start(&id).await?;
-                return Ok(Provisioned::Waiting("starting".into()));
+                return Ok(Step::Waiting("starting".into()));
             }
             "error" | "build_failed" => {
-                return Ok(Provisioned::Failed(format!(
+                return Ok(Step::Failed(format!(
                     "Daytona sandbox {id} is in state {}: {}",
                     sandbox.state,
                     sandbox
@@ -168,12 +172,12 @@ impl DaytonaSandboxes {
                         .unwrap_or("Daytona gave no reason")
                 )));
             }
-            other => return Ok(Provisioned::Waiting(other.to_owned())),
+            other => return Ok(Step::Waiting(other.to_owned())),
         }
         let session = session_id(run);
         let existing = self.client.session(&id, &session).await?;
         if existing.as_ref().is_some_and(|s| !s.commands.is_empty()) {
-            return Ok(Provisioned::Started(id));
+            return Ok(Step::Started(id));
         }
         let dir = run_dir(run);
         self.client
@@ -195,7 +199,7 @@ impl DaytonaSandboxes {
         );
         self.client.execute(&id, &session, &command).await?;
         info!(sandbox = %id, "started the agent in its Daytona sandbox");
-        Ok(Provisioned::Started(id))
+        Ok(Step::Started(id))
     }
 
     /// The sandbox `run` holds, or a warm one of its repository, or a new one.
@@ -203,7 +207,7 @@ impl DaytonaSandboxes {
         &self,
         run: &AgentRun,
         (cpu, memory): (Option<u32>, Option<u32>),
-    ) -> Result<Sandbox, DaytonaError> {
+    ) -> Result<client::Sandbox, DaytonaError> {
         let uid = run.uid().unwrap_or_default();
         let mine = BTreeMap::from([(RUN_LABEL.to_owned(), uid.clone())]);
         if let Some(held) = self.client.find(&mine).await?.into_iter().next() {
@@ -277,7 +281,7 @@ impl DaytonaSandboxes {
 
     /// What `run`'s agent in sandbox `id` is doing (its new output is
     /// forwarded to the log); `None` when the sandbox is gone.
-    pub async fn state(
+    async fn sandbox_state(
         &self,
         run: &AgentRun,
         id: &str,
@@ -355,7 +359,11 @@ impl DaytonaSandboxes {
     }
 
     /// The report the agent printed last, once it exited.
-    pub async fn report(&self, run: &AgentRun, id: &str) -> Result<Option<Report>, DaytonaError> {
+    async fn printed_report(
+        &self,
+        run: &AgentRun,
+        id: &str,
+    ) -> Result<Option<Report>, DaytonaError> {
         let session = session_id(run);
         let Some(command) = self.agent_command(id, &session).await? else {
             return Ok(None);
@@ -369,7 +377,7 @@ impl DaytonaSandboxes {
 
     /// Hands back every sandbox `run` holds: deleted, or with reuse on,
     /// unlabelled and left warm for Daytona to stop. Safe to repeat.
-    pub async fn release(&self, run: &AgentRun) -> Result<(), DaytonaError> {
+    async fn hand_back(&self, run: &AgentRun) -> Result<(), DaytonaError> {
         let uid = run.uid().unwrap_or_default();
         let mine = BTreeMap::from([(RUN_LABEL.to_owned(), uid.clone())]);
         for sandbox in self.client.find(&mine).await? {
@@ -391,6 +399,105 @@ impl DaytonaSandboxes {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&uid);
         Ok(())
+    }
+}
+
+/// The id Daytona gave `run`'s sandbox, once recorded in its status.
+fn sandbox_id(run: &AgentRun) -> Option<&str> {
+    run.status
+        .as_ref()
+        .and_then(|s| s.sandbox.as_ref())
+        .map(|s| s.name.as_str())
+}
+
+#[async_trait::async_trait]
+impl Sandbox for DaytonaSandboxes {
+    /// Daytona names its sandboxes itself, once they exist.
+    fn planned_name(&self, _run: &AgentRun) -> Option<String> {
+        None
+    }
+
+    async fn provision(&self, launch: Launch<'_>) -> Result<Provisioned, SandboxError> {
+        let run = launch.run;
+        let mut vars = self.environment.for_process(run, launch.secret);
+        // The agent prints its report, which the controller reads from the
+        // sandbox: Daytona need not reach the result endpoint.
+        vars.retain(|(name, _)| name != env::RESULT_URL && name != env::REPORT_TOKEN);
+        let defaults = &self.environment.settings;
+        let limits = run
+            .spec
+            .sandbox
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref());
+        let amount = |key: &str, default: &str| {
+            limits
+                .and_then(|l| l.get(key))
+                .map_or(default.to_owned(), |q| q.0.clone())
+        };
+        let resources = cores_and_gib(
+            &amount("cpu", &defaults.cpu),
+            &amount("memory", &defaults.memory),
+        );
+        Ok(match self.step(run, resources, &vars).await {
+            Ok(Step::Started(id)) => Provisioned::Started {
+                at: crate::api::now(),
+                name: Some(id),
+                created: true,
+            },
+            Ok(Step::Waiting(state)) => Provisioned::Waiting {
+                reason: Some(format!("the Daytona sandbox is {state}")),
+                created: false,
+            },
+            Ok(Step::Failed(message)) => Provisioned::Failed {
+                reason: "SandboxFailed",
+                message,
+            },
+            Err(PrepareError::Daytona(error)) if error.is_transient() => return Err(error.into()),
+            Err(error) => Provisioned::Failed {
+                reason: "SandboxFailed",
+                message: format!("the Daytona sandbox could not be prepared: {error}"),
+            },
+        })
+    }
+
+    async fn state(&self, run: &AgentRun) -> Result<Option<SandboxState>, SandboxError> {
+        match sandbox_id(run) {
+            Some(id) => Ok(self.sandbox_state(run, id).await?),
+            None => Ok(None),
+        }
+    }
+
+    async fn collect_report(&self, run: &AgentRun) -> Result<Option<Report>, SandboxError> {
+        match sandbox_id(run) {
+            Some(id) => Ok(self.printed_report(run, id).await?),
+            None => Ok(None),
+        }
+    }
+
+    async fn stop(&self, run: &AgentRun) -> Result<(), SandboxError> {
+        match self.hand_back(run).await {
+            Ok(()) => Ok(()),
+            Err(error) if error.is_transient() => Err(error.into()),
+            // Retrying cannot help (a revoked key, say): the run still ends.
+            Err(error) => {
+                warn!(%error, "could not release the Daytona sandbox; it may be left in Daytona");
+                Ok(())
+            }
+        }
+    }
+
+    /// A sandbox is billed while held: the run hands it back before it ends.
+    async fn release(&self, run: &AgentRun) -> Result<(), SandboxError> {
+        self.stop(run).await
+    }
+
+    /// Daytona sends no events: its sandboxes are looked at often.
+    fn polls(&self) -> Polls {
+        Polls {
+            starting: Duration::from_secs(2),
+            running: Duration::from_secs(2),
+        }
     }
 }
 
@@ -426,7 +533,7 @@ fn env_file(env: &[(String, String)]) -> String {
 }
 
 /// CPU cores and GiB of memory from Kubernetes quantities, rounded up.
-pub fn cores_and_gib(cpu: &str, memory: &str) -> (Option<u32>, Option<u32>) {
+fn cores_and_gib(cpu: &str, memory: &str) -> (Option<u32>, Option<u32>) {
     let cores = match cpu.strip_suffix('m') {
         Some(milli) => milli.parse::<f64>().ok().map(|m| m / 1000.0),
         None => cpu.parse::<f64>().ok(),

@@ -1,0 +1,105 @@
+//! The result contract between a sandbox and the controller, in one place:
+//! the environment the agent gets, the route it reports to, and the report
+//! it sends. The agent, the result endpoint, the backends and the status
+//! all use these items, so the two sides cannot drift apart; the prose
+//! version is `docs/result-contract.md`.
+
+use serde::{Deserialize, Serialize};
+
+use super::{RunResult, TokenUsage};
+
+/// The variables a sandbox's agent is started with. The names double as
+/// the keys of the run's Secret for the ones that are secrets.
+pub mod env {
+    /// The AgentRun's name.
+    pub const RUN_NAME: &str = "SMOLPAWS_RUN_NAME";
+    /// The AgentRun's namespace.
+    pub const RUN_NAMESPACE: &str = "SMOLPAWS_RUN_NAMESPACE";
+    /// The AgentRun's spec as JSON (never secrets).
+    pub const RUN_SPEC: &str = "SMOLPAWS_RUN_SPEC";
+    /// The base URL of the result endpoint; absent where the backend reads
+    /// the report out of band (Daytona).
+    pub const RESULT_URL: &str = "SMOLPAWS_RESULT_URL";
+    /// The run's report token (a Secret key).
+    pub const REPORT_TOKEN: &str = "SMOLPAWS_REPORT_TOKEN";
+    /// The read-only installation token for the run's repository (a Secret
+    /// key).
+    pub const GITHUB_TOKEN: &str = "GITHUB_TOKEN";
+    /// The LLM provider's key (a Secret key).
+    pub const LLM_API_KEY: &str = "LLM_API_KEY";
+    /// The LLM model.
+    pub const LLM_MODEL: &str = "LLM_MODEL";
+    /// An OpenAI-compatible endpoint.
+    pub const LLM_BASE_URL: &str = "LLM_BASE_URL";
+    /// The LLM wire format (`openai`, `anthropic`).
+    pub const LLM_PROVIDER: &str = "LLM_PROVIDER";
+    /// The directory the repository is checked out into.
+    pub const WORKSPACE: &str = "SMOLPAWS_WORKSPACE";
+    /// Set when the workspace already is the checkout (`smolpaws dev`).
+    pub const EXISTING_CHECKOUT: &str = "SMOLPAWS_EXISTING_CHECKOUT";
+}
+
+/// The result endpoint's route, in axum's path syntax.
+pub const RESULT_ROUTE: &str = "/v1/runs/{namespace}/{name}/result";
+
+/// Where run `namespace/name` reports, under the endpoint's `base` URL.
+pub fn result_url(base: &str, namespace: &str, name: &str) -> String {
+    format!(
+        "{}/v1/runs/{namespace}/{name}/result",
+        base.trim_end_matches('/')
+    )
+}
+
+/// The largest report accepted: a reply of several times GitHub's comment
+/// limit arrives whole (it is cut to fit when posted).
+pub const MAX_REPORT_BYTES: usize = 1024 * 1024;
+
+/// What the agent reports: the body of the result route, or the last line
+/// of its output where the backend reads the report out of band.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// The reply, Markdown.
+    pub reply: String,
+    /// Tokens spent.
+    #[serde(default)]
+    pub usage: TokenUsage,
+    /// The model that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+impl From<Report> for RunResult {
+    fn from(report: Report) -> Self {
+        Self {
+            reply: report.reply,
+            usage: report.usage,
+            model: report.model,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_reads_as_the_document_shows_it() {
+        let report: Report = serde_json::from_str(
+            r#"{"reply":"hi","usage":{"promptTokens":1200,"completionTokens":80},"model":"m"}"#,
+        )
+        .expect("the documented report parses");
+        assert_eq!(report.usage.prompt_tokens, 1200);
+        let minimal: Report = serde_json::from_str(r#"{"reply":"hi"}"#).expect("usage is optional");
+        assert_eq!(minimal.usage, TokenUsage::default());
+        assert_eq!(minimal.model, None);
+    }
+
+    #[test]
+    fn the_url_joins_the_base_without_doubling_slashes() {
+        assert_eq!(
+            result_url("http://results:8081/", "ns", "run-1"),
+            "http://results:8081/v1/runs/ns/run-1/result"
+        );
+    }
+}

@@ -1,0 +1,556 @@
+//! Reconcile steps against a mocked apiserver (kube's `tower-test`
+//! pattern), a scripted sandbox backend and, for replies, a GitHub stub on
+//! loopback: each scenario asserts the exact calls of one step, in order.
+//! The real-apiserver suite in `tests/` stays the proof; these make the
+//! state machine cheap to change.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::routing::{get, post};
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::jiff::Timestamp;
+use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{reflector, watcher};
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+
+use super::{FINALIZER, reconcile};
+use crate::api::{
+    AgentRun, AgentRunStatus, Phase, RunResult, SandboxBackend, TokenUsage, fixtures, now,
+};
+use crate::controller::admission::Limits;
+use crate::controller::metrics::ControllerMetrics;
+use crate::controller::status::conditions;
+use crate::controller::{Context, ControllerConfig};
+use crate::github::{GitHub, GitHubConfig};
+use crate::sandbox::{Launch, Polls, Provisioned, Sandbox, SandboxError, SandboxState, Sandboxes};
+
+/// What happened, in order: apiserver calls as `METHOD path`, backend
+/// calls by name.
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn entries(log: &Log) -> Vec<String> {
+    log.lock().expect("the log").clone()
+}
+
+const NAMESPACE: &str = "ns";
+const RUNS: &str = "/apis/smolpaws.dev/v1alpha1/namespaces/ns/agentruns";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
+const SECRETS: &str = "/api/v1/namespaces/ns/secrets";
+
+/// A backend that answers as scripted and logs each call.
+struct ScriptedSandbox {
+    log: Log,
+    provisioned: Provisioned,
+    state: Option<SandboxState>,
+}
+
+#[async_trait::async_trait]
+impl Sandbox for ScriptedSandbox {
+    fn planned_name(&self, run: &AgentRun) -> Option<String> {
+        run.metadata.name.clone()
+    }
+
+    async fn provision(&self, launch: Launch<'_>) -> Result<Provisioned, SandboxError> {
+        let secret = launch.secret.metadata.name.as_deref().unwrap_or_default();
+        self.log
+            .lock()
+            .expect("the log")
+            .push(format!("provision with {secret}"));
+        Ok(self.provisioned.clone())
+    }
+
+    async fn state(&self, _run: &AgentRun) -> Result<Option<SandboxState>, SandboxError> {
+        self.log.lock().expect("the log").push("state".into());
+        Ok(self.state.clone())
+    }
+
+    async fn stop(&self, _run: &AgentRun) -> Result<(), SandboxError> {
+        self.log.lock().expect("the log").push("stop".into());
+        Ok(())
+    }
+
+    async fn release(&self, _run: &AgentRun) -> Result<(), SandboxError> {
+        self.log.lock().expect("the log").push("release".into());
+        Ok(())
+    }
+
+    fn polls(&self) -> Polls {
+        Polls {
+            starting: Duration::from_secs(3),
+            running: Duration::from_secs(7),
+        }
+    }
+}
+
+fn run(name: &str, status: AgentRunStatus) -> AgentRun {
+    let mut run = fixtures::run(name, "octo/hello", Phase::Pending);
+    run.metadata.uid = Some(format!("uid-{name}"));
+    run.metadata.resource_version = Some("7".into());
+    run.metadata.generation = Some(1);
+    run.metadata.creation_timestamp = Some(now());
+    run.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    run.status = Some(status);
+    run
+}
+
+fn in_phase(phase: Phase) -> AgentRunStatus {
+    AgentRunStatus {
+        phase: Some(phase),
+        ..AgentRunStatus::default()
+    }
+}
+
+/// One expected apiserver call and its answer.
+struct Call {
+    method: Method,
+    path: String,
+    status: StatusCode,
+    /// The answer's body; `None` echoes the request's body.
+    answer: Option<Value>,
+}
+
+fn call(method: Method, path: impl Into<String>, status: StatusCode) -> Call {
+    Call {
+        method,
+        path: path.into(),
+        status,
+        answer: None,
+    }
+}
+
+impl Call {
+    fn answering(mut self, answer: Value) -> Self {
+        self.answer = Some(answer);
+        self
+    }
+}
+
+fn not_found(what: &str) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "reason": "NotFound", "code": 404,
+        "message": format!("{what} not found"),
+    })
+}
+
+/// A context whose apiserver answers `calls` in order (logging each and
+/// keeping the bodies it was sent), with `sandbox` as the pod backend.
+fn context(
+    log: &Log,
+    calls: Vec<Call>,
+    sandbox: ScriptedSandbox,
+    others: &[AgentRun],
+    github: Option<GitHub>,
+) -> (Arc<Context>, tokio::task::JoinHandle<Vec<Value>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, NAMESPACE);
+    let served = tokio::spawn({
+        let log = log.clone();
+        async move {
+            let mut bodies = Vec::new();
+            for expected in calls {
+                let (request, respond) = handle
+                    .next_request()
+                    .await
+                    .unwrap_or_else(|| panic!("no {} {} was made", expected.method, expected.path));
+                let (parts, body) = request.into_parts();
+                let path = parts.uri.path().to_owned();
+                log.lock()
+                    .expect("the log")
+                    .push(format!("{} {path}", parts.method));
+                assert_eq!(
+                    (&parts.method, path.as_str()),
+                    (&expected.method, expected.path.as_str()),
+                    "calls so far: {:?}",
+                    log.lock().expect("the log")
+                );
+                let sent = body.collect_bytes().await.expect("a request body");
+                let sent: Value = serde_json::from_slice(&sent).unwrap_or(Value::Null);
+                let answer = expected.answer.unwrap_or_else(|| sent.clone());
+                bodies.push(sent);
+                let response = Response::builder()
+                    .status(expected.status)
+                    .body(Body::from(serde_json::to_vec(&answer).expect("JSON")))
+                    .expect("a response");
+                respond.send_response(response);
+            }
+            bodies
+        }
+    });
+    let (store, mut writer) = reflector::store();
+    for other in others {
+        writer.apply_watcher_event(&watcher::Event::Apply(other.clone()));
+    }
+    let config = ControllerConfig {
+        limits: Limits {
+            global: 10,
+            per_repository: 1,
+        },
+        ..ControllerConfig::default()
+    };
+    let reporter = Reporter {
+        controller: "smolpaws-controller".into(),
+        instance: None,
+    };
+    let context = Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        github,
+        sandboxes: Sandboxes::new().with(SandboxBackend::Pod, Arc::new(sandbox)),
+        llm_api_key: None,
+        limits: config.limits,
+        pending_timeout: config.pending_timeout,
+        run_timeout: config.run_timeout,
+        ttl: config.ttl,
+        runs: store,
+        admitted: Mutex::new(HashSet::new()),
+        metrics: ControllerMetrics::register(&mut Registry::default()),
+        wake: futures::channel::mpsc::unbounded().0,
+    };
+    (Arc::new(context), served)
+}
+
+fn scripted(log: &Log, provisioned: Provisioned, state: Option<SandboxState>) -> ScriptedSandbox {
+    ScriptedSandbox {
+        log: log.clone(),
+        provisioned,
+        state,
+    }
+}
+
+fn waiting() -> Provisioned {
+    Provisioned::Waiting {
+        reason: None,
+        created: false,
+    }
+}
+
+fn status_path(name: &str) -> String {
+    format!("{RUNS}/{name}/status")
+}
+
+/// The calls of one status transition of `run`: the patch, then its Event.
+fn transition(run: &AgentRun) -> [Call; 2] {
+    let name = run.metadata.name.as_deref().unwrap_or_default();
+    let stored = serde_json::to_value(run).expect("JSON");
+    [
+        call(Method::PATCH, status_path(name), StatusCode::OK).answering(stored),
+        call(Method::POST, EVENTS, StatusCode::CREATED),
+    ]
+}
+
+#[tokio::test]
+async fn a_pending_run_without_a_slot_is_queued_and_looked_at_again() {
+    let log = Log::default();
+    let mut holder = run("holder", in_phase(Phase::Running));
+    holder.spec.github.repository = "octo/hello".into();
+    let queued = run("run-1", AgentRunStatus::default());
+    let calls = Vec::from(transition(&queued));
+    let sandbox = scripted(&log, waiting(), None);
+    let (ctx, served) = context(&log, calls, sandbox, &[holder, queued.clone()], None);
+
+    let action = reconcile(Arc::new(queued), ctx)
+        .await
+        .expect("the step succeeds");
+
+    let bodies = served.await.expect("the apiserver served");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(super::QUEUE_POLL)
+    );
+    assert_eq!(
+        entries(&log),
+        [
+            format!("PATCH {}", status_path("run-1")),
+            format!("POST {EVENTS}")
+        ]
+    );
+    let patch = &bodies[0];
+    assert_eq!(patch["metadata"]["resourceVersion"], "7", "{patch}");
+    let condition = &patch["status"]["conditions"][0];
+    assert_eq!(condition["type"], conditions::ADMITTED);
+    assert_eq!(condition["status"], "False");
+    assert_eq!(condition["reason"], "Queued");
+    assert!(
+        patch["status"].get("phase").is_none(),
+        "a queued run stays Pending: {patch}"
+    );
+}
+
+#[tokio::test]
+async fn provisioning_makes_the_secret_then_the_sandbox_then_runs() {
+    let log = Log::default();
+    let provisioning = run("run-1", in_phase(Phase::Provisioning));
+    let mut calls = vec![
+        call(
+            Method::GET,
+            format!("{SECRETS}/run-1-run"),
+            StatusCode::NOT_FOUND,
+        )
+        .answering(not_found("secrets \"run-1-run\"")),
+        call(Method::POST, SECRETS, StatusCode::CREATED),
+    ];
+    calls.extend(transition(&provisioning));
+    let started = Provisioned::Started {
+        at: now(),
+        name: None,
+        created: true,
+    };
+    let sandbox = scripted(&log, started, None);
+    let (ctx, served) = context(&log, calls, sandbox, &[], None);
+
+    reconcile(Arc::new(provisioning), ctx)
+        .await
+        .expect("the step succeeds");
+
+    let bodies = served.await.expect("the apiserver served");
+    assert_eq!(
+        entries(&log),
+        [
+            format!("GET {SECRETS}/run-1-run"),
+            format!("POST {SECRETS}"),
+            "provision with run-1-run".to_owned(),
+            format!("PATCH {}", status_path("run-1")),
+            format!("POST {EVENTS}"),
+        ]
+    );
+    let secret = &bodies[1];
+    assert!(
+        secret["data"]["SMOLPAWS_REPORT_TOKEN"].is_string(),
+        "the run's report token is minted: {secret}"
+    );
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["name"], "run-1",
+        "the run owns its Secret"
+    );
+    let patch = &bodies[2]["status"];
+    assert_eq!(patch["phase"], "Running");
+    assert!(patch["startedAt"].is_string(), "{patch}");
+}
+
+#[tokio::test]
+async fn a_sandbox_still_starting_is_looked_at_by_the_backend_s_poll() {
+    let log = Log::default();
+    let mut status = in_phase(Phase::Provisioning);
+    status.conditions = vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        type_: conditions::ADMITTED.into(),
+        status: "True".into(),
+        reason: "Admitted".into(),
+        message: String::new(),
+        last_transition_time: now(),
+        observed_generation: Some(1),
+    }];
+    let provisioning = run("run-1", status);
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "run-1-run"}});
+    let calls =
+        vec![call(Method::GET, format!("{SECRETS}/run-1-run"), StatusCode::OK).answering(secret)];
+    let sandbox = scripted(&log, waiting(), None);
+    let (ctx, served) = context(&log, calls, sandbox, &[], None);
+
+    let action = reconcile(Arc::new(provisioning), ctx)
+        .await
+        .expect("the step succeeds");
+
+    served.await.expect("the apiserver served");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(3))
+    );
+    assert_eq!(
+        entries(&log),
+        [
+            format!("GET {SECRETS}/run-1-run"),
+            "provision with run-1-run".to_owned()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_agent_killed_for_memory_fails_the_run_and_releases_its_sandbox() {
+    let log = Log::default();
+    let mut status = in_phase(Phase::Running);
+    status.started_at = Some(now());
+    let running = run("run-1", status);
+    let stored = serde_json::to_value(&running).expect("JSON");
+    let mut calls =
+        vec![call(Method::GET, format!("{RUNS}/run-1"), StatusCode::OK).answering(stored)];
+    calls.extend(transition(&running));
+    calls.push(
+        call(
+            Method::DELETE,
+            format!("{SECRETS}/run-1-run"),
+            StatusCode::OK,
+        )
+        .answering(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
+    );
+    let killed = SandboxState::Exited {
+        code: 137,
+        reason: Some("OOMKilled".into()),
+    };
+    let sandbox = scripted(&log, waiting(), Some(killed));
+    let (ctx, served) = context(&log, calls, sandbox, &[], None);
+
+    reconcile(Arc::new(running), ctx)
+        .await
+        .expect("the step succeeds");
+
+    let bodies = served.await.expect("the apiserver served");
+    assert_eq!(
+        entries(&log),
+        [
+            "state".to_owned(),
+            format!("GET {RUNS}/run-1"),
+            "release".to_owned(),
+            format!("PATCH {}", status_path("run-1")),
+            format!("POST {EVENTS}"),
+            format!("DELETE {SECRETS}/run-1-run"),
+        ]
+    );
+    let patch = &bodies[1]["status"];
+    assert_eq!(patch["phase"], "Failed");
+    let finished = &patch["conditions"][0];
+    assert_eq!(finished["type"], conditions::FINISHED);
+    assert_eq!(finished["reason"], "OutOfMemory");
+    assert!(patch["finishedAt"].is_string() && patch["duration"].is_string());
+}
+
+/// A GitHub stub on loopback: an installation token, the thread's comments
+/// (`existing`), and posts, each logged.
+async fn github(log: &Log, existing: Value) -> GitHub {
+    #[derive(Clone)]
+    struct Stub {
+        log: Log,
+        existing: Value,
+    }
+    let stub = Stub {
+        log: log.clone(),
+        existing,
+    };
+    let router = axum::Router::new()
+        .route(
+            "/app/installations/1/access_tokens",
+            post(|| async {
+                (
+                    StatusCode::CREATED,
+                    Json(json!({
+                        "token": "ghs_stub",
+                        "expires_at": "2099-01-01T00:00:00Z",
+                        "permissions": {"issues": "write"},
+                        "repository_selection": "selected",
+                    })),
+                )
+            }),
+        )
+        .route(
+            "/repos/octo/hello/issues/7/comments",
+            get(|State(stub): State<Stub>| async move {
+                stub.log.lock().expect("the log").push("list comments".into());
+                Json(stub.existing)
+            })
+            .post(|State(stub): State<Stub>, Json(body): Json<Value>| async move {
+                let text = body["body"].as_str().unwrap_or_default().to_owned();
+                stub.log
+                    .lock()
+                    .expect("the log")
+                    .push(format!("post comment: {text}"));
+                (
+                    StatusCode::CREATED,
+                    Json(json!({"id": 99, "html_url": "https://github.com/octo/hello/issues/7#issuecomment-99"})),
+                )
+            }),
+        )
+        .with_state(stub);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("an address"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    GitHub::new(&GitHubConfig {
+        app_id: 1,
+        app_private_key: None,
+        app_private_key_file: Some(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/github-app-test-key.pem"
+            )
+            .into(),
+        ),
+        api_url: url,
+    })
+    .expect("a GitHub client")
+}
+
+fn succeeded(name: &str) -> AgentRun {
+    let mut status = in_phase(Phase::Succeeded);
+    status.result = Some(RunResult {
+        reply: "They are dropped in lexer.rs.".into(),
+        usage: TokenUsage::default(),
+        model: None,
+    });
+    status.finished_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        Timestamp::now(),
+    ));
+    run(name, status)
+}
+
+#[tokio::test]
+async fn a_finished_run_posts_its_reply_once_and_records_it() {
+    let log = Log::default();
+    let finished = succeeded("run-1");
+    let calls = Vec::from(transition(&finished));
+    let github = github(&log, json!([])).await;
+    let sandbox = scripted(&log, waiting(), None);
+    let (ctx, served) = context(&log, calls, sandbox, &[], Some(github));
+
+    reconcile(Arc::new(finished), ctx)
+        .await
+        .expect("the step succeeds");
+
+    let bodies = served.await.expect("the apiserver served");
+    let log = entries(&log);
+    assert_eq!(log.len(), 4, "{log:?}");
+    assert_eq!(log[0], "list comments");
+    assert!(
+        log[1].starts_with("post comment: They are dropped in lexer.rs.")
+            && log[1].contains("<!-- smolpaws:run ns/run-1 uid-run-1 -->"),
+        "the reply carries its marker: {log:?}"
+    );
+    assert_eq!(log[2], format!("PATCH {}", status_path("run-1")));
+    assert_eq!(bodies[0]["status"]["reply"]["id"], 99);
+}
+
+#[tokio::test]
+async fn a_reply_posted_before_a_crash_is_found_not_posted_again() {
+    let log = Log::default();
+    let finished = succeeded("run-1");
+    let calls = Vec::from(transition(&finished));
+    let posted = json!([{
+        "id": 42,
+        "html_url": "https://github.com/octo/hello/issues/7#issuecomment-42",
+        "body": "They are dropped.\n\n<!-- smolpaws:run ns/run-1 uid-run-1 -->",
+    }]);
+    let github = github(&log, posted).await;
+    let sandbox = scripted(&log, waiting(), None);
+    let (ctx, served) = context(&log, calls, sandbox, &[], Some(github));
+
+    reconcile(Arc::new(finished), ctx)
+        .await
+        .expect("the step succeeds");
+
+    let bodies = served.await.expect("the apiserver served");
+    assert_eq!(
+        entries(&log),
+        [
+            "list comments".to_owned(),
+            format!("PATCH {}", status_path("run-1")),
+            format!("POST {EVENTS}"),
+        ]
+    );
+    assert_eq!(bodies[0]["status"]["reply"]["id"], 42);
+}

@@ -1,0 +1,110 @@
+//! The agent's environment, every backend's: the run, where to report, the
+//! LLM settings, the operator's extra variables, and the run's secrets.
+//! A pod refers to the Secret's keys; a backend that starts the agent as a
+//! process reads them in, as a kubelet would.
+
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector};
+
+use super::args::SandboxArgs;
+use super::{owned, secret};
+use crate::api::AgentRun;
+use crate::api::contract::env;
+
+/// What every sandbox's agent is told, whatever runs it.
+#[derive(Clone, Debug)]
+pub struct AgentEnvironment {
+    /// The operator's sandbox settings (LLM, extra variables, defaults).
+    pub settings: SandboxArgs,
+    /// The URL sandboxes reach the result endpoint at.
+    pub result_url: String,
+}
+
+fn var(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn secret_var(run: &AgentRun, key: &str) -> EnvVar {
+    EnvVar {
+        name: key.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret::secret_name(run),
+                key: key.into(),
+                // Keys are absent when not configured (no GitHub, no LLM key).
+                optional: Some(key != env::REPORT_TOKEN),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+impl AgentEnvironment {
+    /// The agent's variables with the Secret's keys as references to it.
+    pub fn for_pod(&self, run: &AgentRun) -> Vec<EnvVar> {
+        let spec_json = serde_json::to_string(&run.spec).expect("an AgentRun spec serializes");
+        let mut vars = vec![
+            var(env::RUN_NAME, owned::run_name(run)),
+            var(
+                env::RUN_NAMESPACE,
+                run.metadata.namespace.clone().unwrap_or_default(),
+            ),
+            var(env::RUN_SPEC, spec_json),
+            var(env::RESULT_URL, &self.result_url),
+            secret_var(run, env::GITHUB_TOKEN),
+            secret_var(run, env::REPORT_TOKEN),
+            secret_var(run, env::LLM_API_KEY),
+        ];
+        let llm = &self.settings.llm;
+        let model = run
+            .spec
+            .agent
+            .as_ref()
+            .and_then(|agent| agent.model.clone())
+            .or_else(|| llm.model.clone());
+        for (name, value) in [
+            (env::LLM_MODEL, model),
+            (env::LLM_BASE_URL, llm.base_url.clone()),
+            (env::LLM_PROVIDER, llm.provider.clone()),
+        ] {
+            if let Some(value) = value {
+                vars.push(var(name, value));
+            }
+        }
+        vars.extend(
+            self.settings
+                .extra_env
+                .iter()
+                .map(|(name, value)| var(name, value.clone())),
+        );
+        vars
+    }
+
+    /// The agent's variables with the Secret's keys read from `secret`;
+    /// optional keys the Secret lacks are left out.
+    pub fn for_process(&self, run: &AgentRun, secret: &Secret) -> Vec<(String, String)> {
+        resolve(self.for_pod(run), secret)
+    }
+}
+
+/// `vars` with their Secret references read from `secret`, as a kubelet
+/// resolves them.
+pub fn resolve(vars: Vec<EnvVar>, secret: &Secret) -> Vec<(String, String)> {
+    vars.into_iter()
+        .filter_map(|var| {
+            let value = match (var.value, var.value_from) {
+                (Some(value), _) => value,
+                (None, Some(source)) => {
+                    let key = source.secret_key_ref?.key;
+                    String::from_utf8(secret::value(secret, &key)?.to_vec()).ok()?
+                }
+                (None, None) => String::new(),
+            };
+            Some((var.name, value))
+        })
+        .collect()
+}
