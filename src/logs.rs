@@ -44,11 +44,20 @@ pub async fn run(client: kube::Client, args: LogsArgs) -> anyhow::Result<()> {
                 follow: !args.no_follow,
                 ..LogParams::default()
             };
-            let mut lines = pods
-                .log_stream(&sandbox.name, &params)
-                .await
-                .with_context(|| format!("cannot read the log of pod {}", sandbox.name))?
-                .lines();
+            let stream = match pods.log_stream(&sandbox.name, &params).await {
+                Ok(stream) => stream,
+                Err(kube::Error::Api(status)) if status.is_not_found() => anyhow::bail!(
+                    "the sandbox pod {} is gone: a sandbox is deleted as soon as its result is \
+                     stored, and with its run; `kubectl describe agentrun {}` tells how it ended",
+                    sandbox.name,
+                    args.run
+                ),
+                Err(error) => {
+                    return Err(error)
+                        .with_context(|| format!("cannot read the log of pod {}", sandbox.name));
+                }
+            };
+            let mut lines = stream.lines();
             while let Some(line) = lines.try_next().await? {
                 println!("{line}");
             }

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api::{AgentRun, SandboxBackend};
+use crate::controller::gateway::{Gateway, GatewayConfig};
 use crate::controller::leader::{self, LeaderError};
 use crate::controller::metrics::ControllerMetrics;
 use crate::controller::{self, ControllerArgs, ControllerConfig, ControllerParts};
@@ -47,11 +48,12 @@ pub enum OperatorError {
     Leader(#[from] LeaderError),
 }
 
-/// A controller to run, with where its sandboxes report.
+/// A controller to run, with where its sandboxes report and call the LLM.
 struct ControllerRole {
     config: ControllerConfig,
     parts: ControllerParts,
     metrics: ControllerMetrics,
+    gateway: Arc<Gateway>,
     results: TcpListener,
 }
 
@@ -107,10 +109,16 @@ impl Operator {
             self.readiness = Api::namespaced(self.client.clone(), namespace);
         }
         let metrics = ControllerMetrics::register(&mut self.registry);
+        let gateway = Gateway::new(
+            self.client.clone(),
+            parts.gateway.clone(),
+            &mut self.registry,
+        );
         self.controller = Some(ControllerRole {
             config,
             parts,
             metrics,
+            gateway: Arc::new(gateway),
             results,
         });
         self
@@ -141,11 +149,10 @@ impl Operator {
         let Some(role) = self.controller else {
             return front.await;
         };
-        let results = serve(
-            role.results,
-            controller::report::router(self.client.clone()),
-            stop.clone(),
-        );
+        // Sandboxes reach one listener: the result endpoint and the gateway.
+        let sandbox_facing =
+            controller::report::router(self.client.clone()).merge(role.gateway.router());
+        let results = serve(role.results, sandbox_facing, stop.clone());
         let reconcile = reconcile(self.client, role.config, role.parts, role.metrics, stop);
         tokio::try_join!(front, results, reconcile)?;
         Ok(())
@@ -258,7 +265,13 @@ pub fn controller_parts(
     Ok(ControllerParts {
         github: args.github.app().map(|app| GitHub::new(&app)).transpose()?,
         sandboxes,
-        llm_api_key: args.sandbox.llm.api_key.clone(),
+        gateway: GatewayConfig {
+            base_url: args.sandbox.llm.base_url.clone(),
+            api_key: args.sandbox.llm.api_key.clone(),
+            max_requests: args.llm_max_requests_per_run,
+            max_tokens: args.llm_max_tokens_per_run,
+            timeout: args.llm_timeout.into(),
+        },
     })
 }
 

@@ -19,6 +19,9 @@ use std::sync::OnceLock;
 use std::sync::mpsc::{self, Sender};
 use std::thread;
 
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
 struct SpawnRequest {
     command: Command,
     reply: Sender<io::Result<Child>>,
@@ -67,11 +70,9 @@ impl Process {
         #[allow(unsafe_code)]
         unsafe {
             command.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 // The parent may have died before prctl took effect.
-                if libc::getppid() as u32 != parent {
+                if nix::unistd::getppid().as_raw().cast_unsigned() != parent {
                     return Err(io::Error::other("parent exited during spawn"));
                 }
                 Ok(())
@@ -129,11 +130,7 @@ impl Drop for Process {
 /// not have reaped the leader yet, so the id cannot belong to a new group.
 pub fn kill_group(group: u32) {
     if let Ok(group) = i32::try_from(group) {
-        // SAFETY: kill(2) takes plain integers and touches no memory of
-        // this process.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(-group, libc::SIGKILL)
-        };
+        // Already gone is fine: there is nothing left to kill.
+        let _ = nix::sys::signal::killpg(Pid::from_raw(group), Signal::SIGKILL);
     }
 }

@@ -220,7 +220,7 @@ async fn a_comment_on_a_local_repository_is_answered_and_ctrl_c_leaves_nothing_b
         children.len() >= 2,
         "etcd and kube-apiserver run under dev mode: {children:?}"
     );
-    support::signal(pid, libc::SIGINT);
+    support::signal(pid, nix::sys::signal::Signal::SIGINT);
     let exited = tokio::time::timeout(Duration::from_secs(60), dev.wait())
         .await
         .expect("dev mode stops after Ctrl-C")

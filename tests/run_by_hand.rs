@@ -6,6 +6,10 @@ mod support;
 use std::process::Output;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use smolpaws::api::{AgentRun, Phase};
 use support::fake_github::FakeGitHub;
 use support::kubelet::{Behaviour, Kubelet};
 use support::operator::{Agent, Operator, stand_in_agent};
@@ -44,25 +48,46 @@ async fn a_run_started_by_hand_is_followed_to_its_reply() {
     let client = support::client();
     let ns = support::namespace(&client, "by-hand").await;
     let dir = tempfile::tempdir().expect("a temp dir");
-    let agent = stand_in_agent(dir.path(), Agent::Replies("Answered by hand."));
+    let agent = stand_in_agent(
+        dir.path(),
+        Agent::RepliesAfter(Duration::from_secs(2), "Answered by hand."),
+    );
     let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
     let _operator = Operator::start(client.clone(), &ns, None, |_| {}).await;
 
-    let output = smolpaws_run(&ns, &[]).await;
+    let started = tokio::spawn({
+        let ns = ns.clone();
+        async move { smolpaws_run(&ns, &[]).await }
+    });
+    // The sandbox pod's output, through the apiserver's log endpoint, while
+    // the agent works: the pod goes once the result is stored.
+    let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
+    let run = loop {
+        let listed = runs.list(&ListParams::default()).await.expect("runs list");
+        if let Some(run) = listed.items.iter().find(|r| r.phase() == Phase::Running) {
+            break run.name_any();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let log = support::smolpaws_logs(&support::kubeconfig(), &ns, &run).await;
+    assert!(
+        log.contains(&format!("stand-in agent working on {run}")),
+        "{log}"
+    );
+
+    let output = started.await.expect("smolpaws run ends");
     let stdout = String::from_utf8_lossy(&output.stdout);
     for expected in ["created in", "Pending", "Succeeded", "Answered by hand."] {
         assert!(stdout.contains(expected), "{expected:?} not in:\n{stdout}");
     }
-
-    // The sandbox pod's output, through the apiserver's log endpoint.
-    let run = stdout
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("agentrun/"))
-        .expect("the run's name");
-    let log = support::smolpaws_logs(&support::kubeconfig(), &ns, run).await;
     assert!(
-        log.contains(&format!("stand-in agent working on {run}")),
-        "{log}"
+        stdout.contains(&format!("agentrun/{run}")),
+        "{run} is the run followed:\n{stdout}"
+    );
+    let pods: Api<Pod> = Api::namespaced(client, &ns);
+    assert!(
+        pods.get_opt(&run).await.expect("a pod lookup").is_none(),
+        "the sandbox pod is deleted once its result is stored"
     );
 }
 

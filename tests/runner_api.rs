@@ -676,7 +676,7 @@ async fn a_stopped_runner_pauses_its_running_conversations_cleanly() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let pid = runner.child.id().expect("a pid");
-    support::signal(pid, libc::SIGTERM);
+    support::signal(pid, nix::sys::signal::Signal::SIGTERM);
     let exited = tokio::time::timeout(Duration::from_secs(30), runner.child.wait())
         .await
         .expect("the runner stops on SIGTERM")

@@ -10,6 +10,7 @@ use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::process::Command;
 
+use super::hardening;
 use super::redact::Redactor;
 
 /// What to check out.
@@ -71,28 +72,24 @@ pub async fn checkout(
         Target::PullRequest { sha: Some(sha), .. } => sha.clone(),
         Target::PullRequest { number, sha: None } => format!("refs/pull/{number}/head"),
     };
+    let header: Vec<(String, String)> = token
+        .map(|token| {
+            let basic = base64::engine::general_purpose::STANDARD
+                .encode(format!("x-access-token:{}", token.expose_secret()));
+            (
+                format!("http.{}/.extraHeader", server.trim_end_matches('/')),
+                format!("Authorization: Basic {basic}"),
+            )
+        })
+        .into_iter()
+        .collect();
     let git = |step: &'static str, args: &[&str]| {
         let mut command = Command::new("git");
-        command
+        hardening::confine(&mut command, &header)
             .arg("-C")
             .arg(dir)
             .args(args)
-            .env("GIT_TERMINAL_PROMPT", "0")
             .kill_on_drop(true);
-        if let Some(token) = token {
-            let basic = base64::engine::general_purpose::STANDARD
-                .encode(format!("x-access-token:{}", token.expose_secret()));
-            command
-                .env("GIT_CONFIG_COUNT", "1")
-                .env(
-                    "GIT_CONFIG_KEY_0",
-                    format!("http.{}/.extraHeader", server.trim_end_matches('/')),
-                )
-                .env(
-                    "GIT_CONFIG_VALUE_0",
-                    format!("Authorization: Basic {basic}"),
-                );
-        }
         (step, command)
     };
     std::fs::create_dir_all(dir).map_err(|e| CheckoutError::Git {
@@ -140,7 +137,7 @@ pub async fn checkout(
 /// `smolpaws dev`, worked on as it is).
 pub async fn existing(dir: &Path) -> Result<CheckedOut, CheckoutError> {
     let mut command = Command::new("git");
-    command
+    hardening::confine(&mut command, &[])
         .arg("-C")
         .arg(dir)
         .args(["rev-parse", "HEAD"])

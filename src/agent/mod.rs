@@ -4,6 +4,7 @@
 
 pub mod checkout;
 pub mod context;
+pub mod hardening;
 pub mod llm;
 pub mod redact;
 pub mod session;
@@ -123,6 +124,11 @@ pub struct AgentArgs {
     #[arg(long, env = env::RUN_NAMESPACE, default_value = "default")]
     pub run_namespace: String,
 
+    /// The operator's LLM gateway for this run; when set, the agent calls
+    /// the LLM there with its run credential instead of a key of its own.
+    #[arg(long, env = env::LLM_GATEWAY)]
+    pub llm_gateway: Option<String>,
+
     /// Where to report the result; without it the result is printed.
     #[arg(long, env = env::RESULT_URL)]
     pub result_url: Option<String>,
@@ -179,8 +185,15 @@ pub enum AgentError {
 }
 
 /// Runs the agent to its end and reports the result.
-pub async fn run(config: AgentArgs) -> Result<(), AgentError> {
-    let spec = config.run_spec.as_deref().ok_or_else(|| {
+pub async fn run(mut args: AgentArgs) -> Result<(), AgentError> {
+    // First, before any text from the thread is read: a tool running as
+    // this uid must not read this process's environment or memory.
+    hardening::make_undumpable().map_err(|e| {
+        AgentError::Config(format!(
+            "cannot make the agent non-dumpable, so its credentials would be readable by its tools: {e}"
+        ))
+    })?;
+    let spec = args.run_spec.as_deref().ok_or_else(|| {
         AgentError::Config(
             "set SMOLPAWS_RUN_SPEC to the AgentRun's spec (or run `smolpaws agent serve`)".into(),
         )
@@ -188,27 +201,42 @@ pub async fn run(config: AgentArgs) -> Result<(), AgentError> {
     let spec: AgentRunSpec = serde_json::from_str(spec).map_err(|e| {
         AgentError::Config(format!("SMOLPAWS_RUN_SPEC is not an AgentRun spec: {e}"))
     })?;
-    let directory = match &config.workspace {
+    let directory = match &args.workspace {
         Some(directory) => directory.clone(),
         None => std::env::current_dir()
             .map_err(|e| AgentError::Config(format!("the working directory is unusable: {e}")))?,
     };
-    let checkout = if config.existing_checkout {
+    let checkout = if args.existing_checkout {
         Checkout::Existing
     } else {
         Checkout::Clone
     };
-    let redactor = config
+    if let Some(gateway) = args.llm_gateway.clone() {
+        // The operator's gateway holds the provider's key; the run's own
+        // credential opens it.
+        let credential = args.report_token.clone().ok_or_else(|| {
+            AgentError::Config(format!(
+                "{} is required with {}",
+                env::REPORT_TOKEN,
+                env::LLM_GATEWAY
+            ))
+        })?;
+        args.settings.llm.base_url = Some(gateway);
+        args.settings.llm.api_key = Some(credential);
+    }
+    let redactor = args
         .settings
-        .redactor(&[config.github_token.as_ref(), config.report_token.as_ref()]);
-    let llm = config
+        .redactor(&[args.github_token.as_ref(), args.report_token.as_ref()]);
+    let llm = args
         .settings
         .llm(spec.agent.as_ref().and_then(|a| a.model.as_deref()))?;
+    // Spent on the checkout and the thread, then gone: see `work`.
+    let github_token = args.github_token.take();
     let answer = work(
-        &config.settings,
+        &args.settings,
         &llm,
         &spec,
-        config.github_token.as_ref(),
+        github_token,
         &directory,
         checkout,
         &redactor,
@@ -219,7 +247,7 @@ pub async fn run(config: AgentArgs) -> Result<(), AgentError> {
         usage: answer.usage,
         model: Some(answer.model),
     };
-    report_result(&config, &report).await
+    report_result(&args, &report).await
 }
 
 /// How the workspace gets the repository.
@@ -234,13 +262,14 @@ pub enum Checkout {
 }
 
 /// Works on `spec` in `directory` with `llm` to the end: the checkout, the
-/// thread, the session. An LLM that fails for good still gives an answer,
-/// saying so.
+/// thread, the session. `github_token` is spent on the checkout and the
+/// thread and dropped before the model sees anything. An LLM that fails for
+/// good still gives an answer, saying so.
 pub async fn work(
     settings: &WorkArgs,
     llm: &Llm,
     spec: &AgentRunSpec,
-    github_token: Option<&SecretString>,
+    github_token: Option<SecretString>,
     directory: &std::path::Path,
     checkout: Checkout,
     redactor: &Redactor,
@@ -262,7 +291,7 @@ pub async fn work(
             checkout::checkout(
                 &settings.github_server_url,
                 &github.repository,
-                github_token,
+                github_token.as_ref(),
                 &target,
                 directory,
             )
@@ -286,7 +315,10 @@ pub async fn work(
     })?;
     // A local repository, or none, has no GitHub thread to read.
     let api_url = (checkout == Checkout::Clone).then_some(settings.github_api_url.as_str());
-    let request = context::request(spec, api_url, github_token).await;
+    let request = context::request(spec, api_url, github_token.as_ref()).await;
+    // Nothing after this point needs GitHub: the token leaves memory (it
+    // zeroizes on drop) before the model's first turn.
+    drop(github_token);
     let limits = settings.limits(options);
     let (reply, usage) = match session::run(llm, &workspace, request, limits, redactor).await {
         Ok(ending) => (ending.reply, ending.usage),

@@ -213,14 +213,17 @@ impl Session {
                     exit_code = outcome.exit_code,
                     "tool"
                 );
+                // Redacted before anything sees it, the model included: what
+                // it reads goes to the LLM provider.
+                let output = redactor.redact(&outcome.text);
                 observe(Step::Answered {
                     id: &call.call_id,
                     tool: &call.fn_name,
                     exit_code: outcome.exit_code,
-                    output: &redactor.redact(&outcome.text),
+                    output: &output,
                 });
                 steps.push(format!("- {} {arguments}", call.fn_name));
-                responses.push(ToolResponse::new(call.call_id.clone(), outcome.text));
+                responses.push(ToolResponse::new(call.call_id.clone(), output));
             }
             let chat = std::mem::take(&mut self.chat);
             self.chat = chat

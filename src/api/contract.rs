@@ -25,8 +25,12 @@ pub mod env {
     /// The read-only installation token for the run's repository (a Secret
     /// key).
     pub const GITHUB_TOKEN: &str = "GITHUB_TOKEN";
-    /// The LLM provider's key (a Secret key).
+    /// The LLM provider's key (a Secret key). Sandboxes never get it: they
+    /// call [`LLM_GATEWAY`] instead.
     pub const LLM_API_KEY: &str = "LLM_API_KEY";
+    /// The operator's LLM gateway for this run, which adds the provider's
+    /// key; the agent authenticates with its report token.
+    pub const LLM_GATEWAY: &str = "SMOLPAWS_LLM_GATEWAY";
     /// The LLM model.
     pub const LLM_MODEL: &str = "LLM_MODEL";
     /// An OpenAI-compatible endpoint.
@@ -46,6 +50,16 @@ pub const RESULT_ROUTE: &str = "/v1/runs/{namespace}/{name}/result";
 pub fn result_url(base: &str, namespace: &str, name: &str) -> String {
     format!(
         "{}/v1/runs/{namespace}/{name}/result",
+        base.trim_end_matches('/')
+    )
+}
+
+/// The LLM gateway's base URL for run `namespace/name`, under the result
+/// endpoint's `base` URL; the agent's LLM client appends
+/// `chat/completions` or `messages`.
+pub fn gateway_url(base: &str, namespace: &str, name: &str) -> String {
+    format!(
+        "{}/v1/runs/{namespace}/{name}/llm/",
         base.trim_end_matches('/')
     )
 }

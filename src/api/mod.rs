@@ -17,7 +17,9 @@ pub use spec::{
     AgentOptions, AgentRun, AgentRunSpec, CommentKind, DiffSide, GitHubContext, PullRequestHead,
     ReviewContext, SandboxBackend, SandboxSpec, TriggerComment,
 };
-pub use status::{AgentRunStatus, PostedComment, RunResult, SandboxRef, TokenUsage, now};
+pub use status::{
+    AgentRunStatus, GatewayUsage, PostedComment, RunResult, SandboxRef, TokenUsage, now,
+};
 
 /// The API group of every smolpaws resource.
 pub const GROUP: &str = "smolpaws.dev";

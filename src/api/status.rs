@@ -49,6 +49,11 @@ pub struct AgentRunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<RunResult>,
 
+    /// What the agent spent through the operator's LLM gateway, as the
+    /// operator counted it (the sandbox cannot change it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<GatewayUsage>,
+
     /// The reply posted on GitHub; once set, the reply is never posted again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<PostedComment>,
@@ -90,6 +95,22 @@ pub struct TokenUsage {
     pub prompt_tokens: i64,
     /// Tokens the model produced.
     pub completion_tokens: i64,
+}
+
+/// A run's use of the LLM gateway.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayUsage {
+    /// LLM requests the gateway forwarded.
+    pub requests: i64,
+    /// Tokens sent to the model, as the provider counted them.
+    pub prompt_tokens: i64,
+    /// Tokens the model produced, as the provider counted them.
+    pub completion_tokens: i64,
+    /// The provider's last error, as it answered: for people reading the
+    /// run, never passed back to the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A comment smolpaws posted on GitHub.

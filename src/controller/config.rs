@@ -19,6 +19,9 @@ const DEFAULT_PENDING_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
+const DEFAULT_LLM_MAX_REQUESTS: u64 = 200;
+const DEFAULT_LLM_MAX_TOKENS: u64 = 2_000_000;
+const DEFAULT_LLM_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How the controller runs: limits, timeouts, and its scope.
 #[derive(Clone, Debug)]
@@ -123,6 +126,19 @@ pub struct ControllerArgs {
     /// How long finished AgentRuns are kept before they are deleted.
     #[arg(long = "run-ttl", env = "SMOLPAWS_RUN_TTL", default_value_t = DEFAULT_TTL.into())]
     pub ttl: humantime::Duration,
+
+    /// The most LLM requests one run may make through the gateway.
+    #[arg(long, env = "SMOLPAWS_LLM_MAX_REQUESTS_PER_RUN", default_value_t = DEFAULT_LLM_MAX_REQUESTS)]
+    pub llm_max_requests_per_run: u64,
+
+    /// The most LLM tokens one run may spend through the gateway; a run's
+    /// spec.agent.maxTokens may lower it.
+    #[arg(long, env = "SMOLPAWS_LLM_MAX_TOKENS_PER_RUN", default_value_t = DEFAULT_LLM_MAX_TOKENS)]
+    pub llm_max_tokens_per_run: u64,
+
+    /// How long one LLM request through the gateway may take.
+    #[arg(long, env = "SMOLPAWS_LLM_TIMEOUT", default_value_t = DEFAULT_LLM_TIMEOUT.into())]
+    pub llm_timeout: humantime::Duration,
 
     /// The namespace of the leader-election Lease; the client's default
     /// namespace when unset.

@@ -7,7 +7,9 @@
 
 pub mod admission;
 pub mod config;
+pub mod credential;
 pub mod decide;
+pub mod gateway;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
@@ -26,7 +28,6 @@ use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
-use secrecy::SecretString;
 
 use crate::api::{AgentRun, Phase};
 use crate::github::GitHub;
@@ -123,8 +124,8 @@ pub struct ControllerParts {
     pub github: Option<GitHub>,
     /// The sandbox backends runs may name.
     pub sandboxes: Sandboxes,
-    /// The LLM provider's key, handed to each run through its Secret.
-    pub llm_api_key: Option<SecretString>,
+    /// Where the LLM gateway forwards sandboxes' requests, with what key.
+    pub gateway: gateway::GatewayConfig,
 }
 
 /// What every reconcile shares.
@@ -135,8 +136,6 @@ pub struct Context {
     pub github: Option<GitHub>,
     /// The sandbox backends.
     pub sandboxes: Sandboxes,
-    /// The LLM provider's key, handed to each run through its Secret.
-    pub llm_api_key: Option<SecretString>,
     /// Concurrency limits.
     pub limits: Limits,
     /// How long a sandbox may take to start.
@@ -211,7 +210,6 @@ pub async fn run(
         client,
         github: parts.github,
         sandboxes: parts.sandboxes,
-        llm_api_key: parts.llm_api_key,
         limits: config.limits,
         pending_timeout: config.pending_timeout,
         run_timeout: config.run_timeout,

@@ -22,9 +22,10 @@ use super::admission::{admits, key};
 use super::decide::{exit_outcome, human, next_look, reply_text, since};
 use super::status::{Transition, condition, conditions, write};
 use super::{Context, Error};
+use crate::api::contract::env;
 use crate::api::{AgentRun, Phase, PostedComment, SandboxRef};
 use crate::github::reply::{compose, marker};
-use crate::sandbox::secret::{RunCredentials, secret, secret_name};
+use crate::sandbox::secret::{RunCredentials, secret, secret_name, value};
 use crate::sandbox::{Launch, Provisioned, Sandbox, SandboxState};
 
 /// Holds a run until its sandbox is stopped and its thread told.
@@ -209,7 +210,6 @@ async fn ensure_secret(run: &AgentRun, ctx: &Context) -> Result<Result<Secret, A
     let credentials = RunCredentials {
         github_token,
         report_token: SecretString::from(crate::random::token()),
-        llm_api_key: ctx.llm_api_key.clone(),
     };
     match api
         .create(&PostParams::default(), &secret(run, &credentials))
@@ -328,7 +328,7 @@ async fn supervise(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     if let Some(SandboxState::Exited { code: 0, .. }) = state
         && let Some(report) = sandbox.collect_report(run).await?
     {
-        super::report::store(&runs(run, ctx), &name, report).await?;
+        super::report::store(&runs(run, ctx), run, report).await?;
         return Ok(Action::await_change());
     }
     if let None | Some(SandboxState::Exited { .. }) = state {
@@ -430,6 +430,7 @@ async fn conclude(
         // not come back here.
         sandbox.release(run).await?;
     }
+    revoke_github_token(run, ctx).await;
     let mut transition = finished_condition(run, reason, message).to(phase);
     if let Some(started) = run.status.as_ref().and_then(|s| s.started_at.as_ref()) {
         let held = since(started.0);
@@ -450,7 +451,42 @@ async fn conclude(
     Ok(Action::await_change())
 }
 
+/// Revokes the run's installation token, so a copy that left the sandbox
+/// is worthless from now on (it would expire within the hour anyway: a
+/// failure is logged, not retried).
+async fn revoke_github_token(run: &AgentRun, ctx: &Context) {
+    let Some(github) = &ctx.github else {
+        return;
+    };
+    let secret = match secrets(run, ctx).get_opt(&secret_name(run)).await {
+        Ok(secret) => secret,
+        Err(error) => {
+            warn!(%error, "could not read the run's Secret to revoke its GitHub token");
+            return;
+        }
+    };
+    let Some(token) = secret
+        .as_ref()
+        .and_then(|s| value(s, env::GITHUB_TOKEN))
+        .and_then(|token| std::str::from_utf8(token).ok())
+        .map(|token| SecretString::from(token.to_owned()))
+    else {
+        return;
+    };
+    match github.revoke(&token).await {
+        Ok(()) => info!("revoked the run's GitHub token"),
+        Err(error) => {
+            warn!(%error, "could not revoke the run's GitHub token; it expires within the hour")
+        }
+    }
+}
+
+/// The agent reported: its sandbox stops at once (whatever it does after
+/// its report is not trusted), then the run succeeds.
 async fn succeed(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
+    if let Ok(sandbox) = ctx.sandboxes.for_run(run) {
+        sandbox.stop(run).await?;
+    }
     conclude(
         run,
         ctx,

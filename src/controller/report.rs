@@ -12,21 +12,17 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post};
-use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
 use serde_json::json;
-use subtle::ConstantTimeEq;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
-use tracing::{info, warn};
+use tracing::info;
 
+use super::credential::{Refusal as Answer, authenticate, unavailable};
 use super::status::FIELD_MANAGER;
-use crate::api::contract::{MAX_REPORT_BYTES, RESULT_ROUTE, Report, env};
+use crate::api::contract::{MAX_REPORT_BYTES, RESULT_ROUTE, Report};
 use crate::api::{AgentRun, RunResult};
-use crate::sandbox::secret::{secret_name, value};
-
-type Answer = (StatusCode, String);
 
 /// The result endpoint's routes.
 pub fn router(client: Client) -> Router {
@@ -39,13 +35,6 @@ pub fn router(client: Client) -> Router {
         .with_state(Arc::new(client))
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .as_bytes()
-        .strip_prefix(b"Bearer ")
-}
-
 #[tracing::instrument(skip_all, fields(run = %format!("{namespace}/{name}")))]
 async fn report(
     State(client): State<Arc<Client>>,
@@ -53,34 +42,10 @@ async fn report(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Answer {
-    let unauthorized = || {
-        (
-            StatusCode::UNAUTHORIZED,
-            "a valid report token is required".to_owned(),
-        )
+    let run = match authenticate(&client, &namespace, &name, &headers).await {
+        Ok(run) => run,
+        Err(refusal) => return refusal,
     };
-    let Some(presented) = bearer(&headers) else {
-        return unauthorized();
-    };
-    let runs: Api<AgentRun> = Api::namespaced(client.as_ref().clone(), &namespace);
-    let run = match runs.get_opt(&name).await {
-        Ok(Some(run)) => run,
-        // Not found and not allowed look alike to a caller without a token.
-        Ok(None) => return unauthorized(),
-        Err(error) => return unavailable(error),
-    };
-    let secrets: Api<Secret> = Api::namespaced(client.as_ref().clone(), &namespace);
-    let secret = match secrets.get_opt(&secret_name(&run)).await {
-        Ok(secret) => secret,
-        Err(error) => return unavailable(error),
-    };
-    let Some(expected) = secret.as_ref().and_then(|s| value(s, env::REPORT_TOKEN)) else {
-        return unauthorized();
-    };
-    if !bool::from(expected.ct_eq(presented)) {
-        warn!("refused a report with a wrong token");
-        return unauthorized();
-    }
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -112,33 +77,40 @@ async fn report(
             "the run's result was already reported".into(),
         );
     }
-    match store(&runs, &name, report).await {
+    let runs: Api<AgentRun> = Api::namespaced(client.as_ref().clone(), &namespace);
+    match store(&runs, &run, report).await {
         Ok(()) => (StatusCode::NO_CONTENT, String::new()),
+        // The run changed since it was read (it may have ended): the next
+        // attempt decides on what it is now.
+        Err(kube::Error::Api(status)) if status.is_conflict() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the run changed while the result was stored; report again".into(),
+        ),
         Err(error) => unavailable(error),
     }
 }
 
-/// Writes `report` into run `name`'s status.
-pub async fn store(runs: &Api<AgentRun>, name: &str, report: Report) -> Result<(), kube::Error> {
+/// Writes `report` into `run`'s status, on the resourceVersion it was read
+/// at: a run that ended meanwhile refuses it with a conflict.
+pub async fn store(
+    runs: &Api<AgentRun>,
+    run: &AgentRun,
+    report: Report,
+) -> Result<(), kube::Error> {
     let result = RunResult::from(report);
-    let patch = json!({ "status": { "result": result } });
+    let patch = json!({
+        "metadata": { "resourceVersion": run.metadata.resource_version },
+        "status": { "result": result },
+    });
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    runs.patch_status(name, &params, &Patch::Merge(&patch))
+    runs.patch_status(&run.name_any(), &params, &Patch::Merge(&patch))
         .await?;
     info!(
         reply_bytes = result.reply.len(),
         "stored the agent's result"
     );
     Ok(())
-}
-
-fn unavailable(error: kube::Error) -> Answer {
-    warn!(%error, "the apiserver could not serve a report");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the result could not be stored now; report again".into(),
-    )
 }

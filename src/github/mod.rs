@@ -120,6 +120,7 @@ pub struct RunToken {
 /// The App's view of GitHub.
 pub struct GitHub {
     app: Octocrab,
+    api_url: String,
     installations: Mutex<HashMap<u64, Octocrab>>,
 }
 
@@ -154,7 +155,45 @@ impl GitHub {
             .map_err(client_error)?;
         Ok(Self {
             app,
+            api_url: config.api_url.clone(),
             installations: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Revokes installation token `token` (`DELETE /installation/token`,
+    /// authenticated by the token itself). A token already revoked or
+    /// expired counts as revoked.
+    pub async fn revoke(&self, token: &SecretString) -> Result<(), Error> {
+        let action = "revoke a run's installation token".to_owned();
+        let client = Octocrab::builder()
+            .base_uri(self.api_url.as_str())
+            .map_err(|source| Error::Client {
+                url: self.api_url.clone(),
+                source,
+            })?
+            .add_retry_config(RetryConfig::None)
+            .personal_token(token.expose_secret().to_owned())
+            .build()
+            .map_err(|source| Error::Client {
+                url: self.api_url.clone(),
+                source,
+            })?;
+        let response = client
+            ._delete("/installation/token", None::<&()>)
+            .await
+            .map_err(|source| Error::Transport {
+                action: action.clone(),
+                source,
+            })?;
+        let status = response.status();
+        if status.is_success() || status == StatusCode::UNAUTHORIZED {
+            return Ok(());
+        }
+        Err(Error::Status {
+            action,
+            status,
+            retry_after: retry_advice(status, response.headers()),
+            message: format!("GitHub answered {status}"),
         })
     }
 

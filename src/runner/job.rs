@@ -145,8 +145,10 @@ pub async fn run(State(runner): State<Arc<Runner>>, body: Bytes) -> Response {
     } else {
         Checkout::Clone
     };
-    let token = job.installation_token.as_ref();
-    let redactor = runner.config.agent.redactor(&[token]);
+    let redactor = runner
+        .config
+        .agent
+        .redactor(&[job.installation_token.as_ref()]);
     let llm = match runner.models.get(job.model.as_deref()) {
         Ok(llm) => llm,
         Err(error) => {
@@ -158,7 +160,7 @@ pub async fn run(State(runner): State<Arc<Runner>>, body: Bytes) -> Response {
         &runner.config.agent,
         &llm,
         &spec,
-        token,
+        job.installation_token.clone(),
         workspace.path(),
         checkout,
         &redactor,

@@ -277,11 +277,11 @@ pub async fn download(State(runner): State<Arc<Runner>>, uri: Uri) -> Response {
 
 /// Runs git in `dir`; its stdout.
 async fn git(dir: &FsPath, args: &[&str]) -> Result<Vec<u8>, String> {
-    let output = Command::new("git")
+    let mut command = Command::new("git");
+    let output = crate::agent::hardening::confine(&mut command, &[])
         .arg("-C")
         .arg(dir)
         .args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
         .kill_on_drop(true)
         .output()
         .await

@@ -1,5 +1,6 @@
-//! The agent's environment, every backend's: the run, where to report, the
-//! LLM settings, the operator's extra variables, and the run's secrets.
+//! The agent's environment, every backend's: the run, where to report, its
+//! LLM gateway and model, the operator's extra variables, and the run's
+//! secrets (its GitHub token and its run credential; never the LLM key).
 //! A pod refers to the Secret's keys; a backend that starts the agent as a
 //! process reads them in, as a kubelet would.
 
@@ -8,7 +9,7 @@ use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector
 use super::args::SandboxArgs;
 use super::{owned, secret};
 use crate::api::AgentRun;
-use crate::api::contract::env;
+use crate::api::contract::{self, env};
 
 /// What every sandbox's agent is told, whatever runs it.
 #[derive(Clone, Debug)]
@@ -34,7 +35,7 @@ fn secret_var(run: &AgentRun, key: &str) -> EnvVar {
             secret_key_ref: Some(SecretKeySelector {
                 name: secret::secret_name(run),
                 key: key.into(),
-                // Keys are absent when not configured (no GitHub, no LLM key).
+                // The GitHub token is absent when GitHub is not configured.
                 optional: Some(key != env::REPORT_TOKEN),
             }),
             ..EnvVarSource::default()
@@ -55,9 +56,16 @@ impl AgentEnvironment {
             ),
             var(env::RUN_SPEC, spec_json),
             var(env::RESULT_URL, &self.result_url),
+            var(
+                env::LLM_GATEWAY,
+                contract::gateway_url(
+                    &self.result_url,
+                    run.metadata.namespace.as_deref().unwrap_or_default(),
+                    &owned::run_name(run),
+                ),
+            ),
             secret_var(run, env::GITHUB_TOKEN),
             secret_var(run, env::REPORT_TOKEN),
-            secret_var(run, env::LLM_API_KEY),
         ];
         let llm = &self.settings.llm;
         let model = run
@@ -66,9 +74,9 @@ impl AgentEnvironment {
             .as_ref()
             .and_then(|agent| agent.model.clone())
             .or_else(|| llm.model.clone());
+        // The provider's endpoint and key stay with the gateway.
         for (name, value) in [
             (env::LLM_MODEL, model),
-            (env::LLM_BASE_URL, llm.base_url.clone()),
             (env::LLM_PROVIDER, llm.provider.clone()),
         ] {
             if let Some(value) = value {

@@ -19,10 +19,9 @@ pub fn secret_name(run: &AgentRun) -> String {
 pub struct RunCredentials {
     /// The repository-scoped GitHub token, when GitHub is configured.
     pub github_token: Option<SecretString>,
-    /// The token the agent must present when it reports its result.
+    /// The run credential: the agent presents it to report its result and
+    /// to call the LLM gateway.
     pub report_token: SecretString,
-    /// The LLM provider's key, when one is configured.
-    pub llm_api_key: Option<SecretString>,
 }
 
 /// The per-run Secret, owned by the run; absent credentials are absent keys.
@@ -30,7 +29,6 @@ pub fn secret(run: &AgentRun, credentials: &RunCredentials) -> Secret {
     let entries = [
         (env::GITHUB_TOKEN, credentials.github_token.as_ref()),
         (env::REPORT_TOKEN, Some(&credentials.report_token)),
-        (env::LLM_API_KEY, credentials.llm_api_key.as_ref()),
     ];
     let data = entries
         .into_iter()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -51,6 +51,7 @@ struct State_ {
     script: VecDeque<Scripted>,
     post_attempts: Vec<(Instant, u16)>,
     unauthorized: Vec<String>,
+    revoked: Vec<String>,
 }
 
 /// The fake GitHub, serving on loopback until dropped.
@@ -74,6 +75,7 @@ impl FakeGitHub {
         let router = Router::new()
             .route("/app/installations/{id}/access_tokens", post(access_token))
             .route("/repos/{owner}/{repo}/installation", get(installation))
+            .route("/installation/token", delete(revoke))
             .route(
                 "/repos/{owner}/{repo}/issues/comments/{id}/reactions",
                 post(react),
@@ -131,6 +133,11 @@ impl FakeGitHub {
     /// When each comment post arrived, and its answer's status.
     pub fn post_attempts(&self) -> Vec<(Instant, u16)> {
         self.with(|s| s.post_attempts.clone())
+    }
+
+    /// The installation tokens revoked (`DELETE /installation/token`).
+    pub fn revoked(&self) -> Vec<String> {
+        self.with(|s| s.revoked.clone())
     }
 
     /// Requests refused for a missing or unknown token.
@@ -251,6 +258,29 @@ async fn access_token(
         })),
     )
         .into_response()
+}
+
+/// `DELETE /installation/token`: the token in the Authorization header
+/// revokes itself; a token the fake never issued is 401, as on GitHub.
+async fn revoke(
+    State((state, _)): State<(Shared, Arc<tokio::sync::Notify>)>,
+    headers: HeaderMap,
+) -> StatusCode {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("token "))
+        })
+        .unwrap_or_default()
+        .to_owned();
+    let mut state = state.lock().expect("fake state");
+    if !state.issued.contains(&token) || state.revoked.contains(&token) {
+        return StatusCode::UNAUTHORIZED;
+    }
+    state.revoked.push(token);
+    StatusCode::NO_CONTENT
 }
 
 async fn installation(Path((_owner, _repo)): Path<(String, String)>) -> Json<Value> {

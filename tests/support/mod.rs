@@ -195,10 +195,8 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
 
 /// Sends `signal` to process `pid`, as a user's Ctrl-C or a kubelet's stop
 /// would.
-pub fn signal(pid: u32, signal: i32) {
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     let pid = i32::try_from(pid).expect("a pid fits an i32");
-    // SAFETY: kill(2) takes plain integers and touches no memory here.
-    #[allow(unsafe_code)]
-    let sent = unsafe { libc::kill(pid, signal) };
-    assert_eq!(sent, 0, "signal {signal} to {pid}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+        .unwrap_or_else(|e| panic!("{signal} to {pid}: {e}"));
 }

@@ -110,7 +110,10 @@ pub async fn run(
 ) -> Result<CommandOutput, ToolError> {
     let (reader, writer) =
         std::io::pipe().map_err(|e| ToolError::new(format!("cannot start bash: {e}")))?;
-    let mut child = Command::new("bash")
+    let mut bash = Command::new("bash");
+    // The tool sees none of the agent's credentials.
+    crate::agent::hardening::confine(&mut bash, &[]);
+    let mut child = bash
         .arg("-c")
         .arg(command)
         .current_dir(workspace.root())
@@ -126,6 +129,9 @@ pub async fn run(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| ToolError::new(format!("cannot start bash: {e}")))?;
+    // The command holds the pipe's write ends: the output ends only once
+    // they are closed here and bash's copies close with it.
+    drop(bash);
     let pid = child.id();
     // Whatever ends this call (a timeout, or the caller dropping it), the
     // command's whole process group goes with it.

@@ -203,7 +203,6 @@ fn context(
         client,
         github,
         sandboxes: Sandboxes::new().with(SandboxBackend::Pod, Arc::new(sandbox)),
-        llm_api_key: None,
         limits: config.limits,
         pending_timeout: config.pending_timeout,
         run_timeout: config.run_timeout,

@@ -421,8 +421,9 @@ impl Sandbox for DaytonaSandboxes {
         let run = launch.run;
         let mut vars = self.environment.for_process(run, launch.secret);
         // The agent prints its report, which the controller reads from the
-        // sandbox: Daytona need not reach the result endpoint.
-        vars.retain(|(name, _)| name != env::RESULT_URL && name != env::REPORT_TOKEN);
+        // sandbox; it still calls the LLM through the gateway with its run
+        // credential.
+        vars.retain(|(name, _)| name != env::RESULT_URL);
         let defaults = &self.environment.settings;
         let limits = run
             .spec
