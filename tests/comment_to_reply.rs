@@ -16,6 +16,7 @@ use support::fake_github::{FakeGitHub, Scripted};
 use support::fake_llm::{FakeLlm, Reply};
 use support::kubelet::{Behaviour, Kubelet};
 use support::operator::{Agent, Operator, stand_in_agent};
+use support::runs::{replied, until};
 
 const REPO: &str = "Codertocat/Hello-World";
 
@@ -49,32 +50,6 @@ async fn create(api: &Api<AgentRun>, name: &str, spec: AgentRunSpec) -> AgentRun
     api.create(&PostParams::default(), &AgentRun::new(name, spec))
         .await
         .expect("the AgentRun is created")
-}
-
-/// Waits (up to a minute) until the run satisfies `done`.
-async fn until(
-    api: &Api<AgentRun>,
-    name: &str,
-    what: &str,
-    done: impl Fn(&AgentRun) -> bool,
-) -> AgentRun {
-    let wait = await_condition(api.clone(), name, move |run: Option<&AgentRun>| {
-        run.is_some_and(&done)
-    });
-    match tokio::time::timeout(Duration::from_secs(60), wait).await {
-        Ok(Ok(Some(run))) => run,
-        _ => {
-            let now = api.get_opt(name).await.ok().flatten();
-            panic!(
-                "{name} never became {what}; it is {:#?}",
-                now.map(|r| r.status)
-            );
-        }
-    }
-}
-
-fn replied(run: &AgentRun) -> bool {
-    run.status.as_ref().is_some_and(|s| s.reply.is_some())
 }
 
 fn finished_reason(run: &AgentRun) -> String {

@@ -102,4 +102,69 @@ mod tests {
             );
         }
     }
+
+    /// A hook planted through HOME's `.gitconfig` (an earlier run) or the
+    /// image's system config never runs, and neither file's settings apply.
+    #[tokio::test]
+    async fn planted_git_config_and_hooks_do_not_run() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let home = dir.path().join("home");
+        let hooks = dir.path().join("hooks");
+        let marker = dir.path().join("hook-ran");
+        std::fs::create_dir_all(&home).expect("mkdir");
+        std::fs::create_dir_all(&hooks).expect("mkdir");
+        let planted = format!(
+            "[core]\n\thooksPath = {}\n[user]\n\tname = planted\n",
+            hooks.display()
+        );
+        std::fs::write(home.join(".gitconfig"), &planted).expect("write");
+        let system = dir.path().join("system-gitconfig");
+        std::fs::write(&system, &planted).expect("write");
+        for hook in ["post-checkout", "pre-commit", "post-commit"] {
+            let path = hooks.join(hook);
+            std::fs::write(&path, format!("#!/bin/sh\ntouch {}\n", marker.display()))
+                .expect("write");
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .expect("chmod");
+        }
+        let repo = dir.path().join("repo");
+        let git = |args: &[&str]| {
+            let mut command = Command::new("git");
+            confine(&mut command, &[])
+                // What the sandbox's HOME and image would give it.
+                .env("HOME", &home)
+                .env("GIT_CONFIG_SYSTEM", &system)
+                .args(args)
+                .output()
+        };
+        let repo_arg = repo.to_str().expect("a UTF-8 path");
+        for args in [
+            vec!["init", "-q", repo_arg],
+            vec![
+                "-C",
+                repo_arg,
+                "-c",
+                "user.email=a@b",
+                "-c",
+                "user.name=a",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                "x",
+            ],
+            vec!["-C", repo_arg, "checkout", "-q", "-b", "other"],
+        ] {
+            let output = git(&args).await.expect("git runs");
+            assert!(output.status.success(), "git {args:?}: {output:?}");
+        }
+        assert!(!marker.exists(), "a planted hook ran");
+        let name = git(&["-C", repo_arg, "config", "user.name"])
+            .await
+            .expect("git runs");
+        assert!(
+            !String::from_utf8_lossy(&name.stdout).contains("planted"),
+            "a planted config applied: {name:?}"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 
 pub mod checkout;
 pub mod context;
+pub mod handover;
 pub mod hardening;
 pub mod llm;
 pub mod redact;
@@ -186,8 +187,13 @@ pub enum AgentError {
 
 /// Runs the agent to its end and reports the result.
 pub async fn run(mut args: AgentArgs) -> Result<(), AgentError> {
-    // First, before any text from the thread is read: a tool running as
-    // this uid must not read this process's environment or memory.
+    // First, before any text from the thread is read: no environment this
+    // process exposes holds a credential, and a tool running as this uid
+    // cannot read its memory.
+    if handover::holds_credentials() {
+        return Err(handover::reexecute(&args));
+    }
+    handover::receive(&mut args)?;
     hardening::make_undumpable().map_err(|e| {
         AgentError::Config(format!(
             "cannot make the agent non-dumpable, so its credentials would be readable by its tools: {e}"
@@ -325,9 +331,8 @@ pub async fn work(
         // The person who asked needs to know, in the thread, why nothing
         // came back.
         Err(error) => {
-            warn!(%error, "the LLM failed");
-            let reply = format!("I could not work on this request: the LLM failed ({error}).");
-            (redactor.redact(&reply), crate::api::TokenUsage::default())
+            warn!(error = %redactor.redact(&error.to_string()), "the LLM failed");
+            (failure_reply(&error), crate::api::TokenUsage::default())
         }
     };
     Ok(Answer {
@@ -335,6 +340,24 @@ pub async fn work(
         usage,
         model: llm.model().to_owned(),
     })
+}
+
+/// What the thread is told when the LLM failed for good. A provider's
+/// error can echo the prompt or name the account, so its words stay in the
+/// log (and, through the gateway, the run's status); a spent budget is the
+/// gateway's own words and is said as such.
+fn failure_reply(error: &llm::LlmError) -> String {
+    let text = error.to_string();
+    if text.contains(contract::BUDGET_EXHAUSTED) {
+        return "I stopped before finishing: this run's LLM budget is spent. Ask again with a \
+                narrower request, or raise the limit (the run's `spec.agent.maxTokens`, the \
+                operator's `SMOLPAWS_LLM_MAX_TOKENS_PER_RUN` and \
+                `SMOLPAWS_LLM_MAX_REQUESTS_PER_RUN`)."
+            .to_owned();
+    }
+    "I could not work on this request: the LLM failed. The details are in the agent's log \
+     (`smolpaws logs`) and, for a run, its status (`kubectl describe agentrun`)."
+        .to_owned()
 }
 
 /// Delivers `report` to the result endpoint (retrying while it answers

@@ -64,6 +64,10 @@ pub fn gateway_url(base: &str, namespace: &str, name: &str) -> String {
     )
 }
 
+/// The error type the LLM gateway answers a run over its budget with, so
+/// the agent can say so in its reply.
+pub const BUDGET_EXHAUSTED: &str = "smolpaws_budget_exhausted";
+
 /// The largest report accepted: a reply of several times GitHub's comment
 /// limit arrives whole (it is cut to fit when posted).
 pub const MAX_REPORT_BYTES: usize = 1024 * 1024;

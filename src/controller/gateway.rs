@@ -35,6 +35,7 @@ use tracing::{info, warn};
 
 use super::credential::authenticate;
 use super::status::FIELD_MANAGER;
+use crate::api::contract::BUDGET_EXHAUSTED;
 use crate::api::{AgentRun, GatewayUsage};
 
 /// The largest request body forwarded: a long conversation with tool
@@ -372,7 +373,7 @@ async fn forward(
     if let Some(reason) = gateway.refusal(&run) {
         gateway.count("over_budget");
         info!(%reason, "refused an LLM request over the run's budget");
-        return route.error(StatusCode::FORBIDDEN, "smolpaws_budget_exhausted", &reason);
+        return route.error(StatusCode::FORBIDDEN, BUDGET_EXHAUSTED, &reason);
     }
     gateway.record(&run, |usage| usage.requests += 1).await;
 

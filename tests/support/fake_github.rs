@@ -25,6 +25,8 @@ pub struct Comment {
     pub body: String,
     pub in_reply_to: Option<i64>,
     pub at: Instant,
+    /// Who wrote it: the App for what it posted, anyone for seeded ones.
+    pub author: String,
 }
 
 /// A scripted answer to the next comment post.
@@ -76,6 +78,7 @@ impl FakeGitHub {
             .route("/app/installations/{id}/access_tokens", post(access_token))
             .route("/repos/{owner}/{repo}/installation", get(installation))
             .route("/installation/token", delete(revoke))
+            .route("/repos/{owner}/{repo}/issues/{number}", get(issue))
             .route(
                 "/repos/{owner}/{repo}/issues/comments/{id}/reactions",
                 post(react),
@@ -155,6 +158,17 @@ impl FakeGitHub {
         self.with(|s| store(s, repository, number, "issue", body.to_owned(), None).id)
     }
 
+    /// Stores a comment by `author`, someone without any association with
+    /// the repository.
+    pub fn seed_comment_by(&self, repository: &str, number: i64, author: &str, body: &str) {
+        self.with(|s| {
+            store(s, repository, number, "issue", body.to_owned(), None);
+            if let Some(seeded) = s.comments.last_mut() {
+                seeded.author = author.to_owned();
+            }
+        });
+    }
+
     /// Waits until a comment post arrives.
     pub async fn comment_posted(&self) {
         self.notify.notified().await;
@@ -178,6 +192,7 @@ fn store(
         body,
         in_reply_to,
         at: Instant::now(),
+        author: "smolpaws[bot]".to_owned(),
     };
     s.comments.push(comment.clone());
     comment
@@ -193,7 +208,11 @@ fn comment_json(comment: &Comment) -> Value {
         "html_url": format!("https://github.com/{}/{anchor}", comment.repository),
         "body": comment.body,
         "in_reply_to_id": comment.in_reply_to,
-        "user": { "login": "smolpaws[bot]", "type": "Bot" },
+        "user": {
+            "login": comment.author,
+            "type": if comment.author.ends_with("[bot]") { "Bot" } else { "User" },
+        },
+        "author_association": "NONE",
     })
 }
 
@@ -258,6 +277,26 @@ async fn access_token(
         })),
     )
         .into_response()
+}
+
+/// `GET /repos/{owner}/{repo}/issues/{number}`: every issue is the same
+/// short one, opened by the repository's owner.
+async fn issue(
+    State((state, _)): State<AppState>,
+    Path((owner, _repo, number)): Path<(String, String, i64)>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &headers, "read an issue") {
+        return unauthorized();
+    }
+    Json(json!({
+        "number": number,
+        "title": format!("Issue {number}"),
+        "body": "It does not work.",
+        "user": { "login": owner, "type": "User" },
+        "author_association": "OWNER",
+    }))
+    .into_response()
 }
 
 /// `DELETE /installation/token`: the token in the Authorization header

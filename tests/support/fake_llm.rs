@@ -9,7 +9,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Value, json};
@@ -32,6 +32,7 @@ pub enum Reply {
 struct Script {
     replies: VecDeque<Reply>,
     requests: Vec<(Instant, Value)>,
+    credentials: Vec<String>,
     calls: usize,
 }
 
@@ -66,6 +67,12 @@ impl FakeLlm {
         Self { script, base_url }
     }
 
+    /// The credential each request presented (`Authorization` or
+    /// `x-api-key`), in order.
+    pub fn credentials(&self) -> Vec<String> {
+        self.script.lock().expect("script").credentials.clone()
+    }
+
     /// The request bodies received, with when they arrived.
     pub fn requests(&self) -> Vec<(Instant, Value)> {
         self.script.lock().expect("script").requests.clone()
@@ -74,8 +81,15 @@ impl FakeLlm {
 
 type Shared = Arc<Mutex<Script>>;
 
-fn next(script: &Shared, body: Value) -> (Reply, usize) {
+fn next(script: &Shared, headers: &HeaderMap, body: Value) -> (Reply, usize) {
     let mut script = script.lock().expect("script");
+    let credential = headers
+        .get("authorization")
+        .or_else(|| headers.get("x-api-key"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    script.credentials.push(credential);
     script.requests.push((Instant::now(), body));
     script.calls += 1;
     let reply = script
@@ -100,9 +114,13 @@ fn failure(status: u16, retry_after: Option<u64>) -> Response {
     response
 }
 
-async fn openai(State(script): State<Shared>, Json(body): Json<Value>) -> Response {
+async fn openai(
+    State(script): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let model = body["model"].clone();
-    let (reply, call) = next(&script, body);
+    let (reply, call) = next(&script, &headers, body);
     let (message, finish) = match reply {
         Reply::Status(status, retry_after) => return failure(status, retry_after),
         Reply::Text(text) => (json!({ "role": "assistant", "content": text }), "stop"),
@@ -126,9 +144,13 @@ async fn openai(State(script): State<Shared>, Json(body): Json<Value>) -> Respon
     .into_response()
 }
 
-async fn anthropic(State(script): State<Shared>, Json(body): Json<Value>) -> Response {
+async fn anthropic(
+    State(script): State<Shared>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let model = body["model"].clone();
-    let (reply, call) = next(&script, body);
+    let (reply, call) = next(&script, &headers, body);
     let (content, stop) = match reply {
         Reply::Status(status, retry_after) => return failure(status, retry_after),
         Reply::Text(text) => (json!([{ "type": "text", "text": text }]), "end_turn"),

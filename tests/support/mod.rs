@@ -14,6 +14,7 @@ pub mod git_remote;
 pub mod kubelet;
 pub mod kubelet_api;
 pub mod operator;
+pub mod runs;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,0 +1,35 @@
+//! Waiting on AgentRuns, as every story about a run does.
+
+use std::time::Duration;
+
+use kube::api::Api;
+use kube::runtime::wait::await_condition;
+use smolpaws::api::AgentRun;
+
+/// Waits (up to a minute) until run `name` satisfies `done`, described as
+/// `what` when it never does.
+pub async fn until(
+    api: &Api<AgentRun>,
+    name: &str,
+    what: &str,
+    done: impl Fn(&AgentRun) -> bool,
+) -> AgentRun {
+    let wait = await_condition(api.clone(), name, move |run: Option<&AgentRun>| {
+        run.is_some_and(&done)
+    });
+    match tokio::time::timeout(Duration::from_secs(60), wait).await {
+        Ok(Ok(Some(run))) => run,
+        _ => {
+            let now = api.get_opt(name).await.ok().flatten();
+            panic!(
+                "{name} never became {what}; it is {:#?}",
+                now.map(|r| r.status)
+            );
+        }
+    }
+}
+
+/// Whether the run's reply is recorded.
+pub fn replied(run: &AgentRun) -> bool {
+    run.status.as_ref().is_some_and(|s| s.reply.is_some())
+}
