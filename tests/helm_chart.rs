@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::Discovery;
@@ -216,11 +217,363 @@ async fn the_schema_rejects_wrong_values() {
         ("limits.runTimeout=soon", "/limits/runTimeout"),
         ("allowedActors=octocat", "/allowedActors"),
         ("ingres.enabled=true", "ingres"),
+        (
+            "networkPolicy.githubCidrs={github.com}",
+            "/networkPolicy/githubCidrs/0",
+        ),
+        // The open-internet list is gone; a leftover one must not be ignored.
+        ("networkPolicy.httpsCidrs={0.0.0.0/0}", "httpsCidrs"),
+        ("sandboxNamespaces={Team_A}", "/sandboxNamespaces/0"),
     ] {
         let (ok, _, stderr) = helm(&["template", "x", CHART, "--set", value]).await;
         assert!(!ok, "{value} was accepted");
         assert!(stderr.contains(path), "{value}: {stderr}");
     }
+}
+
+/// The NetworkPolicies among `docs`, by namespace.
+fn network_policies(docs: &[serde_json::Value]) -> BTreeMap<String, serde_json::Value> {
+    docs.iter()
+        .filter(|d| d["kind"] == "NetworkPolicy")
+        .map(|d| {
+            let namespace = d["metadata"]["namespace"].as_str().expect("a namespace");
+            (namespace.to_owned(), d.clone())
+        })
+        .collect()
+}
+
+fn egress_rules(policy: &serde_json::Value) -> &[serde_json::Value] {
+    policy["spec"]["egress"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// The `protocol/port` pairs a rule opens.
+fn rule_ports(rule: &serde_json::Value) -> Vec<String> {
+    rule["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| format!("{}/{}", p["protocol"].as_str().unwrap_or("TCP"), p["port"]))
+        .collect()
+}
+
+/// The one egress rule of `policy` that opens exactly `ports`.
+fn rule_for<'a>(policy: &'a serde_json::Value, ports: &[&str]) -> &'a serde_json::Value {
+    let rules: Vec<_> = egress_rules(policy)
+        .iter()
+        .filter(|rule| rule_ports(rule) == ports)
+        .collect();
+    assert_eq!(rules.len(), 1, "one rule for {ports:?} in {policy:#}");
+    rules[0]
+}
+
+/// The ipBlocks of every egress rule, as (cidr, except).
+fn ip_blocks(policy: &serde_json::Value) -> Vec<(String, Vec<String>)> {
+    egress_rules(policy)
+        .iter()
+        .flat_map(|rule| rule["to"].as_array().into_iter().flatten())
+        .filter(|peer| peer.get("ipBlock").is_some())
+        .map(|peer| {
+            let block = &peer["ipBlock"];
+            let except = block["except"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c.as_str().expect("a CIDR").to_owned())
+                .collect();
+            (block["cidr"].as_str().expect("a CIDR").to_owned(), except)
+        })
+        .collect()
+}
+
+/// What a broad CIDR must leave out: private networks (the cluster's among
+/// them), link-local (cloud metadata), CGNAT, loopback and "this network".
+const INTERNAL_RANGES: [&str; 7] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "0.0.0.0/8",
+];
+
+fn ipv4_cidr(cidr: &str) -> Option<(u32, u32)> {
+    let (address, bits) = cidr.split_once('/')?;
+    let address: std::net::Ipv4Addr = address.parse().ok()?;
+    Some((u32::from(address), bits.parse().expect("a prefix length")))
+}
+
+/// Whether IPv4 CIDR `inner` is a strict subset of `outer`.
+fn strictly_within(inner: &str, outer: &str) -> bool {
+    match (ipv4_cidr(inner), ipv4_cidr(outer)) {
+        (Some((inner, inner_bits)), Some((outer, outer_bits))) => {
+            let mask = u32::MAX.checked_shl(32 - outer_bits).unwrap_or(0);
+            inner_bits > outer_bits && inner & mask == outer & mask
+        }
+        _ => false,
+    }
+}
+
+/// Every ipBlock that holds an internal range leaves it out, and no except
+/// lies outside its CIDR (the apiserver refuses that).
+fn assert_broad_cidrs_leave_out_internal_ranges(policy: &serde_json::Value) {
+    for (cidr, except) in ip_blocks(policy) {
+        for range in INTERNAL_RANGES {
+            if strictly_within(range, &cidr) {
+                assert!(except.iter().any(|e| e == range), "{cidr} keeps {range}");
+            }
+        }
+        for excepted in &except {
+            assert!(
+                strictly_within(excepted, &cidr) || (excepted.contains(':') && cidr == "::/0"),
+                "{cidr} excepts {excepted}, outside it"
+            );
+        }
+    }
+}
+
+/// A rule without `to` would open its ports to every address.
+fn assert_every_rule_names_its_destinations(policy: &serde_json::Value) {
+    for rule in egress_rules(policy) {
+        assert!(
+            rule["to"].as_array().is_some_and(|to| !to.is_empty()),
+            "a rule open to everywhere: {rule}"
+        );
+    }
+}
+
+/// GitHub's published ranges the default must hold (api.github.com/meta).
+const GITHUB_RANGES: [&str; 6] = [
+    "140.82.112.0/20",
+    "143.55.64.0/20",
+    "185.199.108.0/22",
+    "192.30.252.0/22",
+    "2a0a:a440::/29",
+    "2606:50c0::/32",
+];
+
+#[tokio::test]
+async fn sandboxes_reach_only_cluster_dns_the_operator_and_github_by_default() {
+    let docs = documents(&render("paws", "agents", &[]).await);
+    let policies = network_policies(&docs);
+    assert_eq!(policies.keys().collect::<Vec<_>>(), ["agents"]);
+    let policy = &policies["agents"];
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchExpressions"][0],
+        serde_json::json!({"key": "smolpaws.dev/run", "operator": "Exists"})
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress", "Egress"])
+    );
+    assert_eq!(
+        policy["spec"]["ingress"],
+        serde_json::json!([]),
+        "nothing reaches sandboxes"
+    );
+    assert_eq!(
+        egress_rules(policy).len(),
+        3,
+        "DNS, the operator, GitHub: {policy:#}"
+    );
+    assert_every_rule_names_its_destinations(policy);
+
+    let dns = rule_for(policy, &["UDP/53", "TCP/53"]);
+    assert_eq!(
+        dns["to"],
+        serde_json::json!([{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }])
+    );
+
+    // The operator's result port, which also serves the LLM gateway.
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let result_port = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "results")
+        .expect("a results port")["containerPort"]
+        .clone();
+    let operator = rule_for(policy, &[&format!("TCP/{result_port}")]);
+    assert_eq!(
+        operator["to"],
+        serde_json::json!([{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "agents"}},
+            "podSelector": {"matchLabels": deployment["spec"]["selector"]["matchLabels"]},
+        }])
+    );
+
+    let https = rule_for(policy, &["TCP/443"]);
+    let cidrs: Vec<String> = ip_blocks(policy)
+        .into_iter()
+        .map(|(cidr, _)| cidr)
+        .collect();
+    assert_eq!(
+        https["to"].as_array().map(Vec::len),
+        Some(cidrs.len()),
+        "HTTPS goes only to ipBlocks"
+    );
+    for range in GITHUB_RANGES {
+        assert!(cidrs.iter().any(|c| c == range), "no {range} in {cidrs:?}");
+    }
+    for cidr in &cidrs {
+        let bits: u32 = cidr
+            .rsplit_once('/')
+            .and_then(|(_, bits)| bits.parse().ok())
+            .expect("a prefix length");
+        let narrowest = if cidr.contains(':') { 29 } else { 20 };
+        assert!(bits >= narrowest, "{cidr} is wider than any GitHub range");
+    }
+    assert_broad_cidrs_leave_out_internal_ranges(policy);
+}
+
+#[tokio::test]
+async fn broad_cidrs_leave_out_private_link_local_cgnat_loopback_and_this_network() {
+    let docs = documents(
+        &render(
+            "paws",
+            "agents",
+            &[
+                "--set",
+                "networkPolicy.githubCidrs={0.0.0.0/0,::/0,100.0.0.0/6,140.82.112.0/20}",
+            ],
+        )
+        .await,
+    );
+    let policy = &network_policies(&docs)["agents"];
+    assert_broad_cidrs_leave_out_internal_ranges(policy);
+    let blocks: BTreeMap<String, Vec<String>> = ip_blocks(policy).into_iter().collect();
+    let mut everything = blocks["0.0.0.0/0"].clone();
+    everything.sort();
+    let mut internal = INTERNAL_RANGES.map(str::to_owned).to_vec();
+    internal.sort();
+    assert_eq!(everything, internal);
+    assert_eq!(blocks["::/0"], ["fc00::/7", "fe80::/10"]);
+    assert_eq!(blocks["100.0.0.0/6"], ["100.64.0.0/10"]);
+    assert!(blocks["140.82.112.0/20"].is_empty());
+}
+
+#[tokio::test]
+async fn the_egress_proxy_replaces_the_github_rule() {
+    let docs = documents(
+        &render(
+            "paws",
+            "agents",
+            &[
+                "--set",
+                "networkPolicy.egressProxy.enabled=true",
+                "--set",
+                "networkPolicy.egressProxy.cidrs={10.96.0.0/24}",
+                "--set",
+                "networkPolicy.egressProxy.port=3128",
+            ],
+        )
+        .await,
+    );
+    let policy = &network_policies(&docs)["agents"];
+    assert_every_rule_names_its_destinations(policy);
+    assert!(
+        egress_rules(policy)
+            .iter()
+            .all(|rule| !rule_ports(rule).contains(&"TCP/443".to_owned())),
+        "no HTTPS past the proxy: {policy:#}"
+    );
+    let proxy = rule_for(policy, &["TCP/3128"]);
+    assert_eq!(
+        proxy["to"],
+        serde_json::json!([{"ipBlock": {"cidr": "10.96.0.0/24"}}])
+    );
+    assert_eq!(ip_blocks(policy).len(), 1, "only the proxy: {policy:#}");
+
+    // Without addresses the rule would open the port everywhere.
+    let (ok, _, stderr) = helm(&[
+        "template",
+        "x",
+        CHART,
+        "--set",
+        "networkPolicy.egressProxy.enabled=true",
+    ])
+    .await;
+    assert!(!ok, "a proxy without addresses was accepted");
+    assert!(stderr.contains("egressProxy.cidrs"), "{stderr}");
+}
+
+#[tokio::test]
+async fn every_sandbox_namespace_gets_the_network_policy() {
+    let docs = documents(
+        &render(
+            "paws",
+            "agents",
+            &["--set", "sandboxNamespaces={team-a,agents,team-b}"],
+        )
+        .await,
+    );
+    let policies = network_policies(&docs);
+    assert_eq!(
+        policies.keys().collect::<Vec<_>>(),
+        ["agents", "team-a", "team-b"]
+    );
+    for policy in policies.values() {
+        // The operator runs in the release namespace only.
+        let operator = rule_for(policy, &["TCP/8081"]);
+        assert_eq!(
+            operator["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "agents"
+        );
+        assert_eq!(policy["spec"], policies["agents"]["spec"]);
+    }
+
+    // A namespaced operator runs sandboxes nowhere else.
+    let (ok, _, stderr) = helm(&[
+        "template",
+        "x",
+        CHART,
+        "--set",
+        "rbac.namespaced=true",
+        "--set",
+        "sandboxNamespaces={team-a}",
+    ])
+    .await;
+    assert!(!ok, "sandboxNamespaces with rbac.namespaced was accepted");
+    assert!(stderr.contains("sandboxNamespaces"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_network_policies_are_accepted_by_the_apiserver() {
+    let client = support::client();
+    let release = support::namespace(&client, "chart-netpol").await;
+    let team = support::namespace(&client, "chart-netpol-team").await;
+    let docs = documents(
+        &render(
+            "netpol",
+            &release,
+            &[
+                "--set",
+                &format!("sandboxNamespaces={{{team}}}"),
+                "--set",
+                "networkPolicy.githubCidrs={0.0.0.0/0,::/0,100.0.0.0/6,140.82.112.0/20}",
+            ],
+        )
+        .await,
+    );
+    let policies: Vec<_> = network_policies(&docs).into_values().collect();
+    assert_eq!(policies.len(), 2);
+    // The excepts are strict subsets of their CIDRs, or this is refused.
+    apply(&client, &policies).await;
+    let stored = Api::<NetworkPolicy>::namespaced(client.clone(), &team)
+        .get("netpol-smolpaws-sandboxes")
+        .await
+        .expect("the sandbox namespace's NetworkPolicy is stored");
+    let rules = stored.spec.and_then(|s| s.egress).unwrap_or_default();
+    assert_eq!(rules.len(), 3);
 }
 
 /// What `manifests/smolpaws.yaml` must hold: the namespace, the CRD and the
