@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -44,6 +44,12 @@ const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
 
 /// The largest non-streamed answer read whole to count its tokens.
 const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+
+/// Runs counted in memory before quiet ones are dropped.
+const MAX_COUNTED_RUNS: usize = 1024;
+
+/// How long a run may not call before its count is left to its status.
+const QUIET: Duration = Duration::from_secs(60 * 60);
 
 /// How much of a provider's error is kept in the run's status.
 const MAX_ERROR_CHARS: usize = 2048;
@@ -125,8 +131,9 @@ pub struct Gateway {
     client: Client,
     http: reqwest::Client,
     config: GatewayConfig,
-    /// What each run (by uid) spent, ahead of what its status says.
-    spent: Mutex<HashMap<String, GatewayUsage>>,
+    /// What each live run (by uid) spent, ahead of what its status says,
+    /// and when it last called.
+    spent: Mutex<HashMap<String, (GatewayUsage, Instant)>>,
     metrics: GatewayMetrics,
 }
 
@@ -179,7 +186,10 @@ impl Gateway {
     /// is further along (written by an earlier operator).
     fn spent(&self, run: &AgentRun) -> GatewayUsage {
         let spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
-        latest(spent.get(&run.uid().unwrap_or_default()), run)
+        latest(
+            spent.get(&run.uid().unwrap_or_default()).map(|(u, _)| u),
+            run,
+        )
     }
 
     /// Records a change to `run`'s spending, here and in its status.
@@ -187,9 +197,14 @@ impl Gateway {
         let usage = {
             let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
             let uid = run.uid().unwrap_or_default();
-            let mut usage = latest(spent.get(&uid), run);
+            let mut usage = latest(spent.get(&uid).map(|(u, _)| u), run);
             change(&mut usage);
-            spent.insert(uid, usage.clone());
+            if spent.len() >= MAX_COUNTED_RUNS {
+                // A run quiet this long has ended or waits on a tool: its
+                // status holds its count.
+                spent.retain(|_, (_, last)| last.elapsed() < QUIET);
+            }
+            spent.insert(uid, (usage.clone(), Instant::now()));
             usage
         };
         let runs: Api<AgentRun> =
@@ -207,6 +222,16 @@ impl Gateway {
         {
             warn!(%error, "could not record the run's LLM spending in its status");
         }
+    }
+
+    /// Drops `run`'s count: it has ended, and its status holds the total.
+    /// Counts of runs whose agents never called again after their end are
+    /// dropped with this process; each is a few dozen bytes.
+    fn forget(&self, run: &AgentRun) {
+        self.spent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&run.uid().unwrap_or_default());
     }
 
     /// Why `run` may not make another request, if it may not.
@@ -363,6 +388,7 @@ async fn forward(
     };
     let live = !run.phase().is_terminal() && run.status.as_ref().is_none_or(|s| s.result.is_none());
     if !live {
+        gateway.forget(&run);
         gateway.count("refused");
         return route.error(
             StatusCode::UNAUTHORIZED,

@@ -2,7 +2,10 @@
 //! what it asks.
 
 use std::fmt;
+use std::ops::Range;
 use std::str::FromStr;
+
+use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 
 /// The login a comment mentions to ask smolpaws, e.g. `@smolpaws`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,66 +57,66 @@ fn continues_word(c: char) -> bool {
 impl Mention {
     /// The request in `body` when it mentions this login, else `None`.
     ///
-    /// The match is case-insensitive and whole-word. Mentions in quoted lines
-    /// (`> ...`, as when replying to an earlier comment) and in fenced code
-    /// blocks do not count, so quoting a request does not repeat it. The
-    /// request is the body with every counted mention removed, trimmed; a
-    /// body that is only a mention asks nothing and gives an empty string.
+    /// The body is read as GitHub renders it (CommonMark): only mentions in
+    /// visible text count. Code (fenced, indented or inline), block quotes
+    /// (as when replying to an earlier comment) and HTML (comments are
+    /// invisible on GitHub) never trigger, so neither a quoted request nor a
+    /// hidden one starts a run. The match is case-insensitive and
+    /// whole-word. The request is the body with every counted mention
+    /// removed, trimmed; a body that is only a mention asks nothing and gives
+    /// an empty string.
     pub fn request(&self, body: &str) -> Option<String> {
-        let mut mentioned = false;
-        let mut request = String::with_capacity(body.len());
-        let mut in_fence = false;
-        for line in body.split_inclusive('\n') {
-            let trimmed = line.trim_start();
-            if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
-                in_fence = !in_fence;
+        let mut counted: Vec<Range<usize>> = Vec::new();
+        // Depth inside blocks whose text does not count.
+        let mut hidden = 0usize;
+        for (event, range) in Parser::new_ext(body, Options::empty()).into_offset_iter() {
+            match event {
+                Event::Start(Tag::CodeBlock(_) | Tag::BlockQuote(_) | Tag::HtmlBlock) => {
+                    hidden += 1;
+                }
+                Event::End(TagEnd::CodeBlock | TagEnd::BlockQuote(_) | TagEnd::HtmlBlock) => {
+                    hidden = hidden.saturating_sub(1);
+                }
+                Event::Text(_) if hidden == 0 => self.find(body, range, &mut counted),
+                _ => {}
             }
-            if in_fence || trimmed.starts_with('>') {
-                request.push_str(line);
-                continue;
-            }
-            mentioned |= self.strip_from_line(line, &mut request);
         }
-        mentioned.then(|| request.trim().to_owned())
+        if counted.is_empty() {
+            return None;
+        }
+        let mut request = String::with_capacity(body.len());
+        let mut from = 0;
+        for cut in counted {
+            request.push_str(&body[from..cut.start]);
+            from = cut.end;
+        }
+        request.push_str(&body[from..]);
+        Some(request.trim().to_owned())
     }
 
-    /// Appends `line` minus its mentions to `out`; whether it had any.
-    fn strip_from_line(&self, line: &str, out: &mut String) -> bool {
-        let mut found = false;
-        let mut rest = line;
-        // The character just before `rest`, which decides whether an `@` at
-        // its very start begins a word.
-        let mut previous: Option<char> = None;
-        while let Some(at) = rest.find('@') {
-            let (before, from_at) = rest.split_at(at);
-            let name = &from_at[1..];
-            let starts_word = !before
-                .chars()
-                .next_back()
-                .or(previous)
-                .is_some_and(continues_word);
-            let after = name
-                .get(..self.login.len())
-                .filter(|candidate| candidate.eq_ignore_ascii_case(&self.login))
-                .map(|_| &name[self.login.len()..])
-                .filter(|after| !after.starts_with(continues_word));
-            out.push_str(before);
-            match after {
-                Some(after) if starts_word => {
-                    found = true;
-                    // "@smolpaws, why ..." asks "why ...".
-                    rest = after.strip_prefix([',', ':']).unwrap_or(after);
-                    previous = Some(' ');
-                }
-                _ => {
-                    out.push('@');
-                    rest = name;
-                    previous = Some('@');
-                }
+    /// Adds the spans of this login's whole-word mentions within `within`
+    /// (a text node's bytes in `body`) to `spans`, with a `,` or `:` right
+    /// after one ("@smolpaws, why ..." asks "why ...").
+    fn find(&self, body: &str, within: Range<usize>, spans: &mut Vec<Range<usize>>) {
+        let text = &body[within.clone()];
+        for (offset, _) in text.match_indices('@') {
+            let at = within.start + offset;
+            let starts_word = !body[..at].chars().next_back().is_some_and(continues_word);
+            let name_end = at + 1 + self.login.len();
+            let names_us = body
+                .get(at + 1..name_end)
+                .is_some_and(|name| name.eq_ignore_ascii_case(&self.login));
+            let ends_word = !body
+                .get(name_end..)
+                .is_some_and(|after| after.starts_with(continues_word));
+            if starts_word && names_us && ends_word && name_end <= within.end {
+                let end = match body[name_end..].chars().next() {
+                    Some(',' | ':') => name_end + 1,
+                    _ => name_end,
+                };
+                spans.push(at..end);
             }
         }
-        out.push_str(rest);
-        found
     }
 }
 
@@ -155,6 +158,13 @@ mod tests {
             "mail me@smolpaws.dev",
             "> @smolpaws quoted request",
             "```\n@smolpaws in code\n```",
+            "<!-- @smolpaws hidden in an HTML comment -->",
+            "text <!-- @smolpaws hidden inline --> more",
+            "<!--\n@smolpaws hidden across lines\n-->",
+            "`@smolpaws in inline code`",
+            "    @smolpaws in indented code",
+            "```\n@smolpaws in a fence closed by another\n~~~\n@smolpaws still code",
+            "<details>\n@smolpaws in raw HTML, where GitHub shows no text node\n</details>",
             "smolpaws without the at",
             "@",
             "@smol",
