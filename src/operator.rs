@@ -271,6 +271,7 @@ pub fn controller_parts(
             max_requests: args.llm_max_requests_per_run,
             max_tokens: args.llm_max_tokens_per_run,
             timeout: args.llm_timeout.into(),
+            model: args.sandbox.llm.model.clone(),
         },
     })
 }

@@ -204,6 +204,69 @@ fn sleep(seconds: u32) -> Reply {
     }
 }
 
+fn bash(command: &str) -> Reply {
+    Reply::Tool {
+        name: "bash",
+        arguments: json!({ "command": command }),
+    }
+}
+
+/// Whether `command` kills by user or everything it may: a test's fake
+/// Daytona runs commands as the developer.
+fn kills_widely(command: &str) -> bool {
+    [
+        "pkill",
+        "killall",
+        "kill -1",
+        "-KILL -1",
+        "kill -9 -1",
+        " -u ",
+    ]
+    .iter()
+    .any(|wide| command.contains(wide))
+}
+
+/// Whether `pid` lives (a zombie is dead: nobody may reap it here).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Every tool output the model was sent, first seen first.
+fn tool_outputs(llm: &FakeLlm) -> Vec<String> {
+    let mut outputs = Vec::new();
+    for (_, body) in llm.requests() {
+        for message in body["messages"].as_array().into_iter().flatten() {
+            if message["role"] != "tool" {
+                continue;
+            }
+            let content = match &message["content"] {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            if !outputs.contains(&content) {
+                outputs.push(content);
+            }
+        }
+    }
+    outputs
+}
+
+/// What a tool printed on a line `key=value`, the first time.
+fn printed(llm: &FakeLlm, key: &str) -> Option<String> {
+    let marker = format!("{key}=");
+    tool_outputs(llm).iter().find_map(|output| {
+        output
+            .lines()
+            .find_map(|line| line.strip_prefix(&marker).map(str::to_owned))
+    })
+}
+
 fn position(calls: &[String], wanted: impl Fn(&str) -> bool) -> usize {
     calls
         .iter()
@@ -319,7 +382,157 @@ async fn with_reuse_runs_of_a_repository_share_a_sandbox_but_never_at_once() {
     assert_eq!(setup.daytona.created(), 2);
     assert_eq!(setup.daytona.live(), 2, "both kept warm");
     assert_eq!(setup.github.comments().len(), 4);
+    let commands = setup.daytona.commands();
+    assert!(!commands.iter().any(|c| kills_widely(c)), "{commands:#?}");
     drop(setup.llm);
+}
+
+#[tokio::test]
+async fn a_reused_sandbox_is_cleaned_and_the_next_run_starts_clean() {
+    let setup = Setup::new(
+        "daytona-clean",
+        vec![
+            // A hook for whoever reads HOME next, here and in the sandbox
+            // user's own HOME, and a process lying in wait outside the run.
+            bash(
+                "printf '[core]\\n\\thooksPath = /tmp/planted-hooks\\n' \
+                 | tee \"$HOME/.gitconfig\" > \"$HOME/../../../../.gitconfig\"; \
+                 cd / && { nohup sleep 300 >/dev/null 2>&1 & echo \"leftover=$!\"; }",
+            ),
+            finish("One."),
+            bash(
+                "echo \"home=$HOME\"; echo \"tmpdir=$TMPDIR\"; \
+                 echo \"runs=$(ls -A ../.. | tr '\\n' ,)\"; \
+                 echo \"inhome=$(ls -A \"$HOME\" | tr '\\n' ,)\"; cat \"$HOME/.gitconfig\"",
+            ),
+            finish("Two."),
+        ],
+        true,
+    )
+    .await;
+    let _operator = setup.operator().await;
+    setup.create("planter", 1101, None).await;
+    setup
+        .until("planter", "Succeeded", |run| {
+            run.phase() == Phase::Succeeded
+        })
+        .await;
+    let leftover = printed(&setup.llm, "leftover").expect("the planted process's pid");
+    let root = setup.daytona.root("sbx-1").expect("the sandbox is kept");
+    assert!(
+        root.join(".gitconfig").exists(),
+        "the sandbox user's HOME is the model's to write"
+    );
+    for _ in 0..50 {
+        if !alive(&leftover) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!alive(&leftover), "the run's leftover process was killed");
+    assert!(
+        !root.join(".smolpaws").exists(),
+        "the earlier run's directory is gone"
+    );
+    let calls = setup.daytona.calls();
+    let cleaned = position(&calls, |c| {
+        c.contains("/process/session/smolpaws-clean-") && c.ends_with("/exec")
+    });
+    let released = position(&calls, |c| c == "PUT /sandbox/sbx-1/labels");
+    assert!(cleaned < released, "cleaned before handed back: {calls:?}");
+
+    setup.create("next", 1102, None).await;
+    let next = setup
+        .until("next", "Succeeded", |run| run.phase() == Phase::Succeeded)
+        .await;
+    assert_eq!(
+        next.status
+            .and_then(|s| s.sandbox)
+            .map(|s| s.name)
+            .as_deref(),
+        Some("sbx-1"),
+        "the warm sandbox is reused"
+    );
+    let uid = next.metadata.uid.expect("a uid");
+    let home = printed(&setup.llm, "home").expect("the second run's HOME");
+    assert!(
+        home.ends_with(&format!("/.smolpaws/runs/{uid}/home")),
+        "a HOME of the run's own: {home}"
+    );
+    let tmpdir = printed(&setup.llm, "tmpdir").expect("the second run's TMPDIR");
+    assert!(
+        tmpdir.ends_with(&format!("/.smolpaws/runs/{uid}/tmp")),
+        "{tmpdir}"
+    );
+    assert_eq!(
+        printed(&setup.llm, "runs").as_deref(),
+        Some(format!("{uid},").as_str()),
+        "no earlier run's directory"
+    );
+    assert_eq!(
+        printed(&setup.llm, "inhome").as_deref(),
+        Some(""),
+        "an empty HOME"
+    );
+    let outputs = tool_outputs(&setup.llm);
+    assert_eq!(outputs.len(), 2, "{outputs:#?}");
+    assert!(
+        !outputs.iter().any(|o| o.contains("hooksPath")),
+        "the planted config is nowhere the next run looks: {outputs:#?}"
+    );
+
+    let commands = setup.daytona.commands();
+    assert_eq!(
+        commands
+            .iter()
+            .filter(|c| c.contains("kill -KILL") && c.contains("rm -rf .smolpaws"))
+            .count(),
+        2,
+        "one cleanup per release: {commands:#?}"
+    );
+    assert!(
+        commands
+            .iter()
+            .filter(|c| c.starts_with("setsid sh -c"))
+            .all(|c| c.contains("HOME=\"$PWD/home\" TMPDIR=\"$PWD/tmp\"")),
+        "{commands:#?}"
+    );
+    assert!(!commands.iter().any(|c| kills_widely(c)), "{commands:#?}");
+}
+
+#[tokio::test]
+async fn a_sandbox_that_cannot_be_cleaned_is_deleted_not_reused() {
+    let setup = Setup::new(
+        "daytona-unclean",
+        vec![finish("One."), finish("Two.")],
+        true,
+    )
+    .await;
+    setup.daytona.fail_next(
+        "POST /toolbox/sbx-1/toolbox/process/session/smolpaws-clean-",
+        Fault::Status(400),
+    );
+    let _operator = setup.operator().await;
+    setup.create("dirty", 1201, None).await;
+    let run = setup
+        .until("dirty", "Succeeded", |run| run.phase() == Phase::Succeeded)
+        .await;
+    assert_eq!(run.phase(), Phase::Succeeded, "the run still ends well");
+    setup.until_no_sandbox().await;
+
+    setup.create("after", 1202, None).await;
+    let run = setup
+        .until("after", "Succeeded", |run| run.phase() == Phase::Succeeded)
+        .await;
+    assert_eq!(
+        run.status
+            .and_then(|s| s.sandbox)
+            .map(|s| s.name)
+            .as_deref(),
+        Some("sbx-2"),
+        "a new sandbox, not the one left uncleaned"
+    );
+    assert_eq!(setup.daytona.live(), 1, "the clean one is kept warm");
 }
 
 #[tokio::test]

@@ -39,8 +39,15 @@ use crate::api::contract::BUDGET_EXHAUSTED;
 use crate::api::{AgentRun, GatewayUsage};
 
 /// The largest request body forwarded: a long conversation with tool
-/// output, well above what a context window holds.
-const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
+/// output, above what a 200k-token context window holds.
+const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+
+/// How long a request's body may take to arrive, once authenticated.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Requests forwarded at once across all runs: what bounds the memory a
+/// flood of large bodies can hold.
+const MAX_IN_FLIGHT: usize = 32;
 
 /// The largest non-streamed answer read whole to count its tokens.
 const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
@@ -69,6 +76,9 @@ pub struct GatewayConfig {
     pub max_tokens: u64,
     /// The longest one forwarded request may take.
     pub timeout: Duration,
+    /// The model runs use when their spec names none; a request for any
+    /// other model than its run's is refused.
+    pub model: Option<String>,
 }
 
 /// The wire format of a forwarded route.
@@ -131,6 +141,11 @@ pub struct Gateway {
     client: Client,
     http: reqwest::Client,
     config: GatewayConfig,
+    /// Places for requests in flight, across all runs.
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// Runs with a request in flight: an agent asks one thing at a time,
+    /// and a budget checked before the answer cannot be raced.
+    busy: Mutex<std::collections::HashSet<String>>,
     /// What each live run (by uid) spent, ahead of what its status says,
     /// and when it last called.
     spent: Mutex<HashMap<String, (GatewayUsage, Instant)>>,
@@ -162,6 +177,8 @@ impl Gateway {
             client,
             http,
             config,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+            busy: Mutex::new(std::collections::HashSet::new()),
             spent: Mutex::new(HashMap::new()),
             metrics,
         }
@@ -171,7 +188,9 @@ impl Gateway {
     pub fn router(self: Arc<Self>) -> Router {
         Router::new()
             .route("/v1/runs/{namespace}/{name}/llm/{*path}", post(forward))
-            .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+            // The body is read only after the credential is checked, by the
+            // handler, within its own cap and timeout.
+            .layer(DefaultBodyLimit::disable())
             .with_state(self)
     }
 
@@ -323,6 +342,8 @@ struct StreamRecorder {
     gateway: Arc<Gateway>,
     run: AgentRun,
     usage: StreamedUsage,
+    /// The request's place, held until the stream ends.
+    _place: Place,
 }
 
 impl Drop for StreamRecorder {
@@ -356,20 +377,83 @@ impl Gateway {
 }
 
 /// Request headers passed on to the provider: the body's format and the
-/// API version and features a client asks for; never its credential.
-const FORWARDED: &[&str] = &[
-    "content-type",
-    "accept",
-    "anthropic-version",
-    "anthropic-beta",
-];
+/// API version; never a credential, and no beta features (some let the
+/// provider fetch from the internet on the sandbox's behalf).
+const FORWARDED: &[&str] = &["content-type", "accept", "anthropic-version"];
+
+/// A request's place in flight: one of the gateway's, and its run's only
+/// one; both are given back when it is dropped (the answer was streamed
+/// or the request was refused).
+struct Place {
+    gateway: Arc<Gateway>,
+    uid: String,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Place {
+    fn take(gateway: &Arc<Gateway>, run: &AgentRun) -> Option<Self> {
+        let permit = gateway.in_flight.clone().try_acquire_owned().ok()?;
+        let uid = run.uid().unwrap_or_default();
+        let mut busy = gateway.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if !busy.insert(uid.clone()) {
+            return None;
+        }
+        Some(Self {
+            gateway: gateway.clone(),
+            uid,
+            _permit: permit,
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.gateway
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.uid);
+    }
+}
+
+impl Gateway {
+    /// The body to forward for `run`: its own model only, and a streamed
+    /// OpenAI answer asked to report its usage, so the budget sees it.
+    fn admit_body(&self, run: &AgentRun, route: Route, body: &Bytes) -> Result<Bytes, String> {
+        let mut request: Value =
+            serde_json::from_slice(body).map_err(|e| format!("the request is not JSON: {e}"))?;
+        let allowed = run
+            .spec
+            .agent
+            .as_ref()
+            .and_then(|a| a.model.as_deref())
+            .or(self.config.model.as_deref());
+        let asked = request.get("model").and_then(Value::as_str);
+        if let Some(allowed) = allowed
+            && asked != Some(allowed)
+        {
+            return Err(format!(
+                "this run may use the model {allowed}, not {}",
+                asked.unwrap_or("(none)")
+            ));
+        }
+        let streamed = request.get("stream").and_then(Value::as_bool) == Some(true);
+        if route == Route::OpenAi && streamed {
+            request["stream_options"] = json!({ "include_usage": true });
+            return Ok(serde_json::to_vec(&request)
+                .expect("a JSON value serializes")
+                .into());
+        }
+        Ok(body.clone())
+    }
+}
 
 #[tracing::instrument(skip_all, fields(run = %format!("{namespace}/{name}"), route = %path))]
 async fn forward(
     State(gateway): State<Arc<Gateway>>,
     Path((namespace, name, path)): Path<(String, String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(route) = Route::of(&path) else {
         gateway.count("unknown_route");
@@ -401,6 +485,45 @@ async fn forward(
         info!(%reason, "refused an LLM request over the run's budget");
         return route.error(StatusCode::FORBIDDEN, BUDGET_EXHAUSTED, &reason);
     }
+    let Some(place) = Place::take(&gateway, &run) else {
+        gateway.count("busy");
+        return route.error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "one LLM request at a time per run, and the gateway is at its limit; retry shortly",
+        );
+    };
+    let body =
+        match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_REQUEST_BYTES))
+            .await
+        {
+            Ok(Ok(body)) => body,
+            Ok(Err(_)) => {
+                gateway.count("refused");
+                let message = format!("the request body is over {MAX_REQUEST_BYTES} bytes");
+                return route.error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    &message,
+                );
+            }
+            Err(_) => {
+                gateway.count("refused");
+                let message = "the request body did not arrive in time";
+                return route.error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request_error",
+                    message,
+                );
+            }
+        };
+    let body = match gateway.admit_body(&run, route, &body) {
+        Ok(body) => body,
+        Err(message) => {
+            gateway.count("refused");
+            return route.error(StatusCode::FORBIDDEN, "permission_error", &message);
+        }
+    };
     gateway.record(&run, |usage| usage.requests += 1).await;
 
     let base = gateway
@@ -446,6 +569,7 @@ async fn forward(
             gateway: gateway.clone(),
             run,
             usage: StreamedUsage::default(),
+            _place: place,
         };
         Body::from_stream(answer.bytes_stream().map(move |chunk| {
             if let Ok(chunk) = &chunk {

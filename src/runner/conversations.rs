@@ -21,6 +21,7 @@ use super::events::{Event, EventBody, EventLog, LlmMessage, Observation, Source,
 use super::models::Models;
 use super::now;
 use crate::agent::WorkArgs;
+use crate::agent::redact::Redactor;
 use crate::agent::session::{Session, Step};
 use crate::agent::tools::workspace::Workspace;
 use crate::api::TokenUsage;
@@ -275,6 +276,8 @@ pub struct Conversations {
     persistence: PathBuf,
     workspaces: PathBuf,
     settings: WorkArgs,
+    /// What must never leave the runner: its token and the LLM key.
+    redactor: Redactor,
     models: Arc<Models>,
     slots: Arc<Semaphore>,
     capacity: usize,
@@ -285,12 +288,15 @@ pub struct Conversations {
 
 impl Conversations {
     /// The conversations stored under `persistence`, working under
-    /// `workspaces`; runs take one of `slots` (of `capacity`). Conversations
-    /// a killed runner left running are marked paused.
+    /// `workspaces`; runs take one of `slots` (of `capacity`); `redactor`
+    /// cleans what they send out. Conversations a killed runner left
+    /// running are marked paused.
+    #[allow(clippy::too_many_arguments)]
     pub fn load(
         persistence: &Path,
         workspaces: &Path,
         settings: WorkArgs,
+        redactor: Redactor,
         models: Arc<Models>,
         slots: Arc<Semaphore>,
         capacity: usize,
@@ -333,6 +339,7 @@ impl Conversations {
             persistence: persistence.to_owned(),
             workspaces: workspaces.to_owned(),
             settings,
+            redactor,
             models,
             slots,
             capacity,
@@ -483,11 +490,11 @@ impl Conversations {
             if let Some(most) = info.max_iterations {
                 limits.iterations = limits.iterations.min(most);
             }
-            let redactor = self.settings.redactor(&[]);
+            let redactor = &self.redactor;
             let mut session = Session::with_history(conversation.history());
             let observe = |step: Step<'_>| observe(conversation, step);
             let ending = session
-                .run(&llm, &workspace, limits, &redactor, &observe, &stop)
+                .run(&llm, &workspace, limits, redactor, &observe, &stop)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>((ending, session.usage()))

@@ -145,10 +145,10 @@ pub async fn run(State(runner): State<Arc<Runner>>, body: Bytes) -> Response {
     } else {
         Checkout::Clone
     };
-    let redactor = runner
-        .config
-        .agent
-        .redactor(&[job.installation_token.as_ref()]);
+    let redactor = runner.config.agent.redactor(&[
+        job.installation_token.as_ref(),
+        runner.config.token.as_ref(),
+    ]);
     let llm = match runner.models.get(job.model.as_deref()) {
         Ok(llm) => llm,
         Err(error) => {

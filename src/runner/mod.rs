@@ -50,7 +50,7 @@ pub struct RunnerArgs {
     pub listen: Option<SocketAddr>,
 
     /// The token every route but /alive and /health requires.
-    #[arg(long, env = "SMOLPAWS_RUNNER_TOKEN", hide_env_values = true)]
+    #[arg(long, env = crate::agent::handover::RUNNER_TOKEN, hide_env_values = true)]
     pub token: Option<SecretString>,
 
     /// Listen beyond loopback even without a token.
@@ -166,7 +166,25 @@ fn address(config: &RunnerArgs) -> anyhow::Result<SocketAddr> {
 
 /// Serves until `stop` is cancelled, then pauses running conversations
 /// (each records it) and waits for them.
-pub async fn serve(config: RunnerArgs, stop: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(mut config: RunnerArgs, stop: CancellationToken) -> anyhow::Result<()> {
+    // The model runs bash here too: its tools must not read the token or
+    // the LLM key from this process's environment or memory.
+    if crate::agent::handover::holds_credentials() {
+        let error = crate::agent::handover::reexecute(&crate::agent::handover::Credentials {
+            llm_api_key: config.agent.llm.api_key.clone(),
+            runner_token: config.token.clone(),
+            ..Default::default()
+        });
+        anyhow::bail!("could not move the runner's credentials out of its environment: {error}");
+    }
+    if let Some(credentials) = crate::agent::handover::receive()
+        .context("could not read the runner's handed-over credentials")?
+    {
+        config.agent.llm.api_key = credentials.llm_api_key;
+        config.token = credentials.runner_token;
+    }
+    crate::agent::hardening::make_undumpable()
+        .context("cannot make the runner non-dumpable, so its tools could read its token")?;
     let address = address(&config)?;
     let persistence = config
         .persistence_dir
@@ -188,6 +206,7 @@ pub async fn serve(config: RunnerArgs, stop: CancellationToken) -> anyhow::Resul
             &persistence,
             root.root(),
             config.agent.clone(),
+            config.agent.redactor(&[config.token.as_ref()]),
             models.clone(),
             slots.clone(),
             config.max_runs,

@@ -2,10 +2,11 @@
 //! (create, list by labels, get, start, labels, delete) and the toolbox
 //! (upload, process sessions, commands and their logs). Each sandbox is a
 //! temporary directory; a session command runs there as a local process, so
-//! the real agent binary works in it. Every call is recorded, and faults can
-//! be scripted per call.
+//! the real agent binary works in it. Deleting or stopping a sandbox kills
+//! what runs in it, as a real one would. Every call is recorded, and faults
+//! can be scripted per call.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,6 +45,70 @@ struct Sandbox {
     state: &'static str,
     root: tempfile::TempDir,
     sessions: HashMap<String, Vec<Command>>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        kill_processes_in(self.root.path());
+    }
+}
+
+/// Kills what runs in the sandbox at `root`, as deleting or stopping a real
+/// sandbox does: the agent starts in a Unix session of its own, out of
+/// reach of its command's process group. Taken are the processes working
+/// in `root` and the rest of their sessions, never this test's session
+/// (the fake's own shells work in `root` too).
+fn kill_processes_in(root: &std::path::Path) {
+    let Ok(root) = root.canonicalize() else {
+        return;
+    };
+    let me = std::process::id();
+    // Unknown, this test's own session could not be told apart.
+    let Some(own) = session_of(me) else {
+        return;
+    };
+    // Again while it finds any: a process may fork as its parent dies.
+    for _ in 0..20 {
+        let processes: Vec<(u32, Option<u32>, bool)> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| *pid != me)
+            .map(|pid| {
+                let inside = std::fs::read_link(format!("/proc/{pid}/cwd"))
+                    .is_ok_and(|cwd| cwd.starts_with(&root));
+                (pid, session_of(pid), inside)
+            })
+            .collect();
+        let sessions: HashSet<u32> = processes
+            .iter()
+            .filter(|(_, session, inside)| *inside && *session != Some(own))
+            .filter_map(|(_, session, _)| *session)
+            .filter(|session| *session > 1)
+            .collect();
+        let mut killed = false;
+        for (pid, session, inside) in processes {
+            if inside || session.is_some_and(|s| sessions.contains(&s)) {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                killed |= nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok();
+            }
+        }
+        if !killed {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The session of live process `pid` (not a zombie's: it runs nothing).
+fn session_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(3)?.parse().ok()
 }
 
 impl Sandbox {
@@ -148,6 +213,11 @@ impl FakeDaytona {
     /// Calls refused for a missing or wrong key.
     pub fn unauthorized(&self) -> usize {
         self.with(|s| s.unauthorized)
+    }
+
+    /// The directory of sandbox `id`, its working directory, while it lives.
+    pub fn root(&self, id: &str) -> Option<PathBuf> {
+        self.with(|s| s.sandboxes.get(id).map(|b| b.root.path().to_owned()))
     }
 
     /// The labels of every live sandbox.
@@ -294,6 +364,7 @@ async fn stop(State(inner): State<Shared>, Path(id): Path<String>) -> Response {
         Some(sandbox) => {
             sandbox.state = "stopped";
             sandbox.sessions.clear();
+            kill_processes_in(sandbox.root.path());
             StatusCode::OK.into_response()
         }
         None => not_found("Sandbox"),

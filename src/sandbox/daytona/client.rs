@@ -73,6 +73,11 @@ impl DaytonaError {
         matches!(self, Self::Api { status, .. } if *status == StatusCode::NOT_FOUND)
     }
 
+    /// Whether Daytona refused because the object exists already.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Api { status, .. } if *status == StatusCode::CONFLICT)
+    }
+
     /// When to try again.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -311,6 +316,18 @@ impl DaytonaClient {
         self.send(
             Method::POST,
             &format!("/sandbox/{id}/start"),
+            Retry::Transient,
+            |r| r,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Stops a sandbox: every process in it ends, its files stay.
+    pub async fn stop(&self, id: &str) -> Result<(), DaytonaError> {
+        self.send(
+            Method::POST,
+            &format!("/sandbox/{id}/stop"),
             Retry::Transient,
             |r| r,
         )

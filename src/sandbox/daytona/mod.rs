@@ -9,13 +9,24 @@
 //! the last line of that output. With reuse on, a finished run hands its
 //! sandbox back (label removed, left to Daytona's auto-stop) and the next run
 //! on the same repository takes it.
+//!
+//! A reused sandbox must not let one run reach the next (the model runs any
+//! bash it likes: a `.gitconfig` with a hook in HOME, a process waiting for
+//! the next run's tokens). So each agent gets a new, empty HOME and TMPDIR
+//! in its own run directory, and runs in a Unix session of its own whose id
+//! it records there. Before a sandbox is handed back, one command kills
+//! every process of the recorded sessions and removes everything smolpaws
+//! keeps in the sandbox; a sandbox that cannot be cleaned is deleted
+//! instead. A process that leaves its session on purpose (`setsid`), or a
+//! run that deletes its session record, is out of reach of that: the
+//! sandbox is the boundary, and reuse is opt-in.
 
 pub mod client;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Args;
@@ -38,6 +49,53 @@ const MANAGED_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Where smolpaws keeps its files in a sandbox, relative to its working
 /// directory.
 const HOME: &str = ".smolpaws";
+
+/// How long the cleanup of a sandbox handed back may take before the
+/// sandbox is deleted instead.
+const CLEANUP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Kills every process left from the runs of a sandbox and removes all
+/// smolpaws keeps there, from the sandbox's working directory; exits 0 only
+/// once all of it is gone.
+///
+/// A run directory's `sid` file names its agent's session, but it is
+/// writable by the run, so a session is only trusted once one of its
+/// processes is seen working inside the runs directory (the agent's keeper
+/// always is): a forged id never gets this shell, Daytona's daemon or a
+/// developer's machine killed. Ids 0 and 1, and this shell's own session,
+/// are never taken; without `/proc` nothing can be checked, and it fails.
+/// The scan reads `/proc` with shell builtins (forking `readlink` only for
+/// members of a recorded session), and is repeated while it finds
+/// processes, as a dying process's children may still be forking. Stat
+/// fields after `pid (comm) `: state, ppid, pgrp, session.
+const CLEANUP: &str = r#"(
+r="$(pwd -P)/.smolpaws/runs"
+read -r l </proc/$$/stat || exit 1; set -- ${l##*) }; own=$4
+for f in "$r"/*/sid; do
+  read -r sid 2>/dev/null <"$f" || continue
+  case $sid in ''|*[!0-9]*|0|1|"$own") continue;; esac
+  ours=
+  for s in /proc/[0-9]*/stat; do
+    read -r l 2>/dev/null <"$s" || continue
+    set -- ${l##*) }
+    [ "$4" = "$sid" ] || continue
+    case $(readlink "${s%/stat}/cwd" 2>/dev/null) in "$r"/*) ours=1; break;; esac
+  done
+  [ -n "$ours" ] || continue
+  n=0
+  while [ $n -lt 50 ]; do
+    n=$((n+1)); hit=
+    for s in /proc/[0-9]*/stat; do
+      read -r l 2>/dev/null <"$s" || continue
+      set -- ${l##*) }
+      [ "$4" = "$sid" ] && [ "$1" != Z ] || continue
+      p=${s#/proc/}; kill -KILL "${p%/stat}" 2>/dev/null && hit=1
+    done
+    [ -n "$hit" ] || break
+  done
+done
+rm -rf .smolpaws
+)"#;
 
 /// The controller's Daytona settings.
 #[derive(Args, Clone, Debug)]
@@ -193,11 +251,9 @@ impl DaytonaSandboxes {
         if existing.is_none() {
             self.client.create_session(&id, &session).await?;
         }
-        let command = format!(
-            "cd {dir} && chmod 700 ../../bin/smolpaws && . ./run.env && rm -f run.env \
-             && mkdir -p workspace && SMOLPAWS_WORKSPACE=\"$PWD/workspace\" exec ../../bin/smolpaws agent"
-        );
-        self.client.execute(&id, &session, &command).await?;
+        self.client
+            .execute(&id, &session, &start_command(&dir))
+            .await?;
         info!(sandbox = %id, "started the agent in its Daytona sandbox");
         Ok(Step::Started(id))
     }
@@ -376,7 +432,8 @@ impl DaytonaSandboxes {
     }
 
     /// Hands back every sandbox `run` holds: deleted, or with reuse on,
-    /// unlabelled and left warm for Daytona to stop. Safe to repeat.
+    /// cleaned, unlabelled and left warm for Daytona to stop (deleted after
+    /// all when it cannot be cleaned). Safe to repeat.
     async fn hand_back(&self, run: &AgentRun) -> Result<(), DaytonaError> {
         let uid = run.uid().unwrap_or_default();
         let mine = BTreeMap::from([(RUN_LABEL.to_owned(), uid.clone())]);
@@ -385,10 +442,29 @@ impl DaytonaSandboxes {
                 self.client
                     .delete_session(&sandbox.id, &session_id(run))
                     .await?;
-                let mut labels = sandbox.labels.clone();
-                labels.remove(RUN_LABEL);
-                self.client.set_labels(&sandbox.id, &labels).await?;
-                info!(sandbox = %sandbox.id, "released the Daytona sandbox, kept warm");
+                let cleaned = match self.clean(&sandbox.id, run).await {
+                    Ok(cleaned) => cleaned,
+                    Err(error) if error.is_transient() => return Err(error),
+                    Err(error) => Err(error.to_string()),
+                };
+                match cleaned {
+                    Ok(()) => {
+                        // A process the run moved out of its session would
+                        // outlive the cleanup and wait for the next run's
+                        // credentials: stopping the sandbox ends every
+                        // process, and the next run starts it again.
+                        self.client.stop(&sandbox.id).await?;
+                        let mut labels = sandbox.labels.clone();
+                        labels.remove(RUN_LABEL);
+                        self.client.set_labels(&sandbox.id, &labels).await?;
+                        info!(sandbox = %sandbox.id, "released the Daytona sandbox, stopped and kept for reuse");
+                    }
+                    Err(reason) => {
+                        warn!(sandbox = %sandbox.id, %reason, "could not clean the Daytona sandbox for the next run; deleting it");
+                        self.client.delete(&sandbox.id).await?;
+                        info!(sandbox = %sandbox.id, "deleted the Daytona sandbox");
+                    }
+                }
             } else {
                 self.client.delete(&sandbox.id).await?;
                 info!(sandbox = %sandbox.id, "deleted the Daytona sandbox");
@@ -400,6 +476,75 @@ impl DaytonaSandboxes {
             .remove(&uid);
         Ok(())
     }
+
+    /// Runs [`CLEANUP`] in sandbox `id` in a session of its own and waits
+    /// for it: `Err` with the reason when it failed or did not finish.
+    async fn clean(&self, id: &str, run: &AgentRun) -> Result<Result<(), String>, DaytonaError> {
+        let session = format!("smolpaws-clean-{}", run.uid().unwrap_or_default());
+        match self.client.create_session(id, &session).await {
+            // Left by an earlier attempt that failed after making it.
+            Err(error) if error.is_conflict() => {}
+            other => other?,
+        }
+        let command = self.client.execute(id, &session, CLEANUP).await?;
+        let deadline = Instant::now() + CLEANUP_DEADLINE;
+        let mut pause = Duration::from_millis(100);
+        let outcome = loop {
+            let Some(state) = self.client.session(id, &session).await? else {
+                break Err("the cleanup's session vanished".to_owned());
+            };
+            match state.commands.iter().find(|c| c.id == command) {
+                None => break Err("the cleanup's command vanished".to_owned()),
+                Some(SessionCommand {
+                    exit_code: Some(0), ..
+                }) => break Ok(()),
+                Some(SessionCommand {
+                    exit_code: Some(code),
+                    ..
+                }) => {
+                    let output = self.client.logs(id, &session, &command).await;
+                    let output = output.unwrap_or_default();
+                    let skip = output.chars().count().saturating_sub(500);
+                    let tail: String = output.chars().skip(skip).collect();
+                    break Err(format!("the cleanup exited with {code}: {}", tail.trim()));
+                }
+                Some(_) if Instant::now() >= deadline => {
+                    break Err(format!(
+                        "the cleanup did not finish in {}s",
+                        CLEANUP_DEADLINE.as_secs()
+                    ));
+                }
+                Some(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
+        };
+        self.client.delete_session(id, &session).await?;
+        Ok(outcome)
+    }
+}
+
+/// The command that starts the agent in `dir`, `run.env` uploaded there.
+///
+/// It runs in a Unix session of its own (recorded in `dir/sid` for
+/// [`CLEANUP`]) with a keeper process that stays in the run directory, so
+/// the session stays recognisable after the agent exits and its id cannot
+/// be reused while anything of it lives. The keeper starts before the
+/// environment is sourced, so it never holds a secret. HOME and TMPDIR are
+/// new and empty: nothing an earlier run left in the sandbox user's HOME is
+/// read. The agent is a child, not an `exec` of the session's shell, so
+/// that shell lives on to record its exit code; `&` makes sure `setsid`
+/// is not a process group leader, which would make it fork and return.
+fn start_command(dir: &str) -> String {
+    format!(
+        "setsid sh -c 'set -e; cd {dir}; echo \"$$\" > sid; \
+         while [ -e sid ]; do sleep 60; done </dev/null >/dev/null 2>&1 & \
+         chmod 700 ../../bin/smolpaws; . ./run.env; rm -f run.env; \
+         rm -rf home tmp; mkdir home tmp; mkdir -p workspace; \
+         HOME=\"$PWD/home\" TMPDIR=\"$PWD/tmp\" SMOLPAWS_WORKSPACE=\"$PWD/workspace\" \
+         exec ../../bin/smolpaws agent' & wait $!"
+    )
 }
 
 /// The id Daytona gave `run`'s sandbox, once recorded in its status.
@@ -580,5 +725,134 @@ mod tests {
             ("BAD NAME".to_owned(), "dropped".to_owned()),
         ];
         assert_eq!(env_file(&env), "export A='it'\\''s $HOME `x`'\n");
+    }
+
+    #[test]
+    fn the_agent_gets_a_new_home_tmpdir_and_session() {
+        let command = start_command(".smolpaws/runs/u-1");
+        assert!(
+            command.starts_with("setsid sh -c 'set -e; cd .smolpaws/runs/u-1; echo \"$$\" > sid;")
+        );
+        assert!(command.contains("rm -rf home tmp; mkdir home tmp;"));
+        assert!(command.contains("HOME=\"$PWD/home\" TMPDIR=\"$PWD/tmp\""));
+        assert!(command.ends_with("exec ../../bin/smolpaws agent' & wait $!"));
+        let keeper = command.find("while [ -e sid ]").expect("a keeper");
+        assert!(
+            keeper < command.find(". ./run.env").expect("the environment"),
+            "the keeper starts before the secrets are sourced"
+        );
+    }
+
+    #[test]
+    fn the_cleanup_kills_only_recorded_sessions_never_a_user() {
+        for wide in [
+            "pkill",
+            "killall",
+            "kill -1",
+            "-KILL -1",
+            "kill -9 -1",
+            " -u ",
+        ] {
+            assert!(!CLEANUP.contains(wide), "{wide} in the cleanup");
+        }
+        assert!(CLEANUP.contains(r#"kill -KILL "${p%/stat}""#));
+        assert!(CLEANUP.contains(r#""$r"/*/sid"#));
+        assert!(CLEANUP.ends_with("rm -rf .smolpaws\n)"));
+    }
+
+    /// Whether `pid` lives (a zombie is dead: nobody may reap it here).
+    #[cfg(target_os = "linux")]
+    fn alive(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(") ")
+                    .map(|(_, rest)| !rest.starts_with('Z'))
+            })
+            .unwrap_or(false)
+    }
+
+    /// The scripts for real, with `sh` and a stand-in agent in a directory
+    /// laid out like a sandbox's.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_cleanup_kills_what_a_run_left_and_spares_the_rest() {
+        use std::os::unix::process::CommandExt;
+        use std::process::Command;
+
+        let sandbox = tempfile::tempdir().expect("a sandbox directory");
+        let root = sandbox.path();
+        let dir = ".smolpaws/runs/u-1";
+        std::fs::create_dir_all(root.join(dir)).expect("the run directory");
+        std::fs::create_dir_all(root.join(".smolpaws/bin")).expect("the bin directory");
+        // Leaves a process behind, outside the run directory.
+        std::fs::write(
+            root.join(".smolpaws/bin/smolpaws"),
+            "#!/bin/sh\necho \"home=$HOME tmp=$TMPDIR secret=$SECRET\"\nls -A \"$HOME\"\n\
+             cd / && sleep 300 </dev/null >/dev/null 2>&1 &\necho \"leftover=$!\"\n",
+        )
+        .expect("the stand-in agent");
+        let env = [("SECRET".to_owned(), "s3cret".to_owned())];
+        std::fs::write(root.join(dir).join("run.env"), env_file(&env)).expect("run.env");
+        // Not the run's: a session a forged record names.
+        let mut bystander = Command::new("setsid")
+            .args(["sleep", "300"])
+            .spawn()
+            .expect("a bystander");
+        let forged = root.join(".smolpaws/runs/forged");
+        std::fs::create_dir_all(&forged).expect("a forged run directory");
+        std::fs::write(forged.join("sid"), bystander.id().to_string()).expect("a forged record");
+
+        let started = Command::new("sh")
+            .args(["-c", &start_command(dir)])
+            .current_dir(root)
+            .process_group(0)
+            .output()
+            .expect("the agent runs");
+        let output = String::from_utf8_lossy(&started.stdout).into_owned();
+        assert!(
+            started.status.success(),
+            "{output}{}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        let run = root.canonicalize().expect("a path").join(dir);
+        assert!(
+            output.starts_with(&format!(
+                "home={0}/home tmp={0}/tmp secret=s3cret\nleftover=",
+                run.display()
+            )),
+            "a new, empty HOME: {output}"
+        );
+        assert!(!run.join("run.env").exists());
+        let leftover = output
+            .trim()
+            .rsplit_once("leftover=")
+            .map(|(_, pid)| pid.to_owned())
+            .expect("the leftover's pid");
+        assert!(alive(&leftover));
+
+        let cleaned = Command::new("sh")
+            .args(["-c", CLEANUP])
+            .current_dir(root)
+            .output()
+            .expect("the cleanup runs");
+        assert!(cleaned.status.success(), "{cleaned:?}");
+        for _ in 0..50 {
+            if !alive(&leftover) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(!alive(&leftover), "the run's leftover process was killed");
+        assert!(
+            !root.join(".smolpaws").exists(),
+            "every run directory is gone"
+        );
+        assert!(
+            bystander.try_wait().expect("the bystander").is_none(),
+            "a session the run only named is spared"
+        );
+        bystander.kill().expect("the bystander ends");
+        bystander.wait().expect("the bystander is reaped");
     }
 }
