@@ -11,7 +11,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Resource, ResourceExt};
@@ -25,6 +25,7 @@ use super::{Context, Error};
 use crate::api::contract::env;
 use crate::api::{AgentRun, Phase, PostedComment, SandboxRef};
 use crate::github::reply::{compose, marker};
+use crate::sandbox::owned::is_owned_by;
 use crate::sandbox::secret::{RunCredentials, secret, secret_name, value};
 use crate::sandbox::{Launch, Provisioned, Sandbox, SandboxState};
 
@@ -184,7 +185,7 @@ async fn admit(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
 async fn ensure_secret(run: &AgentRun, ctx: &Context) -> Result<Result<Secret, Action>, Error> {
     let api = secrets(run, ctx);
     if let Some(existing) = api.get_opt(&secret_name(run)).await? {
-        return Ok(Ok(existing));
+        return adopt(run, ctx, existing).await;
     }
     let github_token = match &ctx.github {
         None => None,
@@ -217,10 +218,28 @@ async fn ensure_secret(run: &AgentRun, ctx: &Context) -> Result<Result<Secret, A
     {
         Ok(created) => Ok(Ok(created)),
         Err(kube::Error::Api(status)) if status.is_already_exists() => {
-            Ok(Ok(api.get(&secret_name(run)).await?))
+            adopt(run, ctx, api.get(&secret_name(run)).await?).await
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// The Secret found under the run's name, if the run owns it. One made by
+/// someone else would hand the sandbox credentials they know: the run
+/// fails instead.
+async fn adopt(
+    run: &AgentRun,
+    ctx: &Context,
+    found: Secret,
+) -> Result<Result<Secret, Action>, Error> {
+    if is_owned_by(&found.metadata, run) {
+        return Ok(Ok(found));
+    }
+    let message = format!(
+        "a Secret named {} exists and does not belong to this run; delete it, or ask again",
+        secret_name(run)
+    );
+    fail(run, ctx, "SecretConflict", message).await.map(Err)
 }
 
 async fn provision(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
@@ -430,7 +449,11 @@ async fn conclude(
         // not come back here.
         sandbox.release(run).await?;
     }
-    revoke_github_token(run, ctx).await;
+    // Read once: its GitHub token is revoked, then it is deleted.
+    let secret = owned_secret(run, ctx).await;
+    if let Some(secret) = &secret {
+        revoke_github_token(ctx, secret).await;
+    }
     let mut transition = finished_condition(run, reason, message).to(phase);
     if let Some(started) = run.status.as_ref().and_then(|s| s.started_at.as_ref()) {
         let held = since(started.0);
@@ -439,35 +462,43 @@ async fn conclude(
         transition = transition.sandbox_seconds(i64::try_from(held.as_secs()).unwrap_or(i64::MAX));
     }
     write(ctx, run, transition).await?;
-    if let Err(error) = delete_if_present(
-        &secrets(run, ctx),
-        &secret_name(run),
-        &DeleteParams::default(),
-    )
-    .await
-    {
-        warn!(%error, "could not delete the run's Secret; its owner reference will");
+    if let Some(secret) = secret {
+        // Only the Secret read above: never one made since under its name.
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: secret.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        if let Err(error) = delete_if_present(&secrets(run, ctx), &secret_name(run), &params).await
+        {
+            warn!(%error, "could not delete the run's Secret; its owner reference will");
+        }
     }
     Ok(Action::await_change())
+}
+
+/// The run's Secret, when it exists and the run owns it; a failed read is
+/// logged (the owner reference removes the Secret with the run anyway).
+async fn owned_secret(run: &AgentRun, ctx: &Context) -> Option<Secret> {
+    match secrets(run, ctx).get_opt(&secret_name(run)).await {
+        Ok(secret) => secret.filter(|s| is_owned_by(&s.metadata, run)),
+        Err(error) => {
+            warn!(%error, "could not read the run's Secret to retire it");
+            None
+        }
+    }
 }
 
 /// Revokes the run's installation token, so a copy that left the sandbox
 /// is worthless from now on (it would expire within the hour anyway: a
 /// failure is logged, not retried).
-async fn revoke_github_token(run: &AgentRun, ctx: &Context) {
+async fn revoke_github_token(ctx: &Context, secret: &Secret) {
     let Some(github) = &ctx.github else {
         return;
     };
-    let secret = match secrets(run, ctx).get_opt(&secret_name(run)).await {
-        Ok(secret) => secret,
-        Err(error) => {
-            warn!(%error, "could not read the run's Secret to revoke its GitHub token");
-            return;
-        }
-    };
-    let Some(token) = secret
-        .as_ref()
-        .and_then(|s| value(s, env::GITHUB_TOKEN))
+    let Some(token) = value(secret, env::GITHUB_TOKEN)
         .and_then(|token| std::str::from_utf8(token).ok())
         .map(|token| SecretString::from(token.to_owned()))
     else {

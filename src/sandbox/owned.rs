@@ -32,3 +32,16 @@ pub fn metadata(run: &AgentRun, name: String) -> ObjectMeta {
         ..ObjectMeta::default()
     }
 }
+
+/// Whether `meta` (of an object found under a run's name) belongs to `run`:
+/// its controller owner reference names the run's uid. Anything else was
+/// made by someone else and is never adopted.
+pub fn is_owned_by(meta: &ObjectMeta, run: &AgentRun) -> bool {
+    let Some(uid) = run.metadata.uid.as_deref() else {
+        return false;
+    };
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.uid == uid && owner.controller == Some(true))
+}

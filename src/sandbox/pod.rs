@@ -64,6 +64,14 @@ impl Sandbox for PodSandboxes {
         let api = self.pods(run);
         let name = pod_name(run);
         let (pod, created) = match api.get_opt(&name).await? {
+            Some(pod) if !owned::is_owned_by(&pod.metadata, run) => {
+                return Ok(Provisioned::Failed {
+                    reason: "SandboxConflict",
+                    message: format!(
+                        "a pod named {name} exists and does not belong to this run; delete it, or ask again"
+                    ),
+                });
+            }
             Some(pod) => (pod, false),
             None => {
                 let timeout = i64::try_from(launch.timeout.as_secs()).unwrap_or(i64::MAX);
@@ -73,8 +81,12 @@ impl Sandbox for PodSandboxes {
                         info!(pod = %name, "created the sandbox pod");
                         (pod, true)
                     }
+                    // Made meanwhile: the next provisioning step looks at it.
                     Err(kube::Error::Api(status)) if status.is_already_exists() => {
-                        (api.get(&name).await?, false)
+                        return Ok(Provisioned::Waiting {
+                            reason: None,
+                            created: false,
+                        });
                     }
                     Err(kube::Error::Api(status)) if is_refusal(&status) => {
                         return Ok(Provisioned::Failed {

@@ -234,6 +234,22 @@ fn status_path(name: &str) -> String {
     format!("{RUNS}/{name}/status")
 }
 
+/// Run `name`'s Secret, owned by it.
+fn owned_secret(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": format!("{name}-run"),
+            "uid": format!("secret-of-{name}"),
+            "ownerReferences": [{
+                "apiVersion": "smolpaws.dev/v1alpha1", "kind": "AgentRun", "name": name,
+                "uid": format!("uid-{name}"), "controller": true,
+            }],
+        },
+    })
+}
+
 /// The calls of one status transition of `run`: the patch, then its Event.
 fn transition(run: &AgentRun) -> [Call; 2] {
     let name = run.metadata.name.as_deref().unwrap_or_default();
@@ -346,7 +362,7 @@ async fn a_sandbox_still_starting_is_looked_at_by_the_backend_s_poll() {
         observed_generation: Some(1),
     }];
     let provisioning = run("run-1", status);
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "run-1-run"}});
+    let secret = owned_secret("run-1");
     let calls =
         vec![call(Method::GET, format!("{SECRETS}/run-1-run"), StatusCode::OK).answering(secret)];
     let sandbox = scripted(&log, waiting(), None);
@@ -377,8 +393,11 @@ async fn an_agent_killed_for_memory_fails_the_run_and_releases_its_sandbox() {
     status.started_at = Some(now());
     let running = run("run-1", status);
     let stored = serde_json::to_value(&running).expect("JSON");
-    let mut calls =
-        vec![call(Method::GET, format!("{RUNS}/run-1"), StatusCode::OK).answering(stored)];
+    let mut calls = vec![
+        call(Method::GET, format!("{RUNS}/run-1"), StatusCode::OK).answering(stored),
+        call(Method::GET, format!("{SECRETS}/run-1-run"), StatusCode::OK)
+            .answering(owned_secret("run-1")),
+    ];
     calls.extend(transition(&running));
     calls.push(
         call(
@@ -406,13 +425,19 @@ async fn an_agent_killed_for_memory_fails_the_run_and_releases_its_sandbox() {
             "state".to_owned(),
             format!("GET {RUNS}/run-1"),
             "release".to_owned(),
+            format!("GET {SECRETS}/run-1-run"),
             format!("PATCH {}", status_path("run-1")),
             format!("POST {EVENTS}"),
             format!("DELETE {SECRETS}/run-1-run"),
         ]
     );
-    let patch = &bodies[1]["status"];
+    let patch = &bodies[2]["status"];
     assert_eq!(patch["phase"], "Failed");
+    let deleted = &bodies[4];
+    assert_eq!(
+        deleted["preconditions"]["uid"], "secret-of-run-1",
+        "only the Secret it read is deleted: {deleted}"
+    );
     let finished = &patch["conditions"][0];
     assert_eq!(finished["type"], conditions::FINISHED);
     assert_eq!(finished["reason"], "OutOfMemory");
@@ -552,4 +577,43 @@ async fn a_reply_posted_before_a_crash_is_found_not_posted_again() {
         ]
     );
     assert_eq!(bodies[0]["status"]["reply"]["id"], 42);
+}
+
+#[tokio::test]
+async fn a_secret_someone_else_made_under_the_run_s_name_is_never_adopted() {
+    let log = Log::default();
+    let provisioning = run("run-1", in_phase(Phase::Provisioning));
+    let planted = json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": { "name": "run-1-run", "uid": "planted" },
+        "data": { "SMOLPAWS_REPORT_TOKEN": "a25vd24tdG8tdGhlLXBsYW50ZXI=" },
+    });
+    let mut calls = vec![
+        call(Method::GET, format!("{SECRETS}/run-1-run"), StatusCode::OK)
+            .answering(planted.clone()),
+        call(Method::GET, format!("{SECRETS}/run-1-run"), StatusCode::OK).answering(planted),
+    ];
+    calls.extend(transition(&provisioning));
+    let sandbox = scripted(&log, waiting(), None);
+    let (ctx, served) = context(&log, calls, sandbox, &[], None);
+
+    reconcile(Arc::new(provisioning), ctx)
+        .await
+        .expect("the step succeeds");
+
+    let bodies = served.await.expect("the apiserver served");
+    assert_eq!(
+        entries(&log),
+        [
+            format!("GET {SECRETS}/run-1-run"),
+            "release".to_owned(),
+            format!("GET {SECRETS}/run-1-run"),
+            format!("PATCH {}", status_path("run-1")),
+            format!("POST {EVENTS}"),
+        ],
+        "no sandbox is made with it, and it is not deleted"
+    );
+    let finished = &bodies[2]["status"]["conditions"][0];
+    assert_eq!(finished["reason"], "SecretConflict");
 }
