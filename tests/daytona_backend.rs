@@ -5,9 +5,7 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, PostParams};
@@ -26,38 +24,6 @@ use support::operator::Operator;
 
 const LLM_KEY: &str = "sk-llm-secret-0123456789";
 
-/// Everything the controller logs in this test binary.
-fn captured_log() -> Arc<Mutex<Vec<u8>>> {
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("info")
-            .with_ansi(false)
-            .with_writer(move || Sink(sink.clone()))
-            .try_init();
-        log
-    })
-    .clone()
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Sink {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .expect("the captured log")
-            .extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 struct Setup {
     runs: Api<AgentRun>,
     namespace: String,
@@ -70,7 +36,7 @@ struct Setup {
 
 impl Setup {
     async fn new(prefix: &str, replies: Vec<Reply>, reuse: bool) -> Self {
-        captured_log();
+        support::log::captured();
         let client = support::client();
         let namespace = support::namespace(&client, prefix).await;
         let github = FakeGitHub::start().await;
@@ -317,8 +283,7 @@ async fn a_daytona_run_succeeds_replies_once_and_leaves_nothing() {
     );
 
     let commands = setup.daytona.commands().join("\n");
-    let log =
-        String::from_utf8_lossy(&captured_log().lock().expect("the captured log")).into_owned();
+    let log = support::log::text();
     assert!(
         log.contains("checked out"),
         "the agent's output reaches the controller's log"

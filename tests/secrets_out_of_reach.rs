@@ -69,12 +69,13 @@ struct Setup {
     secrets: Api<Secret>,
     github: FakeGitHub,
     operator: Operator,
-    _kubelet: Kubelet,
+    kubelet: Kubelet,
     _remote: tempfile::TempDir,
 }
 
 impl Setup {
     async fn new(prefix: &str, llm: &FakeLlm, max_requests: Option<u64>) -> Self {
+        support::log::captured();
         let client = support::client();
         let ns = support::namespace(&client, prefix).await;
         let github = FakeGitHub::start().await;
@@ -101,7 +102,7 @@ impl Setup {
             secrets: Api::namespaced(client, &ns),
             github,
             operator,
-            _kubelet: kubelet,
+            kubelet,
             _remote: remote,
         }
     }
@@ -190,12 +191,19 @@ async fn a_stranger_steering_the_model_reaches_no_secret() {
     secrets.push(credential.clone());
     secrets.push(LLM_KEY.to_owned());
     let requests: Vec<String> = llm.requests().iter().map(|(_, b)| b.to_string()).collect();
+    // The agent's own log and the operator's, besides what the model saw.
+    let logs = format!("{}\n{}", setup.kubelet.log("steered"), support::log::text());
+    assert!(
+        logs.contains("forged report") || logs.contains("tool"),
+        "the agent's log was captured: {logs}"
+    );
     assert_eq!(requests.len(), 3, "three model turns");
     let seen = requests.join("\n");
     for secret in &secrets {
         for form in [secret.clone(), STANDARD.encode(secret)] {
             assert!(!seen.contains(&form), "{form} reached the LLM provider");
             assert!(!comments[0].body.contains(&form), "{form} is in the reply");
+            assert!(!logs.contains(&form), "{form} is in a log");
         }
     }
     // The dump happened: the tool's own environment, and the agent's read

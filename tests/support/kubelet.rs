@@ -38,6 +38,7 @@ pub struct Kubelet {
     running: Arc<AtomicUsize>,
     most: Arc<AtomicUsize>,
     started: Arc<AtomicUsize>,
+    logs: Arc<Logs>,
 }
 
 impl Drop for Kubelet {
@@ -57,6 +58,11 @@ impl Kubelet {
         self.started.load(Ordering::SeqCst)
     }
 
+    /// What pod `pod`'s agent container wrote, so far.
+    pub fn log(&self, pod: &str) -> String {
+        std::fs::read_to_string(self.logs.path(pod)).unwrap_or_default()
+    }
+
     /// Starts serving `namespace`, deciding each pod's fate with `behaviour`.
     pub fn start(
         client: kube::Client,
@@ -64,16 +70,17 @@ impl Kubelet {
         behaviour: impl Fn(&Pod) -> Behaviour + Send + Sync + 'static,
     ) -> Self {
         let stop = CancellationToken::new();
+        let logs = Logs::new();
         let kubelet = Self {
             stop: stop.clone(),
             running: Arc::default(),
             most: Arc::default(),
             started: Arc::default(),
+            logs: logs.clone(),
         };
         let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
         let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
         let node = format!("stand-in-{namespace}");
-        let logs = Logs::new();
         let behaviour = Arc::new(behaviour);
         let (running, most, started) = (
             kubelet.running.clone(),

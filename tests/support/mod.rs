@@ -13,6 +13,7 @@ pub mod fake_llm;
 pub mod git_remote;
 pub mod kubelet;
 pub mod kubelet_api;
+pub mod log;
 pub mod operator;
 pub mod runs;
 
