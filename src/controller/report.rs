@@ -65,30 +65,42 @@ async fn report(
             );
         }
     };
-    if run.phase().is_terminal() {
-        return (
-            StatusCode::CONFLICT,
-            format!("the run already ended ({})", run.phase()),
-        );
-    }
-    if run.status.as_ref().is_some_and(|s| s.result.is_some()) {
-        return (
-            StatusCode::CONFLICT,
-            "the run's result was already reported".into(),
-        );
-    }
     let runs: Api<AgentRun> = Api::namespaced(client.as_ref().clone(), &namespace);
-    match store(&runs, &run, report).await {
-        Ok(()) => (StatusCode::NO_CONTENT, String::new()),
-        // The run changed since it was read (it may have ended): the next
-        // attempt decides on what it is now.
-        Err(kube::Error::Api(status)) if status.is_conflict() => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the run changed while the result was stored; report again".into(),
-        ),
-        Err(error) => unavailable(error),
+    let mut run = run;
+    // The controller writes the status too (the run starting, say): a
+    // conflict means the run changed since it was read, and the decision
+    // is made again on what it is now.
+    for _ in 0..STORE_ATTEMPTS {
+        if run.phase().is_terminal() {
+            return (
+                StatusCode::CONFLICT,
+                format!("the run already ended ({})", run.phase()),
+            );
+        }
+        if run.status.as_ref().is_some_and(|s| s.result.is_some()) {
+            return (
+                StatusCode::CONFLICT,
+                "the run's result was already reported".into(),
+            );
+        }
+        match store(&runs, &run, report.clone()).await {
+            Ok(()) => return (StatusCode::NO_CONTENT, String::new()),
+            Err(kube::Error::Api(status)) if status.is_conflict() => {}
+            Err(error) => return unavailable(error),
+        }
+        run = match runs.get(&name).await {
+            Ok(run) => run,
+            Err(error) => return unavailable(error),
+        };
     }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the run kept changing while the result was stored; report again".into(),
+    )
 }
+
+/// Attempts at storing a report on a run that keeps changing under it.
+const STORE_ATTEMPTS: usize = 5;
 
 /// Writes `report` into `run`'s status, on the resourceVersion it was read
 /// at: a run that ended meanwhile refuses it with a conflict.
