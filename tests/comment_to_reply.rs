@@ -10,38 +10,18 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::wait::await_condition;
-use smolpaws::api::{AgentRun, AgentRunSpec, CommentKind, GitHubContext, Phase, TriggerComment};
+use smolpaws::api::{AgentRun, AgentRunSpec, CommentKind, Phase};
 use smolpaws::controller::ControllerArgs;
 use support::fake_github::{FakeGitHub, Scripted};
 use support::fake_llm::{FakeLlm, Reply};
 use support::kubelet::{Behaviour, Kubelet};
 use support::operator::{Agent, Operator, stand_in_agent};
-use support::runs::{replied, until};
+use support::runs::{issue_spec, replied, until};
 
 const REPO: &str = "Codertocat/Hello-World";
 
 fn spec(comment_id: i64, timeout_seconds: Option<i64>) -> AgentRunSpec {
-    let mut spec = AgentRunSpec {
-        prompt: "why does the parser drop trailing commas?".into(),
-        github: GitHubContext {
-            installation_id: Some(1),
-            repository: REPO.into(),
-            number: 7,
-            pull_request: false,
-            comment: Some(TriggerComment {
-                id: comment_id,
-                kind: CommentKind::IssueComment,
-                html_url: format!("https://github.com/{REPO}/issues/7#issuecomment-{comment_id}"),
-                author: "Codertocat".into(),
-                review: None,
-            }),
-            head: None,
-            post_reply: true,
-            delivery_id: None,
-        },
-        sandbox: Default::default(),
-        agent: None,
-    };
+    let mut spec = issue_spec(REPO, comment_id, "Codertocat");
     spec.sandbox.timeout_seconds = timeout_seconds;
     spec
 }

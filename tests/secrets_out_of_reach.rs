@@ -14,38 +14,20 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use secrecy::SecretString;
 use serde_json::json;
-use smolpaws::api::{AgentRun, AgentRunSpec, CommentKind, GitHubContext, Phase, TriggerComment};
+use smolpaws::api::{AgentRun, AgentRunSpec, Phase};
 use support::fake_github::FakeGitHub;
 use support::fake_llm::{FakeLlm, Reply};
 use support::kubelet::{Behaviour, Kubelet};
 use support::operator::Operator;
-use support::runs::{replied, until};
+use support::runs::{issue_spec, replied, until};
 
 const REPO: &str = "octo/hello";
 const LLM_KEY: &str = "sk-operator-llm-key-0123456789";
 
 fn spec() -> AgentRunSpec {
-    AgentRunSpec {
-        prompt: "why does the README say hello?".into(),
-        github: GitHubContext {
-            installation_id: Some(1),
-            repository: REPO.into(),
-            number: 7,
-            pull_request: false,
-            comment: Some(TriggerComment {
-                id: 4242,
-                kind: CommentKind::IssueComment,
-                html_url: format!("https://github.com/{REPO}/issues/7#issuecomment-4242"),
-                author: "maintainer".into(),
-                review: None,
-            }),
-            head: None,
-            post_reply: true,
-            delivery_id: None,
-        },
-        sandbox: Default::default(),
-        agent: None,
-    }
+    let mut spec = issue_spec(REPO, 4242, "maintainer");
+    spec.prompt = "why does the README say hello?".into();
+    spec
 }
 
 fn bash(command: &str) -> Reply {

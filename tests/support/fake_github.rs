@@ -218,9 +218,10 @@ fn comment_json(comment: &Comment) -> Value {
 
 type AppState = (Shared, Arc<tokio::sync::Notify>);
 
-/// Installation routes need a token this fake issued.
-fn authorized(state: &Shared, headers: &HeaderMap, path: &str) -> bool {
-    let token = headers
+/// The token a request presents, as octocrab sends it (`Bearer` or
+/// `token`); empty without one.
+fn presented(headers: &HeaderMap) -> String {
+    headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -228,7 +229,12 @@ fn authorized(state: &Shared, headers: &HeaderMap, path: &str) -> bool {
                 .or_else(|| v.strip_prefix("token "))
         })
         .unwrap_or_default()
-        .to_owned();
+        .to_owned()
+}
+
+/// Installation routes need a token this fake issued.
+fn authorized(state: &Shared, headers: &HeaderMap, path: &str) -> bool {
+    let token = presented(headers);
     let mut s = state.lock().expect("fake state");
     let ok = s.issued.contains(&token);
     if !ok {
@@ -305,15 +311,7 @@ async fn revoke(
     State((state, _)): State<(Shared, Arc<tokio::sync::Notify>)>,
     headers: HeaderMap,
 ) -> StatusCode {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("token "))
-        })
-        .unwrap_or_default()
-        .to_owned();
+    let token = presented(&headers);
     let mut state = state.lock().expect("fake state");
     if !state.issued.contains(&token) || state.revoked.contains(&token) {
         return StatusCode::UNAUTHORIZED;

@@ -4,7 +4,35 @@ use std::time::Duration;
 
 use kube::api::Api;
 use kube::runtime::wait::await_condition;
-use smolpaws::api::AgentRun;
+use smolpaws::api::{AgentRun, AgentRunSpec, CommentKind, GitHubContext, TriggerComment};
+
+/// A run asked for by `author`'s comment `comment_id` on issue 7 of
+/// `repository` (installation 1).
+pub fn issue_spec(repository: &str, comment_id: i64, author: &str) -> AgentRunSpec {
+    AgentRunSpec {
+        prompt: "why does the parser drop trailing commas?".into(),
+        github: GitHubContext {
+            installation_id: Some(1),
+            repository: repository.into(),
+            number: 7,
+            pull_request: false,
+            comment: Some(TriggerComment {
+                id: comment_id,
+                kind: CommentKind::IssueComment,
+                html_url: format!(
+                    "https://github.com/{repository}/issues/7#issuecomment-{comment_id}"
+                ),
+                author: author.into(),
+                review: None,
+            }),
+            head: None,
+            post_reply: true,
+            delivery_id: None,
+        },
+        sandbox: Default::default(),
+        agent: None,
+    }
+}
 
 /// Waits (up to a minute) until run `name` satisfies `done`, described as
 /// `what` when it never does.

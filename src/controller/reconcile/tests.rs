@@ -215,6 +215,18 @@ fn context(
     (Arc::new(context), served)
 }
 
+/// Reconciles `run` once in a context from [`context`]: the step's action
+/// and the bodies its apiserver was sent.
+async fn reconcile_once(
+    run: AgentRun,
+    (ctx, served): (Arc<Context>, tokio::task::JoinHandle<Vec<Value>>),
+) -> (kube::runtime::controller::Action, Vec<Value>) {
+    let action = reconcile(Arc::new(run), ctx)
+        .await
+        .expect("the step succeeds");
+    (action, served.await.expect("the apiserver served"))
+}
+
 fn scripted(log: &Log, provisioned: Provisioned, state: Option<SandboxState>) -> ScriptedSandbox {
     ScriptedSandbox {
         log: log.clone(),
@@ -268,13 +280,8 @@ async fn a_pending_run_without_a_slot_is_queued_and_looked_at_again() {
     let queued = run("run-1", AgentRunStatus::default());
     let calls = Vec::from(transition(&queued));
     let sandbox = scripted(&log, waiting(), None);
-    let (ctx, served) = context(&log, calls, sandbox, &[holder, queued.clone()], None);
-
-    let action = reconcile(Arc::new(queued), ctx)
-        .await
-        .expect("the step succeeds");
-
-    let bodies = served.await.expect("the apiserver served");
+    let ctx = context(&log, calls, sandbox, &[holder, queued.clone()], None);
+    let (action, bodies) = reconcile_once(queued, ctx).await;
     assert_eq!(
         action,
         kube::runtime::controller::Action::requeue(super::QUEUE_POLL)
@@ -318,13 +325,7 @@ async fn provisioning_makes_the_secret_then_the_sandbox_then_runs() {
         created: true,
     };
     let sandbox = scripted(&log, started, None);
-    let (ctx, served) = context(&log, calls, sandbox, &[], None);
-
-    reconcile(Arc::new(provisioning), ctx)
-        .await
-        .expect("the step succeeds");
-
-    let bodies = served.await.expect("the apiserver served");
+    let (_, bodies) = reconcile_once(provisioning, context(&log, calls, sandbox, &[], None)).await;
     assert_eq!(
         entries(&log),
         [
@@ -366,13 +367,7 @@ async fn a_sandbox_still_starting_is_looked_at_by_the_backend_s_poll() {
     let calls =
         vec![call(Method::GET, format!("{SECRETS}/run-1-run"), StatusCode::OK).answering(secret)];
     let sandbox = scripted(&log, waiting(), None);
-    let (ctx, served) = context(&log, calls, sandbox, &[], None);
-
-    let action = reconcile(Arc::new(provisioning), ctx)
-        .await
-        .expect("the step succeeds");
-
-    served.await.expect("the apiserver served");
+    let (action, _) = reconcile_once(provisioning, context(&log, calls, sandbox, &[], None)).await;
     assert_eq!(
         action,
         kube::runtime::controller::Action::requeue(Duration::from_secs(3))
@@ -412,13 +407,7 @@ async fn an_agent_killed_for_memory_fails_the_run_and_releases_its_sandbox() {
         reason: Some("OOMKilled".into()),
     };
     let sandbox = scripted(&log, waiting(), Some(killed));
-    let (ctx, served) = context(&log, calls, sandbox, &[], None);
-
-    reconcile(Arc::new(running), ctx)
-        .await
-        .expect("the step succeeds");
-
-    let bodies = served.await.expect("the apiserver served");
+    let (_, bodies) = reconcile_once(running, context(&log, calls, sandbox, &[], None)).await;
     assert_eq!(
         entries(&log),
         [
@@ -530,13 +519,8 @@ async fn a_finished_run_posts_its_reply_once_and_records_it() {
     let calls = Vec::from(transition(&finished));
     let github = github(&log, json!([])).await;
     let sandbox = scripted(&log, waiting(), None);
-    let (ctx, served) = context(&log, calls, sandbox, &[], Some(github));
-
-    reconcile(Arc::new(finished), ctx)
-        .await
-        .expect("the step succeeds");
-
-    let bodies = served.await.expect("the apiserver served");
+    let (_, bodies) =
+        reconcile_once(finished, context(&log, calls, sandbox, &[], Some(github))).await;
     let log = entries(&log);
     assert_eq!(log.len(), 4, "{log:?}");
     assert_eq!(log[0], "list comments");
@@ -561,13 +545,8 @@ async fn a_reply_posted_before_a_crash_is_found_not_posted_again() {
     }]);
     let github = github(&log, posted).await;
     let sandbox = scripted(&log, waiting(), None);
-    let (ctx, served) = context(&log, calls, sandbox, &[], Some(github));
-
-    reconcile(Arc::new(finished), ctx)
-        .await
-        .expect("the step succeeds");
-
-    let bodies = served.await.expect("the apiserver served");
+    let (_, bodies) =
+        reconcile_once(finished, context(&log, calls, sandbox, &[], Some(github))).await;
     assert_eq!(
         entries(&log),
         [
@@ -596,13 +575,7 @@ async fn a_secret_someone_else_made_under_the_run_s_name_is_never_adopted() {
     ];
     calls.extend(transition(&provisioning));
     let sandbox = scripted(&log, waiting(), None);
-    let (ctx, served) = context(&log, calls, sandbox, &[], None);
-
-    reconcile(Arc::new(provisioning), ctx)
-        .await
-        .expect("the step succeeds");
-
-    let bodies = served.await.expect("the apiserver served");
+    let (_, bodies) = reconcile_once(provisioning, context(&log, calls, sandbox, &[], None)).await;
     assert_eq!(
         entries(&log),
         [
