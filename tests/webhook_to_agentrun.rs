@@ -4,9 +4,12 @@
 
 mod support;
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use futures::StreamExt;
 use http_body_util::BodyExt;
 use kube::api::{Api, ListParams};
 use secrecy::SecretString;
@@ -15,7 +18,7 @@ use smolpaws::api::{AgentRun, CommentKind, DiffSide};
 use smolpaws::intake::delivery::Rules;
 use smolpaws::intake::policy::Policy;
 use smolpaws::intake::signature::{WebhookSecrets, sign};
-use smolpaws::intake::{IntakeConfig, MAX_BODY_BYTES};
+use smolpaws::intake::{DEFAULT_MAX_BODY_BYTES, IntakeConfig, IntakeLimits};
 use smolpaws::operator::Operator;
 use tower::ServiceExt;
 
@@ -41,11 +44,22 @@ fn allow_codertocat() -> Rules {
 }
 
 fn intake_with(client: kube::Client, ns: &str, rules: Rules, secrets: &[&str]) -> Router {
+    intake_limited(client, ns, rules, secrets, IntakeLimits::default())
+}
+
+fn intake_limited(
+    client: kube::Client,
+    ns: &str,
+    rules: Rules,
+    secrets: &[&str],
+    limits: IntakeLimits,
+) -> Router {
     let secrets = WebhookSecrets::new(secrets.iter().map(|s| SecretString::from(*s)));
     let config = IntakeConfig {
         rules,
         secrets,
         namespace: Some(ns.to_owned()),
+        limits,
     };
     Operator::new(client).intake(config).front()
 }
@@ -515,7 +529,7 @@ async fn unsigned_oversize_and_malformed_deliveries_create_nothing() {
     }
 
     // Declared oversize: refused from the headers alone.
-    let oversize = vec![b' '; MAX_BODY_BYTES + 1];
+    let oversize = vec![b' '; DEFAULT_MAX_BODY_BYTES + 1];
     let mut declared = signed();
     declared.signature = Some(sign(&SecretString::from(SECRET), &oversize));
     declared.body = oversize.clone();
@@ -544,6 +558,56 @@ async fn unsigned_oversize_and_malformed_deliveries_create_nothing() {
     let (status, text) = send(&router, rotated.request()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{text}");
     assert_eq!(runs(&client, &ns).await.len(), 1);
+}
+
+/// A body that sends `first` and then never ends, as a client holding its
+/// connection open would.
+fn trickle(first: &'static [u8]) -> Request<Body> {
+    let stream = futures::stream::iter([Ok::<_, std::io::Error>(first.to_vec())])
+        .chain(futures::stream::pending());
+    Request::post("/webhooks/github")
+        .header("content-type", "application/json")
+        .header("x-github-event", "issue_comment")
+        .header("x-github-delivery", "30000000-0000-0000-0000-000000000001")
+        .body(Body::from_stream(stream))
+        .expect("a well-formed request")
+}
+
+#[tokio::test]
+async fn unsigned_clients_cannot_hold_the_intake() {
+    let client = support::client();
+    let ns = support::namespace(&client, "holders").await;
+    let limits = IntakeLimits {
+        body_timeout: Duration::from_millis(300),
+        max_in_flight: 1,
+        ..IntakeLimits::default()
+    };
+    let router = intake_limited(client.clone(), &ns, allow_codertocat(), &[SECRET], limits);
+
+    // A body trickled in is cut off at the body timeout.
+    let cut = tokio::time::timeout(Duration::from_secs(10), send(&router, trickle(b"{")))
+        .await
+        .expect("a stalled body is answered, not waited on forever");
+    assert!(cut.0.is_client_error(), "{cut:?}");
+
+    // While one delivery holds the only place, the next is shed at once.
+    let holder = tokio::spawn({
+        let router = router.clone();
+        async move { send(&router, trickle(b"{")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let delivery = Delivery::signed(
+        "issue_comment",
+        "30000000-0000-0000-0000-000000000002",
+        &with_body(
+            support::fixture("issue_comment_created.json"),
+            "@smolpaws hi",
+        ),
+    );
+    let (status, text) = send(&router, delivery.request()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{text}");
+    holder.await.expect("the holder ends");
+    assert!(runs(&client, &ns).await.is_empty());
 }
 
 #[tokio::test]

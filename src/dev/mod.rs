@@ -22,7 +22,7 @@ use crate::api::{AgentRun, SandboxBackend};
 use crate::controller::{ControllerArgs, LeaseConfig};
 use crate::controlplane::{self, ControlPlane, Tools};
 use crate::intake::signature::WebhookSecrets;
-use crate::intake::{IntakeConfig, RuleArgs};
+use crate::intake::{IntakeConfig, IntakeLimits, RuleArgs};
 use crate::operator::{self, Operator};
 use crate::sandbox::local::LocalSandboxes;
 use crate::telemetry::{self, LogFormat, Output};
@@ -112,6 +112,7 @@ pub async fn run(
         rules,
         secrets: WebhookSecrets::new([SecretString::from(webhook_secret.clone())]),
         namespace: None,
+        limits: IntakeLimits::default(),
     };
     let repositories = dir.join("repositories");
     let environment =

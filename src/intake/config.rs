@@ -2,6 +2,7 @@
 //! webhook worker used.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Args;
 use secrecy::SecretString;
@@ -23,6 +24,37 @@ pub struct IntakeConfig {
     /// The namespace AgentRuns are created in; the client's default when
     /// unset.
     pub namespace: Option<String>,
+    /// What one delivery, and all at once, may hold.
+    pub limits: IntakeLimits,
+}
+
+/// What deliveries may hold before they are authenticated: the memory and
+/// time an unsigned client can make the intake spend.
+#[derive(Clone, Copy, Debug)]
+pub struct IntakeLimits {
+    /// The largest body read.
+    pub max_body_bytes: usize,
+    /// How long a body may take to arrive.
+    pub body_timeout: Duration,
+    /// Deliveries handled at once; more are answered 503 at once.
+    pub max_in_flight: usize,
+}
+
+/// Comment events are far below GitHub's 25 MiB cap: a comment and an issue
+/// or pull request body of 65,536 characters each, every one escaped as a
+/// 12-byte surrogate pair, is 1.5 MiB; a review comment's diff hunk adds
+/// some more. 4 MiB leaves room and is a sixth of what GitHub allows.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+impl Default for IntakeLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_timeout: Duration::from_secs(10),
+            // 64 bodies of 4 MiB: 256 MiB at worst, half the chart's limit.
+            max_in_flight: 64,
+        }
+    }
 }
 
 /// Settings of `smolpaws intake`.
@@ -50,6 +82,18 @@ pub struct IntakeArgs {
     #[command(flatten)]
     pub rules: RuleArgs,
 
+    /// The largest delivery body read, in bytes.
+    #[arg(long, env = "SMOLPAWS_INTAKE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// How long a delivery's body may take to arrive.
+    #[arg(long, env = "SMOLPAWS_INTAKE_BODY_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Deliveries handled at once; more are answered 503 at once.
+    #[arg(long, env = "SMOLPAWS_INTAKE_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+
     /// The namespace AgentRuns are created in; the client's default
     /// namespace (the pod's own, in a cluster) when unset.
     #[arg(long, env = "SMOLPAWS_NAMESPACE")]
@@ -63,6 +107,11 @@ impl IntakeArgs {
             rules: self.rules.rules(),
             secrets: self.secrets(),
             namespace: self.namespace.clone(),
+            limits: IntakeLimits {
+                max_body_bytes: self.max_body_bytes,
+                body_timeout: self.body_timeout,
+                max_in_flight: self.max_in_flight,
+            },
         }
     }
 

@@ -19,20 +19,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
 use axum::routing::post;
 use kube::api::Api;
+use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::AgentRun;
-pub use config::{IntakeArgs, IntakeConfig, RuleArgs};
+pub use config::{DEFAULT_MAX_BODY_BYTES, IntakeArgs, IntakeConfig, IntakeLimits, RuleArgs};
 use delivery::Rules;
 use metrics::IntakeMetrics;
 use signature::WebhookSecrets;
-
-/// GitHub caps webhook payloads at 25 MiB; anything larger is not GitHub.
-pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 
 /// How long storing a run may take before the delivery is answered 503.
 const STORE_TIMEOUT: Duration = Duration::from_secs(8);
@@ -41,6 +42,7 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(8);
 pub struct Intake {
     rules: Rules,
     secrets: WebhookSecrets,
+    limits: IntakeLimits,
     runs: Api<AgentRun>,
     metrics: IntakeMetrics,
 }
@@ -52,6 +54,7 @@ impl Intake {
         Self {
             rules: config.rules,
             secrets: config.secrets,
+            limits: config.limits,
             runs,
             metrics,
         }
@@ -60,13 +63,29 @@ impl Intake {
     /// The webhook route; the process's probes and metrics are served
     /// beside it by the composition root.
     pub fn router(self) -> Router {
+        let limits = self.limits;
         let state = Arc::new(self);
         let webhook = Router::new()
             .route("/webhooks/github", post(handler::webhook))
             // Refuses a declared oversize body before reading any of it, and
             // stops reading an undeclared one at the limit.
-            .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+            .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
             .layer(DefaultBodyLimit::disable())
+            // A body trickled in to hold memory is cut off.
+            .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
+            // Past the limit a delivery is answered 503 at once (GitHub
+            // redelivers) rather than queued holding its connection.
+            .layer(
+                ServiceBuilder::new()
+                    .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "too many deliveries at once; redeliver later",
+                        )
+                    }))
+                    .load_shed()
+                    .concurrency_limit(limits.max_in_flight),
+            )
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 handler::record_latency,
