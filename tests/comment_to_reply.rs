@@ -124,6 +124,14 @@ async fn an_agentrun_becomes_a_hardened_pod_and_a_scoped_secret() {
         agent.command.as_deref(),
         Some(&["/opt/smolpaws/bin/smolpaws".to_owned(), "agent".to_owned()][..])
     );
+    // No emptyDir can fill the node's disk.
+    for volume in spec.volumes.iter().flatten() {
+        let limit = volume
+            .empty_dir
+            .as_ref()
+            .and_then(|d| d.size_limit.as_ref());
+        assert!(limit.is_some(), "{} has no sizeLimit", volume.name);
+    }
 
     // Credentials reach the pod only by reference.
     let secret = Api::<Secret>::namespaced(client.clone(), &ns)

@@ -41,6 +41,15 @@ pub struct SandboxArgs {
     )]
     pub memory: String,
 
+    /// The most the workspace (the checkout and what the agent writes in
+    /// it) may hold on the node's disk before the kubelet evicts the pod.
+    #[arg(
+        long = "sandbox-workspace-size",
+        env = "SMOLPAWS_SANDBOX_WORKSPACE_SIZE",
+        default_value = "10Gi"
+    )]
+    pub workspace_size: String,
+
     /// A RuntimeClass for sandboxes (gVisor, Kata) for stronger isolation.
     #[arg(long = "sandbox-runtime-class", env = "SMOLPAWS_SANDBOX_RUNTIME_CLASS")]
     pub runtime_class: Option<String>,

@@ -151,10 +151,15 @@ fn is_refusal(status: &kube::core::Status) -> bool {
     status.is_invalid() || status.is_forbidden() || status.reason == "BadRequest"
 }
 
-fn volume(name: &str) -> Volume {
+/// An emptyDir that may hold at most `size` of the node's disk: a sandbox
+/// filling it is evicted rather than filling the node.
+fn volume(name: &str, size: &str) -> Volume {
     Volume {
         name: name.into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(size.into())),
+            ..EmptyDirVolumeSource::default()
+        }),
         ..Volume::default()
     }
 }
@@ -278,9 +283,10 @@ pub fn pod(run: &AgentRun, environment: &AgentEnvironment, timeout_seconds: i64)
                 ..Container::default()
             }],
             volumes: Some(vec![
-                volume("agent-bin"),
-                volume("workspace"),
-                volume("tmp"),
+                // The binary alone, and a scratch /tmp (also HOME).
+                volume("agent-bin", "256Mi"),
+                volume("workspace", &settings.workspace_size),
+                volume("tmp", "2Gi"),
             ]),
             ..PodSpec::default()
         }),
