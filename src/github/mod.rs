@@ -120,6 +120,7 @@ pub struct RunToken {
 /// The App's view of GitHub.
 pub struct GitHub {
     app: Octocrab,
+    app_id: u64,
     api_url: String,
     installations: Mutex<HashMap<u64, Octocrab>>,
 }
@@ -155,6 +156,7 @@ impl GitHub {
             .map_err(client_error)?;
         Ok(Self {
             app,
+            app_id: config.app_id,
             api_url: config.api_url.clone(),
             installations: Mutex::new(HashMap::new()),
         })
@@ -303,11 +305,17 @@ impl GitHub {
         since: &str,
     ) -> Result<Option<PostedComment>, Error> {
         #[derive(Deserialize)]
+        struct App {
+            id: u64,
+        }
+        #[derive(Deserialize)]
         struct Comment {
             id: i64,
             html_url: String,
             #[serde(default)]
             body: Option<String>,
+            #[serde(default)]
+            performed_via_github_app: Option<App>,
         }
         const PAGE: usize = 100;
         let client = self.installation(installation)?;
@@ -323,8 +331,15 @@ impl GitHub {
             let url = format!("{list}?since={since}&per_page={PAGE}&page={page}");
             let comments: Vec<Comment> =
                 send(&client, http::Method::GET, &url, None, &action).await?;
+            // Only this App's own comments: anyone can paste a marker.
+            let ours = |c: &&Comment| {
+                c.performed_via_github_app
+                    .as_ref()
+                    .is_some_and(|app| app.id == self.app_id)
+            };
             if let Some(found) = comments
                 .iter()
+                .filter(ours)
                 .find(|c| c.body.as_deref().is_some_and(|body| body.contains(marker)))
             {
                 return Ok(Some(PostedComment {

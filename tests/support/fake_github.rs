@@ -213,6 +213,9 @@ fn comment_json(comment: &Comment) -> Value {
             "type": if comment.author.ends_with("[bot]") { "Bot" } else { "User" },
         },
         "author_association": "NONE",
+        // What the App posted carries the App (id 1, the harness's).
+        "performed_via_github_app": (comment.author == "smolpaws[bot]")
+            .then(|| json!({ "id": 1, "slug": "smolpaws" })),
     })
 }
 

@@ -542,6 +542,7 @@ async fn a_reply_posted_before_a_crash_is_found_not_posted_again() {
         "id": 42,
         "html_url": "https://github.com/octo/hello/issues/7#issuecomment-42",
         "body": "They are dropped.\n\n<!-- smolpaws:run ns/run-1 uid-run-1 -->",
+        "performed_via_github_app": { "id": 1, "slug": "smolpaws" },
     }]);
     let github = github(&log, posted).await;
     let sandbox = scripted(&log, waiting(), None);
@@ -589,4 +590,26 @@ async fn a_secret_someone_else_made_under_the_run_s_name_is_never_adopted() {
     );
     let finished = &bodies[2]["status"]["conditions"][0];
     assert_eq!(finished["reason"], "SecretConflict");
+}
+
+#[tokio::test]
+async fn a_marker_pasted_by_someone_else_does_not_silence_the_reply() {
+    let log = Log::default();
+    let finished = succeeded("run-1");
+    let calls = Vec::from(transition(&finished));
+    let pasted = json!([{
+        "id": 43,
+        "html_url": "https://github.com/octo/hello/issues/7#issuecomment-43",
+        "body": "<!-- smolpaws:run ns/run-1 uid-run-1 -->",
+        "user": { "login": "mallory", "type": "User" },
+    }]);
+    let github = github(&log, pasted).await;
+    let sandbox = scripted(&log, waiting(), None);
+    let (_, bodies) =
+        reconcile_once(finished, context(&log, calls, sandbox, &[], Some(github))).await;
+
+    let log = entries(&log);
+    assert_eq!(log[0], "list comments");
+    assert!(log[1].starts_with("post comment: "), "{log:?}");
+    assert_eq!(bodies[0]["status"]["reply"]["id"], 99);
 }
