@@ -25,6 +25,9 @@ struct Issue {
     user: Option<User>,
     #[serde(default)]
     author_association: Option<String>,
+    /// How many comments the thread has.
+    #[serde(default)]
+    comments: u64,
 }
 
 #[derive(Deserialize)]
@@ -80,6 +83,34 @@ impl Fence {
         );
     }
 }
+
+/// The thread's newest comments (at most [`THREAD_COMMENTS`]), oldest
+/// first: GitHub lists a thread oldest first, so the last page of `count`
+/// holds them, with the page before it when the last is short.
+async fn newest_comments(
+    http: &reqwest::Client,
+    base: &str,
+    count: u64,
+    token: Option<&SecretString>,
+) -> Result<Vec<Comment>, String> {
+    const PAGE: u64 = 100;
+    let last = count.div_ceil(PAGE).max(1);
+    let first = if last > 1 && !count.is_multiple_of(PAGE) && count % PAGE < THREAD_COMMENTS {
+        last - 1
+    } else {
+        last
+    };
+    let mut comments = Vec::new();
+    for page in first..=last {
+        let url = format!("{base}/comments?per_page={PAGE}&page={page}");
+        comments.extend(get::<Vec<Comment>>(http, url, token).await?);
+    }
+    let skip = comments.len().saturating_sub(THREAD_COMMENTS as usize);
+    Ok(comments.split_off(skip))
+}
+
+/// How many of a thread's comments the model reads: the newest.
+const THREAD_COMMENTS: u64 = 30;
 
 /// Who wrote a piece of the thread and how GitHub relates them to the
 /// repository, for a fence's source; a deleted account is GitHub's ghost.
@@ -199,10 +230,10 @@ async fn thread(
                 &format!("{kind} #{} by {author}", github.number),
                 &opening,
             );
-            match get::<Vec<Comment>>(&http, format!("{base}/comments?per_page=100"), token).await {
+            match newest_comments(&http, &base, issue.comments, token).await {
                 Ok(comments) if !comments.is_empty() => {
                     text.push_str("Thread:\n");
-                    for comment in comments.iter().rev().take(30).rev() {
+                    for comment in &comments {
                         let author =
                             who(comment.user.as_ref(), comment.author_association.as_deref());
                         fence.add(
