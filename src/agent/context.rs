@@ -213,7 +213,12 @@ async fn thread(
     token: Option<&SecretString>,
 ) {
     let github = &spec.github;
-    let http = reqwest::Client::new();
+    // A GitHub that does not answer costs the run its thread, not its time.
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap_or_default();
     let base = format!(
         "{}/repos/{}/issues/{}",
         api_url.trim_end_matches('/'),

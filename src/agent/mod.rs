@@ -387,9 +387,18 @@ async fn report_result(config: &AgentArgs, report: &Report) -> Result<(), AgentE
         AgentError::Config("SMOLPAWS_REPORT_TOKEN is required with SMOLPAWS_RESULT_URL".into())
     })?;
     let url = contract::result_url(base, &config.run_namespace, &config.run_name);
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| AgentError::Report(format!("cannot build an HTTP client: {e}")))?;
+    // The contract: retry while the endpoint is unavailable, until the
+    // run's time is up (the sandbox is stopped then anyway).
+    let deadline = std::time::Instant::now() + config.settings.timeout;
     let mut wait = Duration::from_secs(1);
-    for attempt in 1..=6 {
+    let mut attempt = 0u32;
+    while std::time::Instant::now() < deadline {
+        attempt += 1;
         let sent = http
             .post(&url)
             .bearer_auth(token.expose_secret())
@@ -413,7 +422,7 @@ async fn report_result(config: &AgentArgs, report: &Report) -> Result<(), AgentE
             Err(error) => warn!(attempt, %error, "the result endpoint is unreachable; retrying"),
         }
         tokio::time::sleep(wait).await;
-        wait *= 2;
+        wait = (wait * 2).min(Duration::from_secs(30));
     }
     Err(AgentError::Report(format!("{url} stayed unavailable")))
 }

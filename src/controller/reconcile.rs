@@ -116,7 +116,8 @@ async fn acknowledge(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
             "Reacted",
             "added 👀 to the comment",
         ),
-        Err(error) if error.is_transient() => return Err(error),
+        // A courtesy: a GitHub outage must not hold the run here, so even
+        // an error that a retry might fix is recorded and the run goes on.
         Err(error) => Transition::new(
             conditions::ACKNOWLEDGED,
             "ReactionFailed",

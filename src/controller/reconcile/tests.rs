@@ -460,6 +460,11 @@ async fn github(log: &Log, existing: Value) -> GitHub {
                 )
             }),
         )
+        // GitHub in an outage, for reactions.
+        .route(
+            "/repos/octo/hello/issues/comments/{id}/reactions",
+            post(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+        )
         .route(
             "/repos/octo/hello/issues/7/comments",
             get(|State(stub): State<Stub>| async move {
@@ -612,4 +617,29 @@ async fn a_marker_pasted_by_someone_else_does_not_silence_the_reply() {
     assert_eq!(log[0], "list comments");
     assert!(log[1].starts_with("post comment: "), "{log:?}");
     assert_eq!(bodies[0]["status"]["reply"]["id"], 99);
+}
+
+#[tokio::test]
+async fn a_github_outage_does_not_hold_a_run_at_its_acknowledgement() {
+    let log = Log::default();
+    let mut pending = run("run-1", AgentRunStatus::default());
+    pending.spec = crate::api::fixtures::spec("octo/hello");
+    pending.spec.github.comment = Some(crate::api::TriggerComment {
+        id: 4242,
+        kind: crate::api::CommentKind::IssueComment,
+        html_url: "https://github.com/octo/hello/issues/7#issuecomment-4242".into(),
+        author: "maintainer".into(),
+        review: None,
+    });
+    let calls = Vec::from(transition(&pending));
+    let github = github(&log, json!([])).await;
+    let sandbox = scripted(&log, waiting(), None);
+    let (action, bodies) =
+        reconcile_once(pending, context(&log, calls, sandbox, &[], Some(github))).await;
+
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    let condition = &bodies[0]["status"]["conditions"][0];
+    assert_eq!(condition["type"], conditions::ACKNOWLEDGED);
+    assert_eq!(condition["status"], "False");
+    assert_eq!(condition["reason"], "ReactionFailed");
 }
