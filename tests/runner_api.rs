@@ -700,3 +700,35 @@ async fn a_stopped_runner_pauses_its_running_conversations_cleanly() {
         .await;
     runner.until_status(&id, "finished").await;
 }
+
+#[tokio::test]
+async fn a_runner_started_without_a_token_makes_one_and_requires_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let llm = FakeLlm::start([]).await;
+    let runner = Runner::start(dir.path(), &llm, &[("SMOLPAWS_RUNNER_TOKEN", "")]).await;
+    let file = dir.path().join("conversations/runner-token");
+    let made = std::fs::read_to_string(&file).expect("the made token is written");
+    let mode = std::fs::metadata(&file).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only its user may read the token");
+
+    let http = reqwest::Client::new();
+    let path = runner.at("/api/conversations/search");
+    let none = http.get(&path).send().await.expect("an answer");
+    assert_eq!(none.status(), StatusCode::UNAUTHORIZED);
+    // A page a developer visits could put the token in a URL, not a header:
+    // the query form opens only the websockets.
+    let in_query = http
+        .get(format!("{path}?session_api_key={made}"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(in_query.status(), StatusCode::UNAUTHORIZED);
+    let given = http
+        .get(&path)
+        .bearer_auth(&made)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(given.status(), StatusCode::OK);
+}

@@ -1,8 +1,8 @@
-//! The runner's token: every route but `/alive` and `/health` requires it
-//! when `SMOLPAWS_RUNNER_TOKEN` is set, as `Authorization: Bearer <token>`,
-//! as the `X-Session-API-Key` header OpenHands clients send, or (for
-//! websockets, whose browsers cannot set headers) as `session_api_key` in
-//! the query.
+//! The runner's token: every route but `/alive` and `/health` requires it,
+//! as `Authorization: Bearer <token>`, as the `X-Session-API-Key` header
+//! OpenHands clients send, or, on the websocket routes only (a browser
+//! cannot set their headers), as `session_api_key` in the query. A page a
+//! developer visits can send none of these, so it cannot drive the runner.
 
 use std::sync::Arc;
 
@@ -18,7 +18,11 @@ use super::Refusal;
 /// Routes anyone may call: liveness for probes.
 const OPEN: &[&str] = &["/alive", "/health"];
 
-/// The token presented by a request, wherever it carries it.
+/// Routes that take the token in the query: the websockets.
+const SOCKETS: &str = "/sockets/";
+
+/// The token presented by a request, wherever it carries it; `query` only
+/// for a websocket route.
 fn presented<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a [u8]> {
     let header = |name: &str| headers.get(name).map(|v| v.as_bytes());
     header("authorization")
@@ -32,20 +36,19 @@ fn presented<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a [
         })
 }
 
-/// Refuses requests without the token (when one is configured).
+/// Refuses requests without the token.
 pub async fn require(
-    State(token): State<Arc<Option<SecretString>>>,
+    State(token): State<Arc<SecretString>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(token) = token.as_ref() else {
-        return next.run(request).await;
-    };
-    if OPEN.contains(&request.uri().path()) {
+    let path = request.uri().path();
+    if OPEN.contains(&path) {
         return next.run(request).await;
     }
     let expected = token.expose_secret().as_bytes();
-    let given = presented(request.headers(), request.uri().query());
+    let query = request.uri().query().filter(|_| path.starts_with(SOCKETS));
+    let given = presented(request.headers(), query);
     match given {
         Some(given) if bool::from(given.ct_eq(expected)) => next.run(request).await,
         _ => Refusal::new(

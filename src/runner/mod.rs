@@ -24,13 +24,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Args;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::agent::WorkArgs;
 use crate::agent::tools::workspace::Workspace;
@@ -49,13 +49,11 @@ pub struct RunnerArgs {
     #[arg(long, env = "SMOLPAWS_RUNNER_ADDR")]
     pub listen: Option<SocketAddr>,
 
-    /// The token every route but /alive and /health requires.
+    /// The token every route but /alive and /health requires; one is made
+    /// at start (and written, readable by this user only, beside the
+    /// conversations) when none is set.
     #[arg(long, env = crate::agent::handover::RUNNER_TOKEN, hide_env_values = true)]
     pub token: Option<SecretString>,
-
-    /// Listen beyond loopback even without a token.
-    #[arg(long)]
-    pub allow_unauthenticated: bool,
 
     /// Where workspaces live: each conversation's, and each /run's while it
     /// runs; every /api path is confined to it.
@@ -150,18 +148,32 @@ fn address(config: &RunnerArgs) -> anyhow::Result<SocketAddr> {
     } else {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), PORT)
     };
-    let wanted = config.listen.unwrap_or(default);
-    if config.token.is_some() || config.allow_unauthenticated || wanted.ip().is_loopback() {
-        return Ok(wanted);
-    }
-    if config.listen.is_some() {
-        anyhow::bail!(
-            "refusing to serve {wanted} without a token: set SMOLPAWS_RUNNER_TOKEN, or pass --allow-unauthenticated"
-        );
-    }
-    let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), wanted.port());
-    warn!(%loopback, "no SMOLPAWS_RUNNER_TOKEN: serving on loopback only");
-    Ok(loopback)
+    Ok(config.listen.unwrap_or(default))
+}
+
+/// A token for a runner started without one: made, written to `file`
+/// readable by this user only, and said on stderr, as Jupyter does. A web
+/// page the developer visits cannot send it, so it cannot drive the runner.
+fn made_token(file: &std::path::Path) -> anyhow::Result<SecretString> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let token = crate::random::token();
+    let mut written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(file)
+        .with_context(|| format!("cannot write the runner's token to {}", file.display()))?;
+    written
+        .write_all(token.as_bytes())
+        .with_context(|| format!("cannot write the runner's token to {}", file.display()))?;
+    eprintln!(
+        "smolpaws runner: no SMOLPAWS_RUNNER_TOKEN was set, so every request needs this one \
+         (also in {}):\n  {token}",
+        file.display()
+    );
+    Ok(SecretString::from(token))
 }
 
 /// Serves until `stop` is cancelled, then pauses running conversations
@@ -197,6 +209,15 @@ pub async fn serve(mut config: RunnerArgs, stop: CancellationToken) -> anyhow::R
         .unwrap_or_else(|| home().join(".smolpaws/workspaces"));
     std::fs::create_dir_all(&workspaces)
         .with_context(|| format!("cannot create {}", workspaces.display()))?;
+    if config
+        .token
+        .as_ref()
+        .is_none_or(|token| token.expose_secret().is_empty())
+    {
+        std::fs::create_dir_all(&persistence)
+            .with_context(|| format!("cannot create {}", persistence.display()))?;
+        config.token = Some(made_token(&persistence.join("runner-token"))?);
+    }
     let root = Workspace::new(&workspaces)
         .with_context(|| format!("the workspace root {} is unusable", workspaces.display()))?;
     let slots = Arc::new(Semaphore::new(config.max_runs));
@@ -219,7 +240,6 @@ pub async fn serve(mut config: RunnerArgs, stop: CancellationToken) -> anyhow::R
     let address = listener.local_addr()?;
     info!(
         %address,
-        auth = if config.token.is_some() { "token" } else { "none" },
         workspaces = %root.root().display(),
         persistence = %persistence.display(),
         "runner listening"
@@ -247,7 +267,13 @@ fn now() -> String {
 
 /// Every route.
 pub fn router(runner: Arc<Runner>) -> Router {
-    let token = Arc::new(runner.config.token.clone());
+    let token = Arc::new(
+        runner
+            .config
+            .token
+            .clone()
+            .expect("serve sets a token before routing"),
+    );
     let limit = runner.config.max_body_bytes;
     Router::new()
         .route("/alive", get(|| async { Json(json!({ "status": "ok" })) }))
