@@ -98,21 +98,6 @@ impl Transition {
         self.fields.reply = Some(reply);
         self
     }
-
-    /// The condition this transition sets.
-    pub fn condition(&self) -> &'static str {
-        self.condition
-    }
-
-    /// Its reason.
-    pub fn reason(&self) -> &'static str {
-        self.reason
-    }
-
-    /// The phase it moves to, if any.
-    pub fn phase(&self) -> Option<Phase> {
-        self.phase
-    }
 }
 
 /// `conditions` with `condition` in place of the one of its type; the
@@ -156,7 +141,7 @@ struct Guard<'a> {
 }
 
 /// The status `transition` writes over `run`'s.
-pub fn patched_status(run: &AgentRun, transition: &Transition) -> AgentRunStatus {
+fn patched_status(run: &AgentRun, transition: &Transition) -> AgentRunStatus {
     let current = run
         .status
         .as_ref()
