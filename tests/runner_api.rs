@@ -25,6 +25,11 @@ impl Runner {
     /// Starts the runner with its state in `dir`, the LLM `llm`, and
     /// `extra` environment.
     async fn start(dir: &Path, llm: &FakeLlm, extra: &[(&str, &str)]) -> Self {
+        Self::spawn(dir, llm, extra, Stdio::inherit()).await
+    }
+
+    /// Like [`Runner::start`], its stderr to `stderr`.
+    async fn spawn(dir: &Path, llm: &FakeLlm, extra: &[(&str, &str)], stderr: Stdio) -> Self {
         smolpaws::tls::install_default_provider();
         let port = support::free_port();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_smolpaws"))
@@ -42,7 +47,7 @@ impl Runner {
             .env("RUST_LOG", "warn")
             .envs(extra.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .expect("the runner starts");
@@ -703,14 +708,40 @@ async fn a_stopped_runner_pauses_its_running_conversations_cleanly() {
 
 #[tokio::test]
 async fn a_runner_started_without_a_token_makes_one_and_requires_it() {
-    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().expect("a temp dir");
     let llm = FakeLlm::start([]).await;
-    let runner = Runner::start(dir.path(), &llm, &[("SMOLPAWS_RUNNER_TOKEN", "")]).await;
-    let file = dir.path().join("conversations/runner-token");
-    let made = std::fs::read_to_string(&file).expect("the made token is written");
-    let mode = std::fs::metadata(&file).expect("stat").permissions().mode();
-    assert_eq!(mode & 0o777, 0o600, "only its user may read the token");
+    let mut runner = Runner::spawn(
+        dir.path(),
+        &llm,
+        &[("SMOLPAWS_RUNNER_TOKEN", "")],
+        Stdio::piped(),
+    )
+    .await;
+    // Said on stderr, the way a developer sees it, and nowhere else.
+    let stderr = runner.child.stderr.take().expect("stderr is piped");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let mut made = String::new();
+    while let Some(line) = lines.next_line().await.expect("stderr reads") {
+        if line.contains("needs this one") {
+            made = lines
+                .next_line()
+                .await
+                .expect("stderr reads")
+                .expect("the token follows")
+                .trim()
+                .to_owned();
+            break;
+        }
+    }
+    assert_eq!(made.len(), 64, "a made token: {made:?}");
+    let files = walk(dir.path());
+    assert!(
+        files.iter().all(|f| !std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .contains(&made)),
+        "the token is in no file the model's tools could read"
+    );
 
     let http = reqwest::Client::new();
     let path = runner.at("/api/conversations/search");
@@ -731,4 +762,18 @@ async fn a_runner_started_without_a_token_makes_one_and_requires_it() {
         .await
         .expect("an answer");
     assert_eq!(given.status(), StatusCode::OK);
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }

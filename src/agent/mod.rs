@@ -397,7 +397,7 @@ async fn report_result(config: &AgentArgs, report: &Report) -> Result<(), AgentE
     let deadline = std::time::Instant::now() + config.settings.timeout;
     let mut wait = Duration::from_secs(1);
     let mut attempt = 0u32;
-    while std::time::Instant::now() < deadline {
+    loop {
         attempt += 1;
         let sent = http
             .post(&url)
@@ -420,6 +420,9 @@ async fn report_result(config: &AgentArgs, report: &Report) -> Result<(), AgentE
                 warn!(attempt, status = %response.status(), "the result endpoint is unavailable; retrying")
             }
             Err(error) => warn!(attempt, %error, "the result endpoint is unreachable; retrying"),
+        }
+        if std::time::Instant::now() + wait >= deadline {
+            break;
         }
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(30));

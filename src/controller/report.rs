@@ -88,10 +88,18 @@ async fn report(
             Err(kube::Error::Api(status)) if status.is_conflict() => {}
             Err(error) => return unavailable(error),
         }
+        let uid = run.metadata.uid.clone();
         run = match runs.get(&name).await {
             Ok(run) => run,
             Err(error) => return unavailable(error),
         };
+        // Recreated under the same name: the credential was the old run's.
+        if run.metadata.uid != uid {
+            return (
+                StatusCode::CONFLICT,
+                "the run this credential belongs to is gone".into(),
+            );
+        }
     }
     (
         StatusCode::SERVICE_UNAVAILABLE,

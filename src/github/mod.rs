@@ -309,6 +309,11 @@ impl GitHub {
             id: u64,
         }
         #[derive(Deserialize)]
+        struct User {
+            #[serde(default, rename = "type")]
+            kind: String,
+        }
+        #[derive(Deserialize)]
         struct Comment {
             id: i64,
             html_url: String,
@@ -316,6 +321,7 @@ impl GitHub {
             body: Option<String>,
             #[serde(default)]
             performed_via_github_app: Option<App>,
+            user: Option<User>,
         }
         const PAGE: usize = 100;
         let client = self.installation(installation)?;
@@ -331,11 +337,12 @@ impl GitHub {
             let url = format!("{list}?since={since}&per_page={PAGE}&page={page}");
             let comments: Vec<Comment> =
                 send(&client, http::Method::GET, &url, None, &action).await?;
-            // Only this App's own comments: anyone can paste a marker.
-            let ours = |c: &&Comment| {
-                c.performed_via_github_app
-                    .as_ref()
-                    .is_some_and(|app| app.id == self.app_id)
+            // Only what an App posted: a person pasting a marker does not
+            // count. Issue comments name the App; review comments carry
+            // no such field, so their bot author is what is checked.
+            let ours = |c: &&Comment| match &c.performed_via_github_app {
+                Some(app) => app.id == self.app_id,
+                None => c.user.as_ref().is_some_and(|u| u.kind == "Bot"),
             };
             if let Some(found) = comments
                 .iter()

@@ -34,7 +34,7 @@ pub struct IntakeConfig {
 pub struct IntakeLimits {
     /// The largest body read.
     pub max_body_bytes: usize,
-    /// How long a body may take to arrive.
+    /// How long a whole body may take to arrive.
     pub body_timeout: Duration,
     /// Deliveries handled at once; more are answered 503 at once.
     pub max_in_flight: usize,

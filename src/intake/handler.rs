@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -39,11 +39,25 @@ pub(super) async fn record_latency(
 }
 
 #[tracing::instrument(name = "delivery", skip_all, fields(delivery = field::Empty, event = field::Empty))]
-pub(super) async fn webhook(
-    State(intake): State<Arc<Intake>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Answer {
+pub(super) async fn webhook(State(intake): State<Arc<Intake>>, request: Request) -> Answer {
+    let headers = request.headers().clone();
+    // The whole body within the deadline: a client trickling bytes holds
+    // a place for this long at most, however slowly it sends.
+    let reading = Bytes::from_request(request, &());
+    let body = match tokio::time::timeout(intake.limits.body_timeout, reading).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(rejection)) => {
+            intake.metrics.delivery(None, Outcome::Invalid);
+            return (rejection.status(), rejection.body_text());
+        }
+        Err(_) => {
+            intake.metrics.delivery(None, Outcome::Invalid);
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time".into(),
+            );
+        }
+    };
     let event = header_str(&headers, "x-github-event");
     let delivery = header_str(&headers, "x-github-delivery");
     let span = Span::current();

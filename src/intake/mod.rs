@@ -26,7 +26,6 @@ use axum::routing::post;
 use kube::api::Api;
 use tower::ServiceBuilder;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::AgentRun;
@@ -71,8 +70,6 @@ impl Intake {
             // stops reading an undeclared one at the limit.
             .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
             .layer(DefaultBodyLimit::disable())
-            // A body trickled in to hold memory is cut off.
-            .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
             // Past the limit a delivery is answered 503 at once (GitHub
             // redelivers) rather than queued holding its connection.
             .layer(

@@ -151,29 +151,15 @@ fn address(config: &RunnerArgs) -> anyhow::Result<SocketAddr> {
     Ok(config.listen.unwrap_or(default))
 }
 
-/// A token for a runner started without one: made, written to `file`
-/// readable by this user only, and said on stderr, as Jupyter does. A web
-/// page the developer visits cannot send it, so it cannot drive the runner.
-fn made_token(file: &std::path::Path) -> anyhow::Result<SecretString> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
+/// A token for a runner started without one, said on stderr only, as
+/// Jupyter does: the developer copies it, and nothing the model's tools can
+/// read (a file, the environment) holds it.
+fn made_token() -> SecretString {
     let token = crate::random::token();
-    let mut written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(file)
-        .with_context(|| format!("cannot write the runner's token to {}", file.display()))?;
-    written
-        .write_all(token.as_bytes())
-        .with_context(|| format!("cannot write the runner's token to {}", file.display()))?;
     eprintln!(
-        "smolpaws runner: no SMOLPAWS_RUNNER_TOKEN was set, so every request needs this one \
-         (also in {}):\n  {token}",
-        file.display()
+        "smolpaws runner: no SMOLPAWS_RUNNER_TOKEN was set, so every request needs this one:\n  {token}"
     );
-    Ok(SecretString::from(token))
+    SecretString::from(token)
 }
 
 /// Serves until `stop` is cancelled, then pauses running conversations
@@ -197,6 +183,18 @@ pub async fn serve(mut config: RunnerArgs, stop: CancellationToken) -> anyhow::R
     }
     crate::agent::hardening::make_undumpable()
         .context("cannot make the runner non-dumpable, so its tools could read its token")?;
+    if config
+        .token
+        .as_ref()
+        .is_none_or(|token| token.expose_secret().is_empty())
+    {
+        config.token = Some(made_token());
+        // A token only a terminal saw serves this machine only, unless an
+        // address was asked for.
+        if config.listen.is_none() {
+            config.listen = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), PORT));
+        }
+    }
     let address = address(&config)?;
     let persistence = config
         .persistence_dir
@@ -209,15 +207,6 @@ pub async fn serve(mut config: RunnerArgs, stop: CancellationToken) -> anyhow::R
         .unwrap_or_else(|| home().join(".smolpaws/workspaces"));
     std::fs::create_dir_all(&workspaces)
         .with_context(|| format!("cannot create {}", workspaces.display()))?;
-    if config
-        .token
-        .as_ref()
-        .is_none_or(|token| token.expose_secret().is_empty())
-    {
-        std::fs::create_dir_all(&persistence)
-            .with_context(|| format!("cannot create {}", persistence.display()))?;
-        config.token = Some(made_token(&persistence.join("runner-token"))?);
-    }
     let root = Workspace::new(&workspaces)
         .with_context(|| format!("the workspace root {} is unusable", workspaces.display()))?;
     let slots = Arc::new(Semaphore::new(config.max_runs));
