@@ -560,6 +560,28 @@ async fn unsigned_oversize_and_malformed_deliveries_create_nothing() {
     assert_eq!(runs(&client, &ns).await.len(), 1);
 }
 
+#[tokio::test]
+async fn an_edit_is_ignored_whatever_else_its_payload_lacks() {
+    let client = support::client();
+    let ns = support::namespace(&client, "lenient").await;
+    let router = intake_with(client.clone(), &ns, allow_codertocat(), &[SECRET]);
+    let mut payload = with_body(
+        support::fixture("issue_comment_edited.json"),
+        "@smolpaws an edited request",
+    );
+    // As test tools and some GitHub Enterprise versions send it.
+    payload["installation"] = json!({ "id": 1 });
+    let delivery = Delivery::signed(
+        "issue_comment",
+        "40000000-0000-0000-0000-000000000001",
+        &payload,
+    );
+    let (status, text) = send(&router, delivery.request()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.contains("edited"), "{text}");
+    assert!(runs(&client, &ns).await.is_empty());
+}
+
 /// A body that sends `first` and then never ends, as a client holding its
 /// connection open would.
 fn trickle(first: &'static [u8]) -> Request<Body> {

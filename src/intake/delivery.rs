@@ -130,7 +130,16 @@ pub fn decide(
         event: event.to_owned(),
         field,
     };
-    let parsed = WebhookEvent::try_from_header_and_body(event, body).map_err(malformed)?;
+    let parsed = match WebhookEvent::try_from_header_and_body(event, body) {
+        Ok(parsed) => parsed,
+        // An edit or a deletion is ignored whatever else its payload holds,
+        // even fields the full event model refuses (an installation without
+        // `node_id`, as test tools and some GitHub Enterprise versions send).
+        Err(error) => match ignored_action(body) {
+            Some(action) => return Ok(Decision::Ignored(Ignored::Action(action))),
+            None => return Err(malformed(error)),
+        },
+    };
     let comment = match parsed.specific {
         WebhookEventPayload::IssueComment(payload) => issue_comment(*payload),
         WebhookEventPayload::PullRequestReviewComment(payload) => review_comment(*payload),
@@ -185,6 +194,17 @@ pub fn decide(
     Ok(Decision::Run(Box::new(
         request.into_agent_run(rules.backend),
     )))
+}
+
+/// The action of a payload the event model could not read, when it is one
+/// that never triggers.
+fn ignored_action(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        action: Option<String>,
+    }
+    let head: Head = serde_json::from_slice(body).ok()?;
+    head.action.filter(|action| action != "created")
 }
 
 fn id(value: u64) -> Option<i64> {
