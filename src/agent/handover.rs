@@ -55,14 +55,14 @@ struct Wire {
 }
 
 /// Whether this image still has credentials in its environment.
-pub fn holds_credentials() -> bool {
+fn holds_credentials() -> bool {
     std::env::var_os(ON_STDIN).is_none()
         && MOVED.iter().any(|name| std::env::var_os(name).is_some())
 }
 
 /// Executes this program again with `credentials` moved from the
 /// environment to stdin. Returns only when that failed.
-pub fn reexecute(credentials: &Credentials) -> std::io::Error {
+fn reexecute(credentials: &Credentials) -> std::io::Error {
     let reveal =
         |secret: &Option<SecretString>| secret.as_ref().map(|s| s.expose_secret().to_owned());
     let wire = Wire {
@@ -97,7 +97,7 @@ pub fn reexecute(credentials: &Credentials) -> std::io::Error {
 
 /// The credentials an earlier image of this process handed over on stdin;
 /// `None` when none were.
-pub fn receive() -> std::io::Result<Option<Credentials>> {
+fn receive() -> std::io::Result<Option<Credentials>> {
     if std::env::var_os(ON_STDIN).is_none() {
         return Ok(None);
     }
@@ -111,4 +111,17 @@ pub fn receive() -> std::io::Result<Option<Credentials>> {
         llm_api_key: secret(wire.llm_api_key),
         runner_token: secret(wire.runner_token),
     }))
+}
+
+/// Puts this process's credentials out of its tools' reach: executes it
+/// again without them in its environment when they are there (not
+/// returning then), else takes what an earlier image handed over (or keeps
+/// `current`, given some other way), and makes the process non-dumpable.
+pub fn isolate(current: Credentials) -> std::io::Result<Credentials> {
+    if holds_credentials() {
+        return Err(reexecute(&current));
+    }
+    let credentials = receive()?.unwrap_or(current);
+    super::hardening::make_undumpable()?;
+    Ok(credentials)
 }

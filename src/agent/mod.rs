@@ -190,30 +190,20 @@ pub async fn run(mut args: AgentArgs) -> Result<(), AgentError> {
     // First, before any text from the thread is read: no environment this
     // process exposes holds a credential, and a tool running as this uid
     // cannot read its memory.
-    if handover::holds_credentials() {
-        let error = handover::reexecute(&handover::Credentials {
-            github_token: args.github_token.clone(),
-            report_token: args.report_token.clone(),
-            llm_api_key: args.settings.llm.api_key.clone(),
-            runner_token: None,
-        });
-        return Err(AgentError::Config(format!(
-            "could not move the agent's credentials out of its environment: {error}"
-        )));
-    }
-    let received = handover::receive().map_err(|e| {
-        AgentError::Config(format!("could not read the handed-over credentials: {e}"))
-    })?;
-    if let Some(credentials) = received {
-        args.github_token = credentials.github_token;
-        args.report_token = credentials.report_token;
-        args.settings.llm.api_key = credentials.llm_api_key;
-    }
-    hardening::make_undumpable().map_err(|e| {
+    let credentials = handover::isolate(handover::Credentials {
+        github_token: args.github_token.take(),
+        report_token: args.report_token.take(),
+        llm_api_key: args.settings.llm.api_key.take(),
+        runner_token: None,
+    })
+    .map_err(|e| {
         AgentError::Config(format!(
-            "cannot make the agent non-dumpable, so its credentials would be readable by its tools: {e}"
+            "could not put the agent's credentials out of its tools' reach: {e}"
         ))
     })?;
+    args.github_token = credentials.github_token;
+    args.report_token = credentials.report_token;
+    args.settings.llm.api_key = credentials.llm_api_key;
     let spec = args.run_spec.as_deref().ok_or_else(|| {
         AgentError::Config(
             "set SMOLPAWS_RUN_SPEC to the AgentRun's spec (or run `smolpaws agent serve`)".into(),

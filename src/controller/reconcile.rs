@@ -257,17 +257,13 @@ async fn provision(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         secret: &secret,
         timeout: timeout(run, ctx),
     };
-    match sandbox.provision(launch).await? {
-        Provisioned::Waiting { reason, created } => {
-            if created {
-                ctx.metrics.sandbox_created(age(run).as_secs_f64());
-            }
-            pending(run, ctx, sandbox, reason).await
-        }
-        Provisioned::Started { at, name, created } => {
-            if created {
-                ctx.metrics.sandbox_created(age(run).as_secs_f64());
-            }
+    let provisioned = sandbox.provision(launch).await?;
+    if provisioned.created() {
+        ctx.metrics.sandbox_created(age(run).as_secs_f64());
+    }
+    match provisioned {
+        Provisioned::Waiting { reason, .. } => pending(run, ctx, sandbox, reason).await,
+        Provisioned::Started { at, name, .. } => {
             let named = name.map(|name| SandboxRef {
                 backend: run.spec.sandbox.backend,
                 name,

@@ -167,22 +167,14 @@ fn made_token() -> SecretString {
 pub async fn serve(mut config: RunnerArgs, stop: CancellationToken) -> anyhow::Result<()> {
     // The model runs bash here too: its tools must not read the token or
     // the LLM key from this process's environment or memory.
-    if crate::agent::handover::holds_credentials() {
-        let error = crate::agent::handover::reexecute(&crate::agent::handover::Credentials {
-            llm_api_key: config.agent.llm.api_key.clone(),
-            runner_token: config.token.clone(),
-            ..Default::default()
-        });
-        anyhow::bail!("could not move the runner's credentials out of its environment: {error}");
-    }
-    if let Some(credentials) = crate::agent::handover::receive()
-        .context("could not read the runner's handed-over credentials")?
-    {
-        config.agent.llm.api_key = credentials.llm_api_key;
-        config.token = credentials.runner_token;
-    }
-    crate::agent::hardening::make_undumpable()
-        .context("cannot make the runner non-dumpable, so its tools could read its token")?;
+    let credentials = crate::agent::handover::isolate(crate::agent::handover::Credentials {
+        llm_api_key: config.agent.llm.api_key.take(),
+        runner_token: config.token.take(),
+        ..Default::default()
+    })
+    .context("could not put the runner's credentials out of its tools' reach")?;
+    config.agent.llm.api_key = credentials.llm_api_key;
+    config.token = credentials.runner_token;
     if config
         .token
         .as_ref()

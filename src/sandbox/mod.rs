@@ -82,6 +82,16 @@ pub enum Provisioned {
     },
 }
 
+impl Provisioned {
+    /// Whether the call that answered this made the sandbox.
+    pub fn created(&self) -> bool {
+        match self {
+            Self::Waiting { created, .. } | Self::Started { created, .. } => *created,
+            Self::Failed { .. } => false,
+        }
+    }
+}
+
 /// How often a backend's sandboxes are looked at besides their events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Polls {
