@@ -205,10 +205,9 @@ async fn a_comment_on_a_local_repository_is_answered_and_ctrl_c_leaves_nothing_b
 
     let name = run.metadata.name.as_deref().expect("a name");
     let log = support::smolpaws_logs(&session.kubeconfig, "default", name).await;
-    assert!(
-        log.contains("\"reported the result\""),
-        "the sandbox's output: {log}"
-    );
+    // The agent logs its last step before it reports; once the result is
+    // stored the controller stops the sandbox, so nothing after is certain.
+    assert!(log.contains("\"finished\""), "the sandbox's output: {log}");
     assert!(
         !log.contains("sk-dev-test-0123456789"),
         "no key in the log: {log}"

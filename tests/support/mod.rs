@@ -15,6 +15,7 @@ pub mod kubelet;
 pub mod kubelet_api;
 pub mod log;
 pub mod operator;
+pub mod python;
 pub mod runs;
 
 use std::io::Write;
