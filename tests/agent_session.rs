@@ -75,7 +75,14 @@ async fn run_agent(
         .lines()
         .filter(|l| l.contains(r#""message":"tool""#))
         .count();
-    let tool_calls = llm.requests().len().saturating_sub(1);
+    // Every tool result the model was sent (in either wire format).
+    let last_request = llm
+        .requests()
+        .last()
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    let tool_calls = last_request.matches("\"tool_call_id\"").count()
+        + last_request.matches("\"tool_use_id\"").count();
     assert!(
         tool_lines >= tool_calls,
         "a log line per tool call:\n{stdout}"
@@ -122,7 +129,10 @@ async fn a_scripted_session_edits_tests_and_replies(provider: &str) {
         std::fs::read_to_string(workspace.path().join("README.md")).expect("read"),
         "fixed\n"
     );
-    assert_eq!(report["reply"], "Fixed the README; `grep` passes.");
+    assert_eq!(
+        report["reply"],
+        "Fixed the README; `grep` passes.\n\n*Files changed: `README.md`.*"
+    );
     assert_eq!(
         report["usage"],
         json!({ "promptTokens": 400, "completionTokens": 80 })
@@ -201,8 +211,7 @@ async fn tool_mistakes_reach_the_model_and_limits_still_end_in_a_reply() {
 
 #[tokio::test]
 async fn a_planted_secret_never_reaches_the_reply() {
-    let (server, _) = server(&[]);
-    let llm = FakeLlm::start([
+    let (_, report) = scripted_run([
         Reply::Tool {
             name: "bash",
             arguments: json!({ "command": "echo $GITHUB_TOKEN > leak.txt; cat leak.txt" }),
@@ -213,16 +222,10 @@ async fn a_planted_secret_never_reaches_the_reply() {
         },
     ])
     .await;
-    let workspace = tempfile::tempdir().expect("a workspace");
-    let report = run_agent(
-        &llm,
-        server.path(),
-        workspace.path(),
-        &spec(false, None),
-        &[],
-    )
-    .await;
-    assert_eq!(report["reply"], "The token is [REDACTED].");
+    assert_eq!(
+        report["reply"],
+        "The token is [REDACTED].\n\n*Files changed: `leak.txt`.*"
+    );
 }
 
 #[tokio::test]
@@ -237,7 +240,7 @@ async fn a_pull_request_is_checked_out_at_its_head_with_the_review_context() {
         "diffHunk": "@@ -40,3 +40,3 @@ fn tokenize()", "commitId": head,
     });
     let report = run_agent(&llm, server.path(), workspace.path(), &review, &[]).await;
-    assert_eq!(report["reply"], "Looks right.");
+    assert_eq!(report["reply"], "Looks right.\n\n*No files were changed.*");
     assert_eq!(
         std::fs::read_to_string(workspace.path().join("README.md")).expect("read"),
         "feature\n"
@@ -298,23 +301,15 @@ async fn checkouts_keep_the_token_out_of_git_config_and_name_what_is_missing() {
 
 #[tokio::test]
 async fn an_unreachable_llm_is_explained_in_the_reply() {
-    let (server, _) = server(&[]);
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let mut down = FakeLlm::start([]).await;
     down.base_url = format!("http://{}/v1", closed.local_addr().expect("an address"));
     drop(closed);
-    let workspace = tempfile::tempdir().expect("a workspace");
-    let report = run_agent(
-        &down,
-        server.path(),
-        workspace.path(),
-        &spec(false, None),
-        &[],
-    )
-    .await;
+    let report = default_run(&down).await;
+    assert_eq!(report["outcome"], "LLMFailed");
     let reply = report["reply"].as_str().expect("a reply");
     assert!(
-        reply.starts_with("I could not work on this request: the LLM failed"),
+        reply.starts_with("I stopped before finishing: the LLM failed"),
         "{reply}"
     );
 }
@@ -426,4 +421,174 @@ async fn a_refused_token_is_named_as_such() {
             "{status}"
         );
     }
+}
+
+/// Runs the agent with `script` on the default repository, in a fresh
+/// workspace: the model's fake and the report.
+async fn scripted_run(script: impl IntoIterator<Item = Reply>) -> (FakeLlm, Value) {
+    let llm = FakeLlm::start(script).await;
+    let report = default_run(&llm).await;
+    (llm, report)
+}
+
+/// Runs the agent against `llm` on the default repository, in a fresh
+/// workspace: its report.
+async fn default_run(llm: &FakeLlm) -> Value {
+    let (server, _) = server(&[]);
+    let workspace = tempfile::tempdir().expect("a workspace");
+    run_agent(
+        llm,
+        server.path(),
+        workspace.path(),
+        &spec(false, None),
+        &[],
+    )
+    .await
+}
+
+/// The requests' `field`, in order.
+fn sent(llm: &FakeLlm, field: &str) -> Vec<Value> {
+    llm.requests()
+        .into_iter()
+        .map(|(_, body)| body[field].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn tools_are_offered_with_tool_choice_until_a_server_refuses_it() {
+    let (llm, report) = scripted_run([
+        Reply::Refuse(
+            400,
+            r#"{"object":"error","message":"\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set","type":"BadRequestError","param":null,"code":400}"#,
+        ),
+        Reply::Tool {
+            name: "git_diff",
+            arguments: json!({}),
+        },
+        Reply::Tool {
+            name: "finish",
+            arguments: json!({ "reply": "Nothing needed changing." }),
+        },
+    ])
+    .await;
+    assert_eq!(
+        sent(&llm, "tool_choice"),
+        [json!("auto"), Value::Null, Value::Null],
+        "offered, then dropped for good after the refusal"
+    );
+    assert!(sent(&llm, "tools").iter().all(|t| t.is_array()));
+    assert!(
+        llm.requests()[2]
+            .1
+            .to_string()
+            .contains("No changes: the working tree matches"),
+        "a clean tree is said in words"
+    );
+    assert_eq!(report["outcome"], "Finished");
+    assert_eq!(
+        report["reply"],
+        "Nothing needed changing.\n\n*No files were changed.*"
+    );
+}
+
+#[tokio::test]
+async fn a_small_context_gets_shorter_answers_and_an_overflow_ends_failed_with_the_steps() {
+    let (llm, report) = scripted_run([
+        Reply::Refuse(
+            400,
+            r#"{"error":{"message":"This model's maximum context length is 2048 tokens. However, you requested 5644 tokens (1548 in the messages, 4096 in the completion). Please reduce the length of the messages or completion.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+        ),
+        Reply::Tool {
+            name: "str_replace",
+            arguments: json!({ "path": "README.md", "old_str": "main", "new_str": "fixed" }),
+        },
+        Reply::Refuse(
+            400,
+            r#"{"error":{"message":"This model's maximum context length is 2048 tokens. However, you requested 2584 tokens (2100 in the messages, 484 in the completion).","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
+        ),
+    ])
+    .await;
+    assert_eq!(
+        sent(&llm, "max_tokens"),
+        [
+            json!(4096),
+            json!(2048 - 1548 - 16),
+            json!(2048 - 1548 - 16)
+        ]
+    );
+    assert_eq!(report["outcome"], "ContextExhausted");
+    let reply = report["reply"].as_str().expect("a reply");
+    assert!(
+        reply.starts_with(
+            "I stopped before finishing: the conversation outgrew the model's context window."
+        ),
+        "{reply}"
+    );
+    assert!(reply.contains("- str_replace"), "the steps taken: {reply}");
+    assert!(
+        reply.ends_with("*Files changed: `README.md`.*"),
+        "the workspace's real state: {reply}"
+    );
+    assert_eq!(
+        report["usage"]["promptTokens"], 100,
+        "what the answered call spent is kept"
+    );
+}
+
+#[tokio::test]
+async fn a_model_that_repeats_itself_is_told_then_stopped() {
+    let (llm, report) = scripted_run(std::iter::repeat_n(
+        Reply::Tool {
+            name: "git_diff",
+            arguments: json!({}),
+        },
+        8,
+    ))
+    .await;
+    let requests = llm.requests();
+    assert_eq!(requests.len(), 5, "stopped at the fifth identical call");
+    assert!(
+        requests[3]
+            .1
+            .to_string()
+            .contains("this exact call 3 times in a row"),
+        "told after the third"
+    );
+    assert_eq!(report["outcome"], "LimitReached");
+    let reply = report["reply"].as_str().expect("a reply");
+    assert!(
+        reply.starts_with("I stopped before finishing: the same step repeated 5 times"),
+        "{reply}"
+    );
+    assert!(reply.contains("- git_diff {} (×5)"), "one line: {reply}");
+}
+
+#[tokio::test]
+async fn a_malformed_tool_call_goes_back_to_the_model_to_correct() {
+    let (llm, report) = scripted_run([
+        Reply::RawTool {
+            name: "bash",
+            arguments: "{\"command\": \"echo one\ntwo\"}",
+        },
+        Reply::Tool {
+            name: "bash",
+            arguments: json!({ "command": "echo one; echo two" }),
+        },
+        Reply::Tool {
+            name: "finish",
+            arguments: json!({ "reply": "Printed both." }),
+        },
+    ])
+    .await;
+    let requests = llm.requests();
+    assert_eq!(requests.len(), 3, "read at once, not retried as an outage");
+    assert!(
+        requests[1]
+            .1
+            .to_string()
+            .contains("Your last answer could not be read"),
+        "the model is told: {}",
+        requests[1].1
+    );
+    assert_eq!(report["outcome"], "Finished");
 }

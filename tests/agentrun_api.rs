@@ -236,6 +236,7 @@ async fn kubectl_get_shows_the_printer_columns() {
                 completion_tokens: 80,
             },
             model: Some("gpt-4o-mini".into()),
+            outcome: smolpaws::api::Outcome::Finished,
         }),
         ..Default::default()
     };

@@ -639,7 +639,10 @@ async fn the_real_agent_answers_from_its_sandbox_pod() {
     let status = run.status.expect("a status");
     assert_eq!(status.phase, Some(Phase::Succeeded));
     let result = status.result.expect("a result");
-    assert_eq!(result.reply, "`parse()` drops them.");
+    assert_eq!(
+        result.reply,
+        "`parse()` drops them.\n\n*No files were changed.*"
+    );
     assert_eq!(result.model.as_deref(), Some("scripted-model"));
     let comments = github.comments();
     assert_eq!(comments.len(), 1);

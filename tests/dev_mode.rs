@@ -200,7 +200,7 @@ async fn a_comment_on_a_local_repository_is_answered_and_ctrl_c_leaves_nothing_b
     let status = run.status.as_ref().expect("a status");
     assert_eq!(
         status.result.as_ref().map(|r| r.reply.as_str()),
-        Some("Fixed the typo in README.md.")
+        Some("Fixed the typo in README.md.\n\n*Files changed: `README.md`.*")
     );
 
     let name = run.metadata.name.as_deref().expect("a name");

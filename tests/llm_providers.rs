@@ -6,10 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use genai::chat::{ChatMessage, ChatOptions, ChatRequest, Tool, ToolResponse};
+use genai::chat::{ChatMessage, ChatRequest, Tool, ToolResponse};
 use secrecy::SecretString;
 use serde_json::json;
-use smolpaws::agent::llm::{Llm, LlmError, LlmSettings, Provider};
+use smolpaws::agent::llm::{Llm, LlmError, LlmSettings, Provider, ToolChoiceMode};
 use support::fake_llm::{FakeLlm, Reply};
 
 fn settings(provider: Provider, base_url: &str, attempts: u32) -> LlmSettings {
@@ -20,6 +20,8 @@ fn settings(provider: Provider, base_url: &str, attempts: u32) -> LlmSettings {
         api_key: Some(SecretString::from("sk-test-key-0123456789")),
         attempts,
         request_timeout: Duration::from_secs(10),
+        max_answer_tokens: 1024,
+        tool_choice: ToolChoiceMode::Auto,
     }
 }
 
@@ -43,12 +45,11 @@ async fn tool_round_trip(provider: Provider) -> FakeLlm {
     ])
     .await;
     let llm = Llm::new(settings(provider, &fake.base_url, 3)).expect("a client");
-    let options = ChatOptions::default().with_max_tokens(1024);
     let mut request = ChatRequest::new(vec![ChatMessage::user("why are commas dropped?")])
         .with_system("You are smolpaws.")
         .with_tools(vec![view_tool()]);
 
-    let first = llm.chat(&request, &options).await.expect("a tool call");
+    let first = llm.chat(&request).await.expect("a tool call");
     assert_eq!(first.usage.prompt_tokens, Some(100));
     let calls = first.into_tool_calls();
     assert_eq!(calls.len(), 1);
@@ -62,7 +63,7 @@ async fn tool_round_trip(provider: Provider) -> FakeLlm {
             call_id,
             "fn tokenize() {}",
         )));
-    let second = llm.chat(&request, &options).await.expect("an answer");
+    let second = llm.chat(&request).await.expect("an answer");
     assert_eq!(
         second.first_text(),
         Some("The parser drops them in tokenize().")
@@ -113,10 +114,7 @@ async fn a_rate_limit_is_waited_out() {
     let fake = FakeLlm::start([Reply::Status(429, Some(1)), Reply::Text("after the wait")]).await;
     let llm = Llm::new(settings(Provider::OpenAi, &fake.base_url, 3)).expect("a client");
     let request = ChatRequest::new(vec![ChatMessage::user("hi")]);
-    let answer = llm
-        .chat(&request, &ChatOptions::default())
-        .await
-        .expect("an answer");
+    let answer = llm.chat(&request).await.expect("an answer");
     assert_eq!(answer.first_text(), Some("after the wait"));
     let requests = fake.requests();
     assert_eq!(requests.len(), 2);
@@ -133,7 +131,7 @@ async fn a_provider_that_is_down_is_reported_after_the_retries() {
     drop(closed);
     let llm = Llm::new(settings(Provider::OpenAi, &url, 2)).expect("a client");
     let request = ChatRequest::new(vec![ChatMessage::user("hi")]);
-    match llm.chat(&request, &ChatOptions::default()).await {
+    match llm.chat(&request).await {
         Err(LlmError::Call { attempts, .. }) => assert_eq!(attempts, 2),
         other => panic!("expected a failed call, got {other:?}"),
     }
@@ -144,6 +142,6 @@ async fn a_refused_request_is_not_retried() {
     let fake = FakeLlm::start([Reply::Status(400, None), Reply::Text("never")]).await;
     let llm = Llm::new(settings(Provider::OpenAi, &fake.base_url, 3)).expect("a client");
     let request = ChatRequest::new(vec![ChatMessage::user("hi")]);
-    assert!(llm.chat(&request, &ChatOptions::default()).await.is_err());
+    assert!(llm.chat(&request).await.is_err());
     assert_eq!(fake.requests().len(), 1);
 }

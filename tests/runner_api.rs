@@ -258,7 +258,10 @@ async fn run_answers_jobs_and_refuses_bad_ones() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(answer["reply"], "The README says main.");
+    assert_eq!(
+        answer["reply"],
+        "The README says main.\n\n*No files were changed.*"
+    );
     let seen = llm.requests()[2].1.to_string();
     assert!(seen.contains("main"), "the agent read the checkout: {seen}");
 }

@@ -3,17 +3,48 @@
 //! Messages API, with tool calls, through genai. Rate limits and server
 //! errors are retried with backoff, honouring `Retry-After`.
 
+use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use genai::adapter::AdapterKind;
-use genai::chat::{ChatOptions, ChatRequest, ChatResponse};
+use genai::chat::{ChatOptions, ChatRequest, ChatResponse, ToolChoice};
 use genai::resolver::{AuthData, Endpoint};
 use genai::{Client, ModelIden, ServiceTarget, WebConfig};
 use secrecy::{ExposeSecret, SecretString};
 use tracing::warn;
 
 use crate::api::contract;
+use crate::api::llm_refusal::Refusal;
+
+/// The most tokens one answer may have unless `LLM_MAX_TOKENS` says.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// The shortest answer worth asking for: below it a model cannot write a
+/// tool call with a file's content, so a context that leaves less is full.
+const MIN_ANSWER_TOKENS: u32 = 256;
+
+/// Whether requests that offer tools name `tool_choice`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ToolChoiceMode {
+    /// `tool_choice: "auto"`: without it some servers (llama-cpp-python's
+    /// function-calling formats) leave the tools out of the prompt.
+    #[default]
+    Auto,
+    /// No `tool_choice`, for servers that refuse it (vLLM without
+    /// `--enable-auto-tool-choice`); also chosen by itself after a refusal.
+    Omit,
+}
+
+impl fmt::Display for ToolChoiceMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Omit => "omit",
+        })
+    }
+}
 
 /// The wire format of the provider.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +108,15 @@ pub struct LlmArgs {
     /// The LLM API key.
     #[arg(long = "llm-api-key", env = contract::env::LLM_API_KEY, hide_env_values = true)]
     pub api_key: Option<SecretString>,
+
+    /// The most tokens one LLM answer may have [default: 4096]; lowered by
+    /// itself when the server says its context is smaller.
+    #[arg(long = "llm-max-tokens", env = contract::env::LLM_MAX_TOKENS)]
+    pub max_answer_tokens: Option<u32>,
+
+    /// Whether requests carry `tool_choice` [default: auto].
+    #[arg(long = "llm-tool-choice", env = contract::env::LLM_TOOL_CHOICE, value_enum)]
+    pub tool_choice: Option<ToolChoiceMode>,
 }
 
 /// How to reach the LLM.
@@ -94,6 +134,10 @@ pub struct LlmSettings {
     pub attempts: u32,
     /// The longest one request may take.
     pub request_timeout: Duration,
+    /// The most tokens one answer may have.
+    pub max_answer_tokens: u32,
+    /// Whether requests that offer tools name `tool_choice`.
+    pub tool_choice: ToolChoiceMode,
 }
 
 /// An LLM call that failed for good.
@@ -110,12 +154,23 @@ pub enum LlmError {
         /// The last failure, as genai reports it.
         message: String,
     },
+    /// The conversation no longer fits the model's context.
+    #[error("the conversation no longer fits the model's context ({0})")]
+    ContextExhausted(Refusal),
+    /// The answer could not be read, most often a tool call whose arguments
+    /// are not JSON: the model can be told and try again.
+    #[error("the model's answer could not be read: {0}")]
+    Unreadable(String),
 }
 
 /// A client for one model.
 pub struct Llm {
     client: Client,
     settings: LlmSettings,
+    /// Lowered for good once the server says its context is small.
+    max_tokens: AtomicU32,
+    /// Cleared for good once the server refuses `tool_choice`.
+    tool_choice: AtomicBool,
 }
 
 impl Llm {
@@ -148,7 +203,12 @@ impl Llm {
             })
             .build()
             .map_err(|e| LlmError::Config(format!("cannot build the LLM client: {e}")))?;
-        Ok(Self { client, settings })
+        Ok(Self {
+            client,
+            max_tokens: AtomicU32::new(settings.max_answer_tokens.max(1)),
+            tool_choice: AtomicBool::new(settings.tool_choice == ToolChoiceMode::Auto),
+            settings,
+        })
     }
 
     /// The model name.
@@ -156,29 +216,68 @@ impl Llm {
         &self.settings.model
     }
 
-    /// One chat completion, retried on 429, 5xx and lost connections.
-    pub async fn chat(
-        &self,
-        request: &ChatRequest,
-        options: &ChatOptions,
-    ) -> Result<ChatResponse, LlmError> {
+    /// The options of the next request for `request`.
+    fn options(&self, request: &ChatRequest) -> ChatOptions {
+        let options =
+            ChatOptions::default().with_max_tokens(self.max_tokens.load(Ordering::Relaxed));
+        let offers_tools = request.tools.as_ref().is_some_and(|t| !t.is_empty());
+        if offers_tools && self.tool_choice.load(Ordering::Relaxed) {
+            options.with_tool_choice(ToolChoice::Auto)
+        } else {
+            options
+        }
+    }
+
+    /// One chat completion, retried on 429, 5xx and lost connections. A
+    /// server that says its context is too small for the answer asked for
+    /// is asked again for a shorter one; one that refuses `tool_choice` is
+    /// asked again without it.
+    pub async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let options = self.options(request);
             let error = match self
                 .client
-                .exec_chat(&self.settings.model, request.clone(), Some(options))
+                .exec_chat(&self.settings.model, request.clone(), Some(&options))
                 .await
             {
                 Ok(response) => return Ok(response),
                 Err(error) => error,
             };
+            if unreadable(&error) {
+                return Err(LlmError::Unreadable(error.to_string()));
+            }
             let status = error.status();
+            let text = error.to_string();
+            match status.and_then(|s| Refusal::read(s.as_u16(), &text)) {
+                Some(refusal @ Refusal::ContextExceeded { limit, prompt }) => {
+                    let asked = options.max_tokens.unwrap_or(u32::MAX);
+                    match answer_room(limit, prompt) {
+                        Some(room) if room < asked => {
+                            warn!(
+                                max_tokens = room,
+                                context = limit,
+                                "the model's context is small: asking for shorter answers"
+                            );
+                            self.max_tokens.store(room, Ordering::Relaxed);
+                            continue;
+                        }
+                        _ => return Err(LlmError::ContextExhausted(refusal)),
+                    }
+                }
+                Some(Refusal::ToolChoiceUnsupported) if options.tool_choice.is_some() => {
+                    warn!("the LLM server refuses tool_choice: asking without it");
+                    self.tool_choice.store(false, Ordering::Relaxed);
+                    continue;
+                }
+                _ => {}
+            }
             let retryable = status.is_none_or(|s| s.as_u16() == 429 || s.is_server_error());
             if !retryable || attempt >= self.settings.attempts {
                 return Err(LlmError::Call {
                     attempts: attempt,
-                    message: error.to_string(),
+                    message: text,
                 });
             }
             let advised = error
@@ -190,15 +289,36 @@ impl Llm {
             let wait = advised
                 .unwrap_or_else(|| Duration::from_millis(500 * 2u64.pow(attempt - 1)))
                 .min(Duration::from_secs(60));
-            warn!(attempt, ?status, ?wait, "the LLM call failed; retrying");
+            let error: String = text.chars().take(500).collect();
+            warn!(attempt, ?status, ?wait, %error, "the LLM call failed; retrying");
             tokio::time::sleep(wait).await;
         }
     }
 }
 
+/// Whether genai failed to read an answer that arrived (rather than to get
+/// one): asking again the same way would get the same answer.
+fn unreadable(error: &genai::Error) -> bool {
+    matches!(
+        error,
+        genai::Error::SerdeJson(_)
+            | genai::Error::InvalidJsonResponseElement { .. }
+            | genai::Error::ChatResponseGeneration { .. }
+    )
+}
+
+/// How long an answer the context has room for after the prompt, when the
+/// server said both and the room is worth an answer. A few tokens are kept
+/// spare: servers count the chat template's tokens differently.
+fn answer_room(limit: Option<u32>, prompt: Option<u32>) -> Option<u32> {
+    const SPARE: u32 = 16;
+    let room = limit?.checked_sub(prompt?)?.checked_sub(SPARE)?;
+    (room >= MIN_ANSWER_TOKENS).then_some(room)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Provider;
+    use super::{Provider, answer_room};
 
     #[test]
     fn the_provider_comes_from_the_setting_or_the_model() {
@@ -219,5 +339,17 @@ mod tests {
             Some(Provider::OpenAi)
         );
         assert!(Provider::choose(Some("bard"), "x").is_err());
+    }
+
+    #[test]
+    fn an_answer_is_asked_only_as_long_as_the_context_has_room_for() {
+        assert_eq!(answer_room(Some(2048), Some(1548)), Some(484));
+        assert_eq!(
+            answer_room(Some(2048), Some(1900)),
+            None,
+            "too little room to answer"
+        );
+        assert_eq!(answer_room(Some(2048), Some(3000)), None);
+        assert_eq!(answer_room(None, Some(100)), None);
     }
 }

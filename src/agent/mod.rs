@@ -78,6 +78,11 @@ impl WorkArgs {
             api_key: self.llm.api_key.clone(),
             attempts: 5,
             request_timeout: Duration::from_secs(300),
+            max_answer_tokens: self
+                .llm
+                .max_answer_tokens
+                .unwrap_or(llm::DEFAULT_MAX_TOKENS),
+            tool_choice: self.llm.tool_choice.unwrap_or_default(),
         })?)
     }
 
@@ -166,6 +171,8 @@ pub struct Answer {
     pub usage: crate::api::TokenUsage,
     /// The model that answered.
     pub model: String,
+    /// How the session ended.
+    pub outcome: crate::api::Outcome,
 }
 
 /// Why the agent could not work at all.
@@ -257,6 +264,7 @@ pub async fn run(mut args: AgentArgs) -> Result<(), AgentError> {
         reply: answer.reply,
         usage: answer.usage,
         model: Some(answer.model),
+        outcome: answer.outcome,
     };
     report_result(&args, &report).await
 }
@@ -331,38 +339,41 @@ pub async fn work(
     // zeroizes on drop) before the model's first turn.
     drop(github_token);
     let limits = settings.limits(options);
-    let (reply, usage) = match session::run(llm, &workspace, request, limits, redactor).await {
-        Ok(ending) => (ending.reply, ending.usage),
-        // The person who asked needs to know, in the thread, why nothing
-        // came back.
-        Err(error) => {
-            warn!(error = %redactor.redact(&error.to_string()), "the LLM failed");
-            (failure_reply(&error), crate::api::TokenUsage::default())
-        }
+    let ending = session::run(llm, &workspace, request, limits, redactor).await;
+    // The workspace's real state, whatever the model claims: a fix with no
+    // change behind it shows.
+    // Paths are the model's words too: redacted like the rest.
+    let reply = match toolbox::changed_files(&workspace, settings.bash_timeout).await {
+        Some(changed) => redactor.redact(&format!(
+            "{}\n\n{}",
+            ending.reply,
+            workspace_state(&changed)
+        )),
+        None => ending.reply,
     };
     Ok(Answer {
         reply: fit(&reply, MAX_COMMENT_CHARS),
-        usage,
+        usage: ending.usage,
         model: llm.model().to_owned(),
+        outcome: ending.outcome,
     })
 }
 
-/// What the thread is told when the LLM failed for good. A provider's
-/// error can echo the prompt or name the account, so its words stay in the
-/// log (and, through the gateway, the run's status); a spent budget is the
-/// gateway's own words and is said as such.
-fn failure_reply(error: &llm::LlmError) -> String {
-    let text = error.to_string();
-    if text.contains(contract::BUDGET_EXHAUSTED) {
-        return "I stopped before finishing: this run's LLM budget is spent. Ask again with a \
-                narrower request, or raise the limit (the run's `spec.agent.maxTokens`, the \
-                operator's `SMOLPAWS_LLM_MAX_TOKENS_PER_RUN` and \
-                `SMOLPAWS_LLM_MAX_REQUESTS_PER_RUN`)."
-            .to_owned();
+/// The last line of every reply: the files the run changed.
+fn workspace_state(changed: &[String]) -> String {
+    const LISTED: usize = 20;
+    if changed.is_empty() {
+        return "*No files were changed.*".to_owned();
     }
-    "I could not work on this request: the LLM failed. The details are in the agent's log \
-     (`smolpaws logs`) and, for a run, its status (`kubectl describe agentrun`)."
-        .to_owned()
+    let mut listed: Vec<String> = changed
+        .iter()
+        .take(LISTED)
+        .map(|path| format!("`{}`", path.replace('`', "'")))
+        .collect();
+    if changed.len() > LISTED {
+        listed.push(format!("and {} more", changed.len() - LISTED));
+    }
+    format!("*Files changed: {}.*", listed.join(", "))
 }
 
 /// Delivers `report` to the result endpoint (retrying while it answers

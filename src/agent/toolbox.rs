@@ -118,12 +118,18 @@ fn arguments<T: serde::de::DeserializeOwned>(name: &str, value: Value) -> Result
 }
 
 /// What a tool call produced, for the model and the log.
-pub struct Outcome {
+pub struct ToolOutput {
     /// The text returned to the model.
     pub text: String,
     /// The exit code of a bash command.
     pub exit_code: Option<i32>,
+    /// Whether the call failed: refused, or a command that did not exit 0.
+    pub failed: bool,
 }
+
+/// What `git_diff` shows: the changes to tracked files, then every path
+/// that differs (untracked ones included).
+const GIT_DIFF: &str = "git diff --no-color HEAD; git status --short --untracked-files=all";
 
 /// Runs tool `name` with `args`; failures become text for the model.
 pub async fn call(
@@ -131,7 +137,7 @@ pub async fn call(
     name: &str,
     args: Value,
     bash_timeout: Duration,
-) -> Outcome {
+) -> ToolOutput {
     let result = match name {
         "bash" => match arguments::<Bash>(name, args) {
             Ok(bash) => {
@@ -159,22 +165,53 @@ pub async fn call(
         "insert" => arguments::<Insert>(name, args).and_then(|i| {
             files::insert(workspace, &i.path, i.line, &i.text).map(|text| (text, None))
         }),
-        "git_diff" => shell::run(
-            workspace,
-            "git diff --no-color HEAD; git status --short",
-            bash_timeout,
-        )
-        .await
-        .map(|out| (out.output, out.exit_code)),
+        "git_diff" => shell::run(workspace, GIT_DIFF, bash_timeout)
+            .await
+            .map(|out| {
+                // An empty answer reads like a failure to a model.
+                let text = if out.exit_code == Some(0) && out.output.trim().is_empty() {
+                    "No changes: the working tree matches the checked-out commit.".to_owned()
+                } else {
+                    out.output
+                };
+                (text, out.exit_code)
+            }),
         other => Err(ToolError::new(format!(
             "there is no tool {other}: use bash, view, create, str_replace, insert, git_diff or finish"
         ))),
     };
     match result {
-        Ok((text, exit_code)) => Outcome { text, exit_code },
-        Err(error) => Outcome {
+        Ok((text, exit_code)) => ToolOutput {
+            text,
+            exit_code,
+            failed: exit_code.is_some_and(|code| code != 0),
+        },
+        Err(error) => ToolOutput {
             text: format!("error: {error}"),
             exit_code: None,
+            failed: true,
         },
     }
+}
+
+/// The paths that differ from the checked-out commit (untracked ones
+/// included), or `None` when the workspace is not a git checkout.
+pub async fn changed_files(workspace: &Workspace, timeout: Duration) -> Option<Vec<String>> {
+    let out = shell::run(
+        workspace,
+        "git status --porcelain=v1 --untracked-files=all",
+        timeout,
+    )
+    .await
+    .ok()?;
+    if out.exit_code != Some(0) {
+        return None;
+    }
+    Some(
+        out.output
+            .lines()
+            .filter_map(|line| line.get(3..))
+            .map(str::to_owned)
+            .collect(),
+    )
 }

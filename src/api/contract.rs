@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{RunResult, TokenUsage};
+use super::{Outcome, RunResult, TokenUsage};
 
 /// The variables a sandbox's agent is started with. The names double as
 /// the keys of the run's Secret for the ones that are secrets.
@@ -37,6 +37,11 @@ pub mod env {
     pub const LLM_BASE_URL: &str = "LLM_BASE_URL";
     /// The LLM wire format (`openai`, `anthropic`).
     pub const LLM_PROVIDER: &str = "LLM_PROVIDER";
+    /// The most tokens one LLM answer may have.
+    pub const LLM_MAX_TOKENS: &str = "LLM_MAX_TOKENS";
+    /// Whether requests carry `tool_choice` (`auto`, the default) or not
+    /// (`omit`).
+    pub const LLM_TOOL_CHOICE: &str = "LLM_TOOL_CHOICE";
     /// The directory the repository is checked out into.
     pub const WORKSPACE: &str = "SMOLPAWS_WORKSPACE";
     /// Set when the workspace already is the checkout (`smolpaws dev`).
@@ -85,6 +90,9 @@ pub struct Report {
     /// The model that answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// How the session ended; `Finished` when absent.
+    #[serde(default)]
+    pub outcome: Outcome,
 }
 
 impl From<Report> for RunResult {
@@ -93,6 +101,7 @@ impl From<Report> for RunResult {
             reply: report.reply,
             usage: report.usage,
             model: report.model,
+            outcome: report.outcome,
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod contract;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod llm_refusal;
 mod phase;
 mod spec;
 mod status;
@@ -18,7 +19,7 @@ pub use spec::{
     ReviewContext, SandboxBackend, SandboxSpec, TriggerComment,
 };
 pub use status::{
-    AgentRunStatus, GatewayUsage, PostedComment, RunResult, SandboxRef, TokenUsage, now,
+    AgentRunStatus, GatewayUsage, Outcome, PostedComment, RunResult, SandboxRef, TokenUsage, now,
 };
 
 /// The API group of every smolpaws resource.

@@ -85,6 +85,56 @@ pub struct RunResult {
     /// The model that answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// How the agent's session ended; the reply is posted either way.
+    #[serde(default)]
+    pub outcome: Outcome,
+}
+
+/// How an agent's session ended. Every outcome comes with a reply; the run
+/// fails for the ones where the agent could not do its work, so a reply
+/// written around a failure is never counted a success.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Outcome {
+    /// The model finished and replied.
+    #[default]
+    Finished,
+    /// The agent stopped at one of its limits (iterations, tokens, time, or
+    /// the same step repeated) and replied with what it had.
+    LimitReached,
+    /// The LLM failed for good (refused, unreachable, unreadable answers).
+    #[serde(rename = "LLMFailed")]
+    LlmFailed,
+    /// The conversation outgrew the model's context window.
+    ContextExhausted,
+}
+
+impl Outcome {
+    /// Whether a run with this outcome failed.
+    pub fn failed(self) -> bool {
+        matches!(self, Self::LlmFailed | Self::ContextExhausted)
+    }
+
+    /// The run's Finished condition reason, as the API spells it.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Finished => "Succeeded",
+            Self::LimitReached => "LimitReached",
+            Self::LlmFailed => "LLMFailed",
+            Self::ContextExhausted => "ContextExhausted",
+        }
+    }
+
+    /// The run's status message.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Finished => "the agent replied",
+            Self::LimitReached => "the agent stopped at a limit and replied with what it had",
+            Self::LlmFailed => "the LLM failed; the agent replied with what it had done",
+            Self::ContextExhausted => {
+                "the conversation outgrew the model's context; the agent replied with what it had done"
+            }
+        }
+    }
 }
 
 /// Tokens spent on the LLM.

@@ -73,7 +73,9 @@ pub fn reply_text(
 ) -> String {
     let why = finished.map_or("no reason was recorded", |c| c.message.as_str());
     match (phase, result) {
-        (Phase::Succeeded, Some(result)) => result.reply.clone(),
+        // The agent's own reply, whether the run succeeded or the agent
+        // failed partway and said so.
+        (Phase::Succeeded | Phase::Failed, Some(result)) => result.reply.clone(),
         (Phase::Cancelled, _) => {
             format!("This request was cancelled before smolpaws finished it: {why}.")
         }
@@ -89,7 +91,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
-    use crate::api::TokenUsage;
+    use crate::api::{Outcome, TokenUsage};
 
     const LOGS: &str = "smolpaws logs -n ns run-1";
 
@@ -161,6 +163,7 @@ mod tests {
             reply: "the parser drops them in lexer.rs".into(),
             usage: TokenUsage::default(),
             model: None,
+            outcome: Outcome::Finished,
         };
         let timeout = finished("RunTimeout", "the agent did not finish within 30m");
         let deleted = finished("Cancelled", "the AgentRun was deleted");
@@ -176,6 +179,20 @@ mod tests {
         assert_eq!(
             reply_text(Phase::Cancelled, None, Some(&deleted)),
             "This request was cancelled before smolpaws finished it: the AgentRun was deleted."
+        );
+        let failed_partway = RunResult {
+            reply: "I stopped before finishing: the LLM failed.".into(),
+            outcome: Outcome::LlmFailed,
+            ..result.clone()
+        };
+        assert_eq!(
+            reply_text(
+                Phase::Failed,
+                Some(&failed_partway),
+                Some(&finished("LLMFailed", "the LLM failed"))
+            ),
+            failed_partway.reply,
+            "an agent that failed partway says so itself"
         );
         assert!(
             reply_text(Phase::Succeeded, None, None).contains("reason: `Unknown`"),

@@ -36,6 +36,7 @@ use tracing::{info, warn};
 use super::credential::authenticate;
 use super::status::FIELD_MANAGER;
 use crate::api::contract::BUDGET_EXHAUSTED;
+use crate::api::llm_refusal::Refusal;
 use crate::api::{AgentRun, GatewayUsage};
 
 /// The largest request body forwarded: a long conversation with tool
@@ -639,10 +640,18 @@ async fn provider_error(
     gateway
         .record(run, |usage| usage.last_error = Some(recorded))
         .await;
-    let message = format!(
-        "the LLM provider answered {status}; its answer is in the AgentRun's status.llm.lastError and the operator's log"
-    );
-    let mut response = route.error(status, "provider_error", &message);
+    // The two refusals the agent can act on pass on in the gateway's own
+    // words, numbers only; any other answer is told only by its status.
+    let mut response = match Refusal::read(status.as_u16(), &kept) {
+        Some(refusal) => route.error(status, refusal.code(), &refusal.to_string()),
+        None => route.error(
+            status,
+            "provider_error",
+            &format!(
+                "the LLM provider answered {status}; its answer is in the AgentRun's status.llm.lastError and the operator's log"
+            ),
+        ),
+    };
     if let Some(retry_after) = retry_after {
         response
             .headers_mut()

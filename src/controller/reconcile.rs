@@ -23,7 +23,7 @@ use super::decide::{exit_outcome, human, next_look, reply_text, since};
 use super::status::{Transition, condition, conditions, write};
 use super::{Context, Error};
 use crate::api::contract::env;
-use crate::api::{AgentRun, Phase, PostedComment, SandboxRef};
+use crate::api::{AgentRun, Outcome, Phase, PostedComment, SandboxRef};
 use crate::github::reply::{compose, marker};
 use crate::sandbox::owned::is_owned_by;
 use crate::sandbox::secret::{RunCredentials, secret, secret_name, value};
@@ -333,7 +333,7 @@ fn timeout(run: &AgentRun, ctx: &Context) -> Duration {
 
 async fn supervise(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     if run.status.as_ref().is_some_and(|s| s.result.is_some()) {
-        return succeed(run, ctx).await;
+        return reported(run, ctx).await;
     }
     let sandbox = match ctx.sandboxes.for_run(run) {
         Ok(sandbox) => sandbox,
@@ -352,7 +352,7 @@ async fn supervise(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         // the agent reports before it exits.
         let fresh = runs(run, ctx).get(&name).await?;
         if fresh.status.as_ref().is_some_and(|s| s.result.is_some()) {
-            return succeed(&fresh, ctx).await;
+            return reported(&fresh, ctx).await;
         }
     }
     match state {
@@ -510,19 +510,23 @@ async fn revoke_github_token(ctx: &Context, secret: &Secret) {
 }
 
 /// The agent reported: its sandbox stops at once (whatever it does after
-/// its report is not trusted), then the run succeeds.
-async fn succeed(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
+/// its report is not trusted), then the run ends as the report's outcome
+/// says, its reply posted either way.
+async fn reported(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     if let Ok(sandbox) = ctx.sandboxes.for_run(run) {
         sandbox.stop(run).await?;
     }
-    conclude(
-        run,
-        ctx,
-        Phase::Succeeded,
-        "Succeeded",
-        "the agent replied".into(),
-    )
-    .await
+    let outcome = run
+        .status
+        .as_ref()
+        .and_then(|s| s.result.as_ref())
+        .map_or_else(Outcome::default, |r| r.outcome);
+    let phase = if outcome.failed() {
+        Phase::Failed
+    } else {
+        Phase::Succeeded
+    };
+    conclude(run, ctx, phase, outcome.reason(), outcome.message().into()).await
 }
 
 async fn fail(

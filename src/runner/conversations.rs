@@ -495,8 +495,7 @@ impl Conversations {
             let observe = |step: Step<'_>| observe(conversation, step);
             let ending = session
                 .run(&llm, &workspace, limits, redactor, &observe, &stop)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await;
             Ok::<_, String>((ending, session.usage()))
         }
         .await;
@@ -512,7 +511,11 @@ impl Conversations {
                     },
                 );
                 add_usage(conversation, usage);
-                ExecutionStatus::Finished
+                if ending.outcome.failed() {
+                    ExecutionStatus::Error
+                } else {
+                    ExecutionStatus::Finished
+                }
             }
             Ok((None, usage)) => {
                 add_usage(conversation, usage);

@@ -168,7 +168,7 @@ pub async fn run(State(runner): State<Arc<Runner>>, body: Bytes) -> Response {
     .await
     {
         Ok(answer) => Json(json!({
-            "status": "succeeded",
+            "status": if answer.outcome.failed() { "failed" } else { "succeeded" },
             "reply": answer.reply,
             "usage": answer.usage,
             "model": answer.model,

@@ -78,6 +78,11 @@ impl AgentEnvironment {
         for (name, value) in [
             (env::LLM_MODEL, model),
             (env::LLM_PROVIDER, llm.provider.clone()),
+            (
+                env::LLM_MAX_TOKENS,
+                llm.max_answer_tokens.map(|n| n.to_string()),
+            ),
+            (env::LLM_TOOL_CHOICE, llm.tool_choice.map(|c| c.to_string())),
         ] {
             if let Some(value) = value {
                 vars.push(var(name, value));

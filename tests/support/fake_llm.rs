@@ -26,6 +26,15 @@ pub enum Reply {
     Text(&'static str),
     /// The provider fails with this status (and `Retry-After` seconds).
     Status(u16, Option<u64>),
+    /// The provider refuses with this status and this JSON body, as a real
+    /// server words it.
+    Refuse(u16, &'static str),
+    /// The model calls a tool with these arguments, as sent (OpenAI only:
+    /// there arguments are a string, which a model can get wrong).
+    RawTool {
+        name: &'static str,
+        arguments: &'static str,
+    },
 }
 
 #[derive(Default)]
@@ -99,6 +108,15 @@ fn next(script: &Shared, headers: &HeaderMap, body: Value) -> (Reply, usize) {
     (reply, script.calls)
 }
 
+fn refusal(status: u16, body: &'static str) -> Response {
+    (
+        StatusCode::from_u16(status).expect("a status"),
+        [("content-type", "application/json")],
+        body,
+    )
+        .into_response()
+}
+
 fn failure(status: u16, retry_after: Option<u64>) -> Response {
     let mut response = (
         StatusCode::from_u16(status).expect("a status"),
@@ -123,15 +141,12 @@ async fn openai(
     let (reply, call) = next(&script, &headers, body);
     let (message, finish) = match reply {
         Reply::Status(status, retry_after) => return failure(status, retry_after),
+        Reply::Refuse(status, body) => return refusal(status, body),
         Reply::Text(text) => (json!({ "role": "assistant", "content": text }), "stop"),
-        Reply::Tool { name, arguments } => (
-            json!({ "role": "assistant", "content": null, "tool_calls": [{
-                "id": format!("call_{call}"),
-                "type": "function",
-                "function": { "name": name, "arguments": arguments.to_string() },
-            }]}),
-            "tool_calls",
-        ),
+        Reply::Tool { name, arguments } => {
+            (tool_call(call, name, &arguments.to_string()), "tool_calls")
+        }
+        Reply::RawTool { name, arguments } => (tool_call(call, name, arguments), "tool_calls"),
     };
     Json(json!({
         "id": format!("chatcmpl-{call}"),
@@ -144,6 +159,14 @@ async fn openai(
     .into_response()
 }
 
+fn tool_call(call: usize, name: &str, arguments: &str) -> Value {
+    json!({ "role": "assistant", "content": null, "tool_calls": [{
+        "id": format!("call_{call}"),
+        "type": "function",
+        "function": { "name": name, "arguments": arguments },
+    }]})
+}
+
 async fn anthropic(
     State(script): State<Shared>,
     headers: HeaderMap,
@@ -153,6 +176,8 @@ async fn anthropic(
     let (reply, call) = next(&script, &headers, body);
     let (content, stop) = match reply {
         Reply::Status(status, retry_after) => return failure(status, retry_after),
+        Reply::Refuse(status, body) => return refusal(status, body),
+        Reply::RawTool { .. } => panic!("Anthropic's tool inputs are objects, never raw text"),
         Reply::Text(text) => (json!([{ "type": "text", "text": text }]), "end_turn"),
         Reply::Tool { name, arguments } => (
             json!([{ "type": "tool_use", "id": format!("toolu_{call}"), "name": name, "input": arguments }]),

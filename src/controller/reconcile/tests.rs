@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::{FINALIZER, reconcile};
 use crate::api::{
-    AgentRun, AgentRunStatus, Phase, RunResult, SandboxBackend, TokenUsage, fixtures, now,
+    AgentRun, AgentRunStatus, Outcome, Phase, RunResult, SandboxBackend, TokenUsage, fixtures, now,
 };
 use crate::controller::admission::Limits;
 use crate::controller::metrics::ControllerMetrics;
@@ -262,6 +262,16 @@ fn owned_secret(name: &str) -> Value {
     })
 }
 
+/// The deletion of run `name`'s Secret.
+fn secret_deleted(name: &str) -> Call {
+    call(
+        Method::DELETE,
+        format!("{SECRETS}/{name}-run"),
+        StatusCode::OK,
+    )
+    .answering(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}))
+}
+
 /// The calls of one status transition of `run`: the patch, then its Event.
 fn transition(run: &AgentRun) -> [Call; 2] {
     let name = run.metadata.name.as_deref().unwrap_or_default();
@@ -394,14 +404,7 @@ async fn an_agent_killed_for_memory_fails_the_run_and_releases_its_sandbox() {
             .answering(owned_secret("run-1")),
     ];
     calls.extend(transition(&running));
-    calls.push(
-        call(
-            Method::DELETE,
-            format!("{SECRETS}/run-1-run"),
-            StatusCode::OK,
-        )
-        .answering(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})),
-    );
+    calls.push(secret_deleted("run-1"));
     let killed = SandboxState::Exited {
         code: 137,
         reason: Some("OOMKilled".into()),
@@ -431,6 +434,45 @@ async fn an_agent_killed_for_memory_fails_the_run_and_releases_its_sandbox() {
     assert_eq!(finished["type"], conditions::FINISHED);
     assert_eq!(finished["reason"], "OutOfMemory");
     assert!(patch["finishedAt"].is_string() && patch["duration"].is_string());
+}
+
+#[tokio::test]
+async fn an_agent_that_reports_a_failed_llm_fails_the_run_with_its_own_reply() {
+    let log = Log::default();
+    let mut status = in_phase(Phase::Running);
+    status.started_at = Some(now());
+    status.result = Some(RunResult {
+        reply: "I stopped before finishing: the LLM failed.".into(),
+        usage: TokenUsage {
+            prompt_tokens: 300,
+            completion_tokens: 40,
+        },
+        model: None,
+        outcome: Outcome::LlmFailed,
+    });
+    let reported = run("run-1", status);
+    let mut calls = vec![
+        call(Method::GET, format!("{SECRETS}/run-1-run"), StatusCode::OK)
+            .answering(owned_secret("run-1")),
+    ];
+    calls.extend(transition(&reported));
+    calls.push(secret_deleted("run-1"));
+    let sandbox = scripted(&log, waiting(), Some(SandboxState::Running));
+    let (_, bodies) = reconcile_once(reported, context(&log, calls, sandbox, &[], None)).await;
+    assert_eq!(
+        entries(&log),
+        [
+            "stop".to_owned(),
+            "release".to_owned(),
+            format!("GET {SECRETS}/run-1-run"),
+            format!("PATCH {}", status_path("run-1")),
+            format!("POST {EVENTS}"),
+            format!("DELETE {SECRETS}/run-1-run"),
+        ]
+    );
+    let patch = &bodies[1]["status"];
+    assert_eq!(patch["phase"], "Failed");
+    assert_eq!(patch["conditions"][0]["reason"], "LLMFailed");
 }
 
 /// A GitHub stub on loopback: an installation token, the thread's comments
@@ -510,6 +552,7 @@ fn succeeded(name: &str) -> AgentRun {
         reply: "They are dropped in lexer.rs.".into(),
         usage: TokenUsage::default(),
         model: None,
+        outcome: Outcome::Finished,
     });
     status.finished_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         Timestamp::now(),
