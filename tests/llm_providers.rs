@@ -22,6 +22,8 @@ fn settings(provider: Provider, base_url: &str, attempts: u32) -> LlmSettings {
         request_timeout: Duration::from_secs(10),
         max_answer_tokens: 1024,
         tool_choice: ToolChoiceMode::Auto,
+        temperature: None,
+        seed: None,
     }
 }
 

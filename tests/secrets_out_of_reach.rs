@@ -283,3 +283,43 @@ async fn a_run_over_its_llm_budget_is_stopped_and_says_so() {
         comments[0].body
     );
 }
+
+#[tokio::test]
+async fn an_outgrown_context_fails_the_run_through_the_gateway_in_its_own_words() {
+    const REFUSAL: &str = r#"{"error":{"message":"This model's maximum context length is 2048 tokens. However, you requested 6196 tokens (2100 in the messages, 4096 in the completion).","type":"invalid_request_error","code":"context_length_exceeded"}}"#;
+    let provider_words = "However, you requested 6196 tokens";
+    let llm = FakeLlm::start([bash("ls"), Reply::Refuse(400, REFUSAL)]).await;
+    let setup = Setup::new("overflow", &llm, None).await;
+    setup.create("long").await;
+    let run = until(&setup.runs, "long", "replied", replied).await;
+
+    let status = run.status.expect("a status");
+    assert_eq!(status.phase, Some(Phase::Failed));
+    let finished = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Finished")
+        .expect("a Finished condition");
+    assert_eq!(finished.reason, "ContextExhausted");
+    assert!(
+        status
+            .llm
+            .and_then(|u| u.last_error)
+            .is_some_and(|e| e.contains(provider_words)),
+        "the provider's words are kept in the status"
+    );
+    let comments = setup.github.comments();
+    assert_eq!(comments.len(), 1, "one reply: {comments:?}");
+    let body = &comments[0].body;
+    assert!(
+        body.starts_with(
+            "I stopped before finishing: the conversation outgrew the model's context window."
+        ),
+        "{body}"
+    );
+    assert!(body.contains("- bash"), "the steps taken: {body}");
+    assert!(
+        !body.contains(provider_words),
+        "the provider's words stay out of the thread: {body}"
+    );
+}

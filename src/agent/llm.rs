@@ -117,6 +117,14 @@ pub struct LlmArgs {
     /// Whether requests carry `tool_choice` [default: auto].
     #[arg(long = "llm-tool-choice", env = contract::env::LLM_TOOL_CHOICE, value_enum)]
     pub tool_choice: Option<ToolChoiceMode>,
+
+    /// The sampling temperature [default: the server's].
+    #[arg(long = "llm-temperature", env = contract::env::LLM_TEMPERATURE)]
+    pub temperature: Option<f64>,
+
+    /// The sampling seed, for servers that honour one (reproducible runs).
+    #[arg(long = "llm-seed", env = contract::env::LLM_SEED)]
+    pub seed: Option<u64>,
 }
 
 /// How to reach the LLM.
@@ -138,6 +146,10 @@ pub struct LlmSettings {
     pub max_answer_tokens: u32,
     /// Whether requests that offer tools name `tool_choice`.
     pub tool_choice: ToolChoiceMode,
+    /// The sampling temperature, when not the server's.
+    pub temperature: Option<f64>,
+    /// The sampling seed, when set.
+    pub seed: Option<u64>,
 }
 
 /// An LLM call that failed for good.
@@ -218,8 +230,10 @@ impl Llm {
 
     /// The options of the next request for `request`.
     fn options(&self, request: &ChatRequest) -> ChatOptions {
-        let options =
+        let mut options =
             ChatOptions::default().with_max_tokens(self.max_tokens.load(Ordering::Relaxed));
+        options.temperature = self.settings.temperature;
+        options.seed = self.settings.seed;
         let offers_tools = request.tools.as_ref().is_some_and(|t| !t.is_empty());
         if offers_tools && self.tool_choice.load(Ordering::Relaxed) {
             options.with_tool_choice(ToolChoice::Auto)

@@ -83,6 +83,8 @@ impl WorkArgs {
                 .max_answer_tokens
                 .unwrap_or(llm::DEFAULT_MAX_TOKENS),
             tool_choice: self.llm.tool_choice.unwrap_or_default(),
+            temperature: self.llm.temperature,
+            seed: self.llm.seed,
         })?)
     }
 

