@@ -3,6 +3,8 @@
 //!
 //! `cargo bench --bench intake_delivery`
 
+use std::time::SystemTime;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use secrecy::SecretString;
 use smolpaws::intake::delivery::{Decision, Rules, decide};
@@ -30,9 +32,10 @@ fn delivery(c: &mut Criterion) {
         policy: Policy::new(["Codertocat".into()], ["Codertocat".into()], [], []),
         app_login: Some("smolpaws[bot]".into()),
         backend: Default::default(),
+        max_age: None,
     };
     assert!(matches!(
-        decide(&rules, "issue_comment", "d", &body),
+        decide(&rules, "issue_comment", "d", &body, SystemTime::now()),
         Ok(Decision::Run(_))
     ));
 
@@ -51,6 +54,7 @@ fn delivery(c: &mut Criterion) {
                 "issue_comment",
                 "72d3162e-cc78-11e3-81ab-4c9367dc0958",
                 &body,
+                SystemTime::now(),
             )
         })
     });

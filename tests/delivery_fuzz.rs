@@ -12,7 +12,7 @@
 mod support;
 
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -31,6 +31,7 @@ fn rules() -> Rules {
         ),
         app_login: Some("smolpaws[bot]".into()),
         backend: Default::default(),
+        max_age: None,
     }
 }
 
@@ -123,7 +124,7 @@ fn arbitrary_bytes_never_panic() {
             prop::collection::vec(any::<u8>(), 0..2048),
         ),
         |(event, body)| {
-            let _ = decide(&rules, event, "delivery", &body);
+            let _ = decide(&rules, event, "delivery", &body, SystemTime::now());
             Ok(())
         },
     );
@@ -185,7 +186,7 @@ fn a_fixture_with_any_field_replaced_never_panics() {
                 object.remove(key);
             }
             let body = serde_json::to_vec(&payload).expect("JSON serializes");
-            let _ = decide(&rules, event, "delivery", &body);
+            let _ = decide(&rules, event, "delivery", &body, SystemTime::now());
             Ok(())
         },
     );
@@ -219,7 +220,13 @@ fn runs_are_made_only_for_allowed_humans_who_asked() {
             payload["sender"]["type"] = json!(kind);
             payload["repository"]["full_name"] = json!(format!("{owner}/Hello-World"));
             let bytes = serde_json::to_vec(&payload).expect("JSON serializes");
-            let decision = decide(&rules, "issue_comment", &delivery, &bytes);
+            let decision = decide(
+                &rules,
+                "issue_comment",
+                &delivery,
+                &bytes,
+                SystemTime::now(),
+            );
             if let Ok(Decision::Run(run)) = decision {
                 prop_assert_eq!(action, "created");
                 prop_assert_ne!(kind, "Bot");
@@ -231,14 +238,22 @@ fn runs_are_made_only_for_allowed_humans_who_asked() {
                     run.spec.github.delivery_id.as_deref(),
                     Some(delivery.as_str())
                 );
-                let again = decide(&rules, "issue_comment", &delivery, &bytes);
+                // The same signed body under another delivery id is the
+                // same run: a replay collides with it.
+                let again = decide(
+                    &rules,
+                    "issue_comment",
+                    "replayed",
+                    &bytes,
+                    SystemTime::now(),
+                );
                 let Ok(Decision::Run(again)) = again else {
-                    return Err(TestCaseError::fail("the same delivery decided differently"));
+                    return Err(TestCaseError::fail("the same comment decided differently"));
                 };
                 prop_assert_eq!(
                     run.metadata.name,
                     again.metadata.name,
-                    "names derive from the delivery alone"
+                    "names derive from signed fields alone"
                 );
                 made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }

@@ -745,10 +745,17 @@ fn deployment_env(
         .collect()
 }
 
-/// Sends a signed comment mentioning smolpaws to the intake at `url`.
-async fn comment(url: &str, secret: &str, delivery: &str) {
+/// Sends a signed comment `id`, mentioning smolpaws and written just now, to
+/// the intake at `url`; returns the name of the run it made.
+async fn comment(url: &str, secret: &str, id: i64) -> String {
     let mut payload = support::fixture("issue_comment_created.json");
     payload["comment"]["body"] = "@smolpaws please look at this".into();
+    payload["comment"]["id"] = id.into();
+    payload["comment"]["created_at"] = k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+        .into();
+    let delivery = format!("0b5f8e34-1111-4e5e-9a3c-{id:012}");
     let body = serde_json::to_vec(&payload).expect("JSON");
     let signature = sign(&SecretString::from(secret.to_owned()), &body);
     let client = reqwest::Client::new();
@@ -758,13 +765,19 @@ async fn comment(url: &str, secret: &str, delivery: &str) {
             .post(format!("{url}/webhooks/github"))
             .header("content-type", "application/json")
             .header("x-github-event", "issue_comment")
-            .header("x-github-delivery", delivery)
+            .header("x-github-delivery", &delivery)
             .header("x-hub-signature-256", &signature)
             .body(body.clone())
             .send()
             .await;
         match sent {
-            Ok(response) if response.status() == 202 => return,
+            Ok(response) if response.status() == 202 => {
+                let answer = response.text().await.unwrap_or_default();
+                return answer
+                    .strip_prefix("accepted: agentrun ")
+                    .unwrap_or_else(|| panic!("the intake names no run: {answer}"))
+                    .to_owned();
+            }
             Ok(response) => panic!(
                 "the intake answered {}: {}",
                 response.status(),
@@ -780,19 +793,18 @@ async fn comment(url: &str, secret: &str, delivery: &str) {
 
 async fn run_of(
     api: &Api<AgentRun>,
-    delivery: &str,
+    name: &str,
     what: &str,
     done: fn(&AgentRun) -> bool,
 ) -> AgentRun {
-    let name = format!("gh-{delivery}");
-    let wait = await_condition(api.clone(), &name, move |run: Option<&AgentRun>| {
+    let wait = await_condition(api.clone(), name, move |run: Option<&AgentRun>| {
         run.is_some_and(done)
     });
     match tokio::time::timeout(Duration::from_secs(90), wait).await {
         Ok(Ok(Some(run))) => run,
         _ => panic!(
             "{name} never became {what}: {:#?}",
-            api.get_opt(&name).await.ok().flatten().map(|r| r.status)
+            api.get_opt(name).await.ok().flatten().map(|r| r.status)
         ),
     }
 }
@@ -881,18 +893,10 @@ async fn the_operator_works_with_the_charts_rbac_and_no_more() {
 
     let runs: Api<AgentRun> = Api::namespaced(admin.clone(), ns);
     let intake_url = format!("http://127.0.0.1:{intake}");
-    comment(
-        &intake_url,
-        webhook_secret,
-        "0b5f8e34-1111-4e5e-9a3c-3d2b1a000001",
-    )
-    .await;
-    let run = run_of(
-        &runs,
-        "0b5f8e34-1111-4e5e-9a3c-3d2b1a000001",
-        "replied",
-        |run| run.status.as_ref().is_some_and(|s| s.reply.is_some()),
-    )
+    let name = comment(&intake_url, webhook_secret, 1).await;
+    let run = run_of(&runs, &name, "replied", |run| {
+        run.status.as_ref().is_some_and(|s| s.reply.is_some())
+    })
     .await;
     assert_eq!(run.phase(), smolpaws::api::Phase::Succeeded);
     let comments = github.comments();
@@ -912,18 +916,10 @@ async fn the_operator_works_with_the_charts_rbac_and_no_more() {
         .replace("paws-smolpaws", &PostParams::default(), &role)
         .await
         .expect("the narrowed ClusterRole");
-    comment(
-        &intake_url,
-        webhook_secret,
-        "0b5f8e34-1111-4e5e-9a3c-3d2b1a000002",
-    )
-    .await;
-    let run = run_of(
-        &runs,
-        "0b5f8e34-1111-4e5e-9a3c-3d2b1a000002",
-        "failed",
-        |run| run.phase() == smolpaws::api::Phase::Failed,
-    )
+    let name = comment(&intake_url, webhook_secret, 2).await;
+    let run = run_of(&runs, &name, "failed", |run| {
+        run.phase() == smolpaws::api::Phase::Failed
+    })
     .await;
     let message = run.status.and_then(|s| s.message).unwrap_or_default();
     assert!(message.contains("forbidden"), "{message}");

@@ -36,6 +36,7 @@ fn rules(actors: &[&str], owners: &[&str], repos: &[&str], installations: &[u64]
         ),
         app_login: Some("smolpaws[bot]".into()),
         backend: Default::default(),
+        max_age: None,
     }
 }
 
@@ -199,10 +200,14 @@ async fn each_fixture_gets_the_right_answer_and_run() {
         ),
     ];
     for (index, (file, event, body, expected)) in cases.into_iter().enumerate() {
-        let payload = match body {
+        let mut payload = match body {
             Some(body) => with_body(support::fixture(file), body),
             None => support::fixture(file),
         };
+        // Runs are named by the comment: each case comments anew.
+        if let Some(comment) = payload.get_mut("comment") {
+            comment["id"] = json!(1000 + index);
+        }
         let delivery = format!("00000000-0000-0000-0000-{index:012}");
         let (status, text) = send(
             &router,
@@ -221,9 +226,9 @@ async fn each_fixture_gets_the_right_answer_and_run() {
     assert_eq!(
         names,
         [
-            "gh-00000000-0000-0000-0000-000000000002",
-            "gh-00000000-0000-0000-0000-000000000003",
-            "gh-00000000-0000-0000-0000-000000000009",
+            "gh-186853002-ic1002",
+            "gh-186853002-ic1003",
+            "gh-186853002-rc1009",
         ]
     );
 
@@ -243,10 +248,7 @@ async fn each_fixture_gets_the_right_answer_and_run() {
         Some("00000000-0000-0000-0000-000000000002")
     );
     let comment = issue.github.comment.as_ref().expect("the trigger comment");
-    assert_eq!(
-        comment.id,
-        payload["comment"]["id"].as_i64().expect("an id")
-    );
+    assert_eq!(comment.id, 1002);
     assert_eq!(comment.kind, CommentKind::IssueComment);
     assert_eq!(
         comment.html_url,
@@ -287,10 +289,7 @@ async fn each_fixture_gets_the_right_answer_and_run() {
     );
     let comment = review.github.comment.as_ref().expect("the trigger comment");
     assert_eq!(comment.kind, CommentKind::ReviewComment);
-    assert_eq!(
-        comment.id,
-        payload["comment"]["id"].as_i64().expect("an id")
-    );
+    assert_eq!(comment.id, 1009);
     let context = comment.review.as_ref().expect("the review context");
     assert_eq!(
         context.path,
@@ -433,9 +432,11 @@ async fn the_policy_decides_who_may_ask() {
         ),
     ];
     let mut expected_runs = Vec::new();
-    for (index, (name, rules, payload, expected)) in cases.into_iter().enumerate() {
+    for (index, (name, rules, mut payload, expected)) in cases.into_iter().enumerate() {
         let router = intake_with(client.clone(), &ns, rules, &[SECRET]);
         let delivery = format!("10000000-0000-0000-0000-{index:012}");
+        // Runs are named by the comment: each case comments anew.
+        payload["comment"]["id"] = json!(2000 + index);
         let (status, text) = send(
             &router,
             Delivery::signed("issue_comment", &delivery, &payload).request(),
@@ -450,7 +451,7 @@ async fn the_policy_decides_who_may_ask() {
             "{name}: expected {expected:?}, got {text:?}"
         );
         if expected == "accepted" {
-            expected_runs.push(format!("gh-{delivery}"));
+            expected_runs.push(format!("gh-186853002-ic{}", 2000 + index));
         }
     }
     let mut names: Vec<String> = runs(&client, &ns)
@@ -735,4 +736,82 @@ async fn an_apiserver_outage_answers_503_and_the_redelivery_creates_the_run() {
     let (status, text) = send(&router, delivery()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{text}");
     assert_eq!(runs(&client, &ns).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_signed_body_replayed_under_new_delivery_ids_makes_one_run() {
+    let client = support::client();
+    let ns = support::namespace(&client, "replay").await;
+    let router = intake_with(client.clone(), &ns, allow_codertocat(), &[SECRET]);
+    let payload = with_body(
+        support::fixture("issue_comment_created.json"),
+        "@smolpaws only once",
+    );
+    let mut accepted = 0;
+    for attempt in 0..20 {
+        let delivery = format!("50000000-0000-0000-0000-{attempt:012}");
+        let (status, text) = send(
+            &router,
+            Delivery::signed("issue_comment", &delivery, &payload).request(),
+        )
+        .await;
+        assert!(status.is_success(), "{status}: {text}");
+        if status == StatusCode::ACCEPTED {
+            accepted += 1;
+        } else {
+            assert!(
+                text.starts_with("duplicate: agentrun gh-186853002-ic492700400"),
+                "{text}"
+            );
+        }
+    }
+    assert_eq!(accepted, 1);
+    assert_eq!(runs(&client, &ns).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_comment_older_than_the_window_starts_no_run() {
+    let client = support::client();
+    let ns = support::namespace(&client, "stale").await;
+    let mut rules = allow_codertocat();
+    rules.max_age = Some(std::time::Duration::from_secs(3600));
+    let router = intake_with(client.clone(), &ns, rules, &[SECRET]);
+    let stamp = |ago: i64| {
+        k8s_openapi::jiff::Timestamp::now()
+            .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(ago))
+            .expect("a time")
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    let comment = |id: i64, ago: i64| {
+        let mut payload = with_body(
+            support::fixture("issue_comment_created.json"),
+            "@smolpaws look",
+        );
+        payload["comment"]["id"] = json!(id);
+        payload["comment"]["created_at"] = json!(stamp(ago));
+        payload
+    };
+    let cases = [
+        (1, 3 * 3600, "ignored: the comment is 3h old"),
+        (2, 3600 + 60, "accepted"),
+        (3, -600, "accepted"),
+    ];
+    for (id, ago, expected) in cases {
+        let delivery = format!("60000000-0000-0000-0000-{id:012}");
+        let (_, text) = send(
+            &router,
+            Delivery::signed("issue_comment", &delivery, &comment(id, ago)).request(),
+        )
+        .await;
+        assert!(
+            text.starts_with(expected),
+            "{ago} s old: expected {expected:?}, got {text:?}"
+        );
+    }
+    assert_eq!(
+        runs(&client, &ns).await.len(),
+        2,
+        "within the window and the clock's slack"
+    );
 }

@@ -356,7 +356,7 @@ pub async fn work(
     Ok(Answer {
         reply: fit(&reply, MAX_COMMENT_CHARS),
         usage: ending.usage,
-        model: llm.model().to_owned(),
+        model: ending.answered_by.unwrap_or_else(|| llm.model().to_owned()),
         outcome: ending.outcome,
     })
 }

@@ -37,6 +37,9 @@ pub struct Ending {
     pub usage: TokenUsage,
     /// Whether the model finished, or a limit or a failure ended it.
     pub outcome: Outcome,
+    /// The model as the server named it in its last answer, which can be
+    /// more exact than the name asked for (a dated version, a local file).
+    pub answered_by: Option<String>,
 }
 
 /// Why the session told the model what it does. Each choice was tuned on
@@ -113,6 +116,7 @@ pub enum Step<'a> {
 pub struct Session {
     chat: ChatRequest,
     usage: TokenUsage,
+    answered_by: Option<String>,
 }
 
 impl Session {
@@ -128,6 +132,7 @@ impl Session {
                 .with_system(SYSTEM)
                 .with_tools(toolbox::definitions()),
             usage: TokenUsage::default(),
+            answered_by: None,
         }
     }
 
@@ -222,6 +227,7 @@ impl Session {
                     return Some(self.stopped(outcome, why, &progress, redactor));
                 }
             };
+            self.answered_by = Some(response.provider_model_iden.model_name.to_string());
             self.usage.prompt_tokens += i64::from(response.usage.prompt_tokens.unwrap_or(0));
             self.usage.completion_tokens +=
                 i64::from(response.usage.completion_tokens.unwrap_or(0));
@@ -366,6 +372,7 @@ impl Session {
             reply,
             usage: self.usage,
             outcome,
+            answered_by: self.answered_by.clone(),
         }
     }
 }

@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 
 use super::session::Session;
 use crate::api::{AgentRun, Phase};
-use crate::intake::run::run_name;
 use crate::intake::signature::sign;
 
 /// The owner of every local repository: `local/<directory name>`.
@@ -79,9 +78,11 @@ pub async fn send(dir: &Path, args: CommentArgs) -> anyhow::Result<()> {
         "{repository}#{}: the intake answered {status}: {answer}",
         args.issue
     );
-    if status != reqwest::StatusCode::ACCEPTED {
-        anyhow::bail!("the comment started no run");
-    }
+    // The intake names the run it made: `accepted: agentrun NAME`.
+    let name = match answer.strip_prefix("accepted: agentrun ") {
+        Some(name) if status == reqwest::StatusCode::ACCEPTED => name.trim().to_owned(),
+        _ => anyhow::bail!("the comment started no run"),
+    };
 
     let kubeconfig = Kubeconfig::read_from(&session.kubeconfig)
         .with_context(|| format!("cannot read {}", session.kubeconfig.display()))?;
@@ -89,7 +90,7 @@ pub async fn send(dir: &Path, args: CommentArgs) -> anyhow::Result<()> {
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     let client = kube::Client::try_from(config)?;
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), client.default_namespace());
-    let phase = crate::follow::follow(&runs, &run_name(&delivery), args.wait).await?;
+    let phase = crate::follow::follow(&runs, &name, args.wait).await?;
     if phase != Phase::Succeeded {
         anyhow::bail!("the run ended {phase}");
     }
@@ -248,11 +249,18 @@ mod tests {
             ),
             app_login: None,
             backend: crate::api::SandboxBackend::Local,
+            max_age: Some(Duration::from_secs(60)),
         };
         let body = payload("local/widgets", 7, "ada", "@smolpaws add a test", 42);
         let bytes = serde_json::to_vec(&body).expect("JSON");
-        let decision =
-            decide(&rules, "issue_comment", &crate::random::uuid(), &bytes).expect("valid");
+        let decision = decide(
+            &rules,
+            "issue_comment",
+            &crate::random::uuid(),
+            &bytes,
+            std::time::SystemTime::now(),
+        )
+        .expect("valid");
         let Decision::Run(run) = decision else {
             panic!("no run: {decision:?}");
         };
@@ -269,11 +277,5 @@ mod tests {
         assert_eq!(local_name(Path::new("/src/my app")), "my-app");
         assert_eq!(local_name(Path::new("/src/.hidden")), "hidden");
         assert_eq!(local_name(Path::new("/")), "repository");
-    }
-
-    #[test]
-    fn delivery_ids_name_runs_readably() {
-        let delivery = crate::random::uuid();
-        assert_eq!(run_name(&delivery), format!("gh-{delivery}"));
     }
 }

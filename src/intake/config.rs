@@ -161,6 +161,12 @@ pub struct RuleArgs {
         value_parser = cluster_backend
     )]
     pub sandbox_backend: SandboxBackend,
+
+    /// Comments older than this start no run (with five minutes' slack for
+    /// clock skew), so a replayed or late redelivered comment is not
+    /// answered twice; keep it below SMOLPAWS_RUN_TTL. `0s`: any age.
+    #[arg(long, env = "SMOLPAWS_MAX_COMMENT_AGE", default_value = "1h")]
+    pub max_comment_age: humantime::Duration,
 }
 
 impl RuleArgs {
@@ -176,6 +182,7 @@ impl RuleArgs {
             ),
             app_login: self.app_slug.as_ref().map(|slug| format!("{slug}[bot]")),
             backend: self.sandbox_backend,
+            max_age: Some(Duration::from(self.max_comment_age)).filter(|age| !age.is_zero()),
         }
     }
 }

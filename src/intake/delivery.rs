@@ -3,6 +3,7 @@
 //! benchmark exercise exactly what the server runs.
 
 use std::fmt;
+use std::time::{Duration, SystemTime};
 
 use octocrab::models::webhook_events::payload::{
     IssueCommentWebhookEventAction, IssueCommentWebhookEventPayload,
@@ -28,7 +29,14 @@ pub struct Rules {
     pub app_login: Option<String>,
     /// The sandbox backend the runs ask for.
     pub backend: SandboxBackend,
+    /// Comments older than this start no run (plus [`CLOCK_SKEW`]): a
+    /// replay, or a redelivery after the run and its record are gone, is
+    /// refused rather than answered twice. `None`: any age.
+    pub max_age: Option<Duration>,
 }
+
+/// How far GitHub's clock and this one may disagree.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 
 /// What to do with a delivery.
 #[derive(Debug)]
@@ -58,6 +66,13 @@ pub enum Ignored {
     NoMention,
     /// The comment mentions smolpaws but asks nothing.
     EmptyRequest,
+    /// The comment is older than the rules allow.
+    Stale {
+        /// Its age.
+        age: Duration,
+        /// The most allowed.
+        max_age: Duration,
+    },
 }
 
 impl fmt::Display for Ignored {
@@ -69,6 +84,12 @@ impl fmt::Display for Ignored {
             Self::OwnComment => f.write_str("comments by smolpaws itself do not trigger runs"),
             Self::NoMention => f.write_str("the comment does not mention smolpaws"),
             Self::EmptyRequest => f.write_str("the mention asks nothing"),
+            Self::Stale { age, max_age } => write!(
+                f,
+                "the comment is {} old, older than SMOLPAWS_MAX_COMMENT_AGE ({}): a delivery this late starts no run",
+                humantime::format_duration(Duration::from_secs(age.as_secs())),
+                humantime::format_duration(*max_age)
+            ),
         }
     }
 }
@@ -97,6 +118,7 @@ pub enum InvalidPayload {
 /// The parts of a comment event that decide a run, common to both kinds.
 struct CommentEvent {
     action: Option<String>,
+    created_at: SystemTime,
     body: String,
     author: String,
     number: u64,
@@ -108,13 +130,14 @@ struct CommentEvent {
 /// The events that can trigger a run.
 pub const TRIGGER_EVENTS: [&str; 2] = ["issue_comment", "pull_request_review_comment"];
 
-/// Judges one delivery: `event` is `X-GitHub-Event`, `delivery` is
-/// `X-GitHub-Delivery`, `body` the verified raw body.
+/// Judges one delivery received at `now`: `event` is `X-GitHub-Event`,
+/// `delivery` is `X-GitHub-Delivery`, `body` the verified raw body.
 pub fn decide(
     rules: &Rules,
     event: &str,
     delivery: &str,
     body: &[u8],
+    now: SystemTime,
 ) -> Result<Decision, InvalidPayload> {
     if event == "ping" {
         return Ok(Decision::Pong);
@@ -165,10 +188,20 @@ pub fn decide(
     if prompt.is_empty() {
         return Ok(Decision::Ignored(Ignored::EmptyRequest));
     }
+    if let Some(max_age) = rules.max_age {
+        // A comment dated ahead of this clock is as fresh as can be.
+        let age = now.duration_since(comment.created_at).unwrap_or_default();
+        if age > max_age + CLOCK_SKEW {
+            return Ok(Decision::Ignored(Ignored::Stale { age, max_age }));
+        }
+    }
 
-    let repository = parsed
-        .repository
-        .and_then(|r| r.full_name)
+    let repository = parsed.repository.ok_or_else(|| missing("repository"))?;
+    let repository_id = Some(repository.id.into_inner())
+        .filter(|id| *id > 0)
+        .ok_or_else(|| missing("repository.id"))?;
+    let repository = repository
+        .full_name
         .filter(|name| name.split('/').count() == 2)
         .ok_or_else(|| missing("repository.full_name"))?;
     let installation = parsed.installation.map(|i| i.id().into_inner());
@@ -183,6 +216,7 @@ pub fn decide(
 
     let request = RunRequest {
         delivery: delivery.to_owned(),
+        repository_id,
         installation,
         repository,
         number: i64::try_from(comment.number).map_err(|_| missing("number"))?,
@@ -216,6 +250,7 @@ fn issue_comment(payload: IssueCommentWebhookEventPayload) -> Option<CommentEven
     let comment = payload.comment;
     Some(CommentEvent {
         action: (!created).then(|| format!("{:?}", payload.action).to_lowercase()),
+        created_at: comment.created_at.into(),
         body: comment.body.unwrap_or_default(),
         author: comment.user.login.clone(),
         number: payload.issue.number,
@@ -241,6 +276,7 @@ fn review_comment(payload: PullRequestReviewCommentWebhookEventPayload) -> Optio
     let head = payload.pull_request.head;
     Some(CommentEvent {
         action: (!created).then(|| format!("{:?}", payload.action).to_lowercase()),
+        created_at: comment.created_at.into(),
         body: comment.body,
         author: author.clone(),
         number: payload.pull_request.number,

@@ -107,7 +107,13 @@ async fn handle(
         );
     }
 
-    let run = match delivery::decide(&intake.rules, event, delivery, body) {
+    let run = match delivery::decide(
+        &intake.rules,
+        event,
+        delivery,
+        body,
+        std::time::SystemTime::now(),
+    ) {
         Err(error) => return invalid(error.to_string()),
         Ok(Decision::Pong) => {
             info!("answered a ping");

@@ -1,8 +1,9 @@
 //! The webhook intake: GitHub deliveries in, AgentRuns out.
 //!
 //! A delivery is verified (signature), judged ([`delivery::decide`]: event,
-//! action, sender, mention, policy) and, when it asks for a run, stored as an
-//! AgentRun named after its delivery id. The apiserver is the queue: the
+//! action, sender, mention, age, policy) and, when it asks for a run, stored
+//! as an AgentRun named after the signed comment it answers, so replays and
+//! redeliveries collide with the first run. The apiserver is the queue: the
 //! intake answers 202 only once the run is stored, and 503 when it cannot be,
 //! so GitHub can redeliver.
 

@@ -2,11 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use sha2::{Digest, Sha256};
-
 use crate::api::{
-    AgentRun, AgentRunSpec, GitHubContext, PullRequestHead, SandboxBackend, SandboxSpec,
-    TriggerComment,
+    AgentRun, AgentRunSpec, CommentKind, GitHubContext, PullRequestHead, SandboxBackend,
+    SandboxSpec, TriggerComment,
 };
 
 /// Label with the repository owner, for `kubectl get agentruns -l`.
@@ -16,24 +14,16 @@ pub const REPO_LABEL: &str = "smolpaws.dev/repo";
 /// Label with the issue or pull request number: with the two above, a thread.
 pub const NUMBER_LABEL: &str = "smolpaws.dev/number";
 
-/// The AgentRun name for a delivery. It is a function of the delivery id
-/// alone, so a redelivery of the same event collides with the first run
-/// instead of starting a second one.
-pub fn run_name(delivery: &str) -> String {
-    // GitHub's delivery ids are lowercase GUIDs, valid names as they are;
-    // anything else is hashed into one.
-    let readable = !delivery.is_empty()
-        && delivery.len() <= 60
-        && delivery
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !delivery.ends_with('-');
-    if readable {
-        format!("gh-{delivery}")
-    } else {
-        let digest = Sha256::digest(delivery.as_bytes());
-        format!("gh-x{}", &hex::encode(digest)[..40])
-    }
+/// The AgentRun name for a comment. It is a function of signed fields only
+/// (the repository's id, the comment's kind and id), never of the unsigned
+/// delivery id: a redelivery, or the same signed body replayed under a new
+/// delivery id, collides with the first run instead of starting a second.
+pub fn run_name(repository_id: u64, kind: CommentKind, comment_id: i64) -> String {
+    let kind = match kind {
+        CommentKind::IssueComment => "ic",
+        CommentKind::ReviewComment => "rc",
+    };
+    format!("gh-{repository_id}-{kind}{comment_id}")
 }
 
 /// `value` if Kubernetes accepts it as a label value.
@@ -64,6 +54,8 @@ fn thread_labels(repository: &str, number: i64) -> BTreeMap<String, String> {
 pub struct RunRequest {
     /// The delivery id.
     pub delivery: String,
+    /// The repository's id, which names the run with the comment's.
+    pub repository_id: u64,
     /// The App installation, when the payload names it.
     pub installation: Option<u64>,
     /// `owner/name`.
@@ -83,8 +75,9 @@ pub struct RunRequest {
 impl RunRequest {
     /// The AgentRun to create.
     pub fn into_agent_run(self, backend: SandboxBackend) -> AgentRun {
+        let name = run_name(self.repository_id, self.comment.kind, self.comment.id);
         let mut run = AgentRun::new(
-            &run_name(&self.delivery),
+            &name,
             AgentRunSpec {
                 prompt: self.prompt,
                 github: GitHubContext {
@@ -114,30 +107,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn github_delivery_ids_name_runs_readably() {
+    fn runs_are_named_by_the_repository_and_the_comment() {
         assert_eq!(
-            run_name("72d3162e-cc78-11e3-81ab-4c9367dc0958"),
-            "gh-72d3162e-cc78-11e3-81ab-4c9367dc0958"
+            run_name(1296269, CommentKind::IssueComment, 1362467706),
+            "gh-1296269-ic1362467706"
         );
-    }
-
-    #[test]
-    fn other_delivery_ids_are_hashed_into_valid_distinct_names() {
-        let names: Vec<String> = ["ABC", "abc-", "a/b", "", &"x".repeat(300)]
-            .iter()
-            .map(|d| run_name(d))
-            .collect();
-        for name in &names {
-            assert!(name.len() <= 63, "{name}");
-            assert!(
-                name.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
-                "{name}"
-            );
-        }
-        let distinct: std::collections::HashSet<_> = names.iter().collect();
-        assert_eq!(distinct.len(), names.len());
-        assert_ne!(run_name("ABC"), run_name("abc"));
+        assert_ne!(
+            run_name(1, CommentKind::IssueComment, 2),
+            run_name(1, CommentKind::ReviewComment, 2),
+            "the two kinds of comment count their ids apart"
+        );
+        let longest = run_name(u64::MAX, CommentKind::ReviewComment, i64::MAX);
+        assert!(longest.len() <= 63, "{longest}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prints the path of the virtual environment for tests/python/NAME/, making it
 # first when it is not cached yet. The environment is keyed by a hash of the
-# pinned requirements, lives outside the repository (under
+# pinned requirements and of NAME/pip.env (settings for building packages
+# from source, sourced before pip runs), lives outside the repository (under
 # ${SMOLPAWS_CACHE_DIR:-~/.cache/smolpaws}/python/) and is made under a lock,
 # so test binaries running at once build it once.
 set -euo pipefail
@@ -12,7 +13,10 @@ requirements="$here/$name/requirements.txt"
 [ -f "$requirements" ] || { echo "no $requirements" >&2; exit 2; }
 
 cache="${SMOLPAWS_CACHE_DIR:-$HOME/.cache/smolpaws}/python"
-venv="$cache/$name-$(sha256sum "$requirements" | cut -c1-16)"
+settings="$here/$name/pip.env"
+inputs=("$requirements")
+[ -f "$settings" ] && inputs+=("$settings")
+venv="$cache/$name-$(cat "${inputs[@]}" | sha256sum | cut -c1-16)"
 mkdir -p "$cache"
 exec 9>"$cache/$name.lock"
 flock 9
@@ -33,7 +37,14 @@ if [ ! -f "$venv/.complete" ]; then
     echo "tests/python: making the $name environment in $venv (once)" >&2
     rm -rf "$venv"
     "$python" -m venv "$venv"
-    "$venv/bin/pip" install --disable-pip-version-check --quiet --requirement "$requirements" >&2
+    if [ -f "$settings" ]; then
+        # shellcheck source=/dev/null
+        . "$settings"
+    fi
+    # No wheel cache: a package built from source with other settings
+    # would be reused as it is.
+    "$venv/bin/pip" install --disable-pip-version-check --no-cache-dir --quiet \
+        --requirement "$requirements" >&2
     touch "$venv/.complete"
     echo "tests/python: $name ready in $((SECONDS - began)) s" >&2
 fi
