@@ -815,3 +815,50 @@ async fn a_comment_older_than_the_window_starts_no_run() {
         "within the window and the clock's slack"
     );
 }
+
+#[tokio::test]
+async fn an_author_past_the_hour_s_runs_is_throttled() {
+    let client = support::client();
+    let ns = support::namespace(&client, "throttle").await;
+    let limits = IntakeLimits {
+        rates: smolpaws::intake::throttle::RunRates {
+            per_actor: 2,
+            per_repository: 100,
+        },
+        ..IntakeLimits::default()
+    };
+    let router = intake_limited(client.clone(), &ns, allow_codertocat(), &[SECRET], limits);
+    let mut answers = Vec::new();
+    for id in 1..=3 {
+        let mut payload = with_body(
+            support::fixture("issue_comment_created.json"),
+            "@smolpaws once more",
+        );
+        payload["comment"]["id"] = json!(7000 + id);
+        let delivery = format!("70000000-0000-0000-0000-{id:012}");
+        answers.push(
+            send(
+                &router,
+                Delivery::signed("issue_comment", &delivery, &payload).request(),
+            )
+            .await,
+        );
+    }
+    let statuses: Vec<StatusCode> = answers.iter().map(|(status, _)| *status).collect();
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::ACCEPTED,
+            StatusCode::ACCEPTED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    assert!(
+        answers[2]
+            .1
+            .starts_with("throttled: Codertocat started 2 runs"),
+        "{}",
+        answers[2].1
+    );
+    assert_eq!(runs(&client, &ns).await.len(), 2);
+}

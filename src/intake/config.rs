@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use super::delivery::Rules;
 use super::policy::Policy;
 use super::signature::WebhookSecrets;
+use super::throttle::RunRates;
 use super::trigger::Mention;
 use crate::api::SandboxBackend;
 
@@ -38,6 +39,8 @@ pub struct IntakeLimits {
     pub body_timeout: Duration,
     /// Deliveries handled at once; more are answered 503 at once.
     pub max_in_flight: usize,
+    /// Runs one author, and one repository, may start per hour.
+    pub rates: RunRates,
 }
 
 /// Comment events are far below GitHub's 25 MiB cap: a comment and an issue
@@ -53,6 +56,7 @@ impl Default for IntakeLimits {
             body_timeout: Duration::from_secs(10),
             // 64 bodies of 4 MiB: 256 MiB at worst, half the chart's limit.
             max_in_flight: 64,
+            rates: RunRates::default(),
         }
     }
 }
@@ -94,6 +98,16 @@ pub struct IntakeArgs {
     #[arg(long, env = "SMOLPAWS_INTAKE_MAX_IN_FLIGHT", default_value_t = 64)]
     pub max_in_flight: usize,
 
+    /// Runs one comment author may start per hour, per intake replica
+    /// (0: no limit).
+    #[arg(long, env = "SMOLPAWS_RUNS_PER_ACTOR_PER_HOUR", default_value_t = RunRates::default().per_actor)]
+    pub runs_per_actor_per_hour: u32,
+
+    /// Runs one repository may start per hour, per intake replica (0: no
+    /// limit).
+    #[arg(long, env = "SMOLPAWS_RUNS_PER_REPO_PER_HOUR", default_value_t = RunRates::default().per_repository)]
+    pub runs_per_repo_per_hour: u32,
+
     /// The namespace AgentRuns are created in; the client's default
     /// namespace (the pod's own, in a cluster) when unset.
     #[arg(long, env = "SMOLPAWS_NAMESPACE")]
@@ -111,6 +125,10 @@ impl IntakeArgs {
                 max_body_bytes: self.max_body_bytes,
                 body_timeout: self.body_timeout,
                 max_in_flight: self.max_in_flight,
+                rates: RunRates {
+                    per_actor: self.runs_per_actor_per_hour,
+                    per_repository: self.runs_per_repo_per_hour,
+                },
             },
         }
     }

@@ -135,6 +135,22 @@ async fn handle(
         }
         Ok(Decision::Run(run)) => run,
     };
+    let author = run
+        .spec
+        .github
+        .comment
+        .as_ref()
+        .map_or("", |c| c.author.as_str());
+    if let Err(throttled) = intake.throttle.admit(author, &run.spec.github.repository) {
+        warn!(reason = %throttled, "throttled");
+        return (
+            Outcome::Throttled,
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("throttled: {throttled}"),
+            ),
+        );
+    }
 
     let name = run.metadata.name.clone().unwrap_or_default();
     let repo = &run.spec.github.repository;

@@ -27,6 +27,8 @@ pub enum Outcome {
     Invalid,
     /// The apiserver could not store the run; GitHub may redeliver.
     Unavailable,
+    /// The author or the repository started too many runs this hour.
+    Throttled,
 }
 
 impl Outcome {
@@ -40,6 +42,7 @@ impl Outcome {
             Self::BadSignature => "bad_signature",
             Self::Invalid => "invalid",
             Self::Unavailable => "unavailable",
+            Self::Throttled => "throttled",
         }
     }
 }

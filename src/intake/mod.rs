@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod policy;
 pub mod run;
 pub mod signature;
+pub mod throttle;
 pub mod trigger;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use config::{DEFAULT_MAX_BODY_BYTES, IntakeArgs, IntakeConfig, IntakeLimits,
 use delivery::Rules;
 use metrics::IntakeMetrics;
 use signature::WebhookSecrets;
+use throttle::Throttle;
 
 /// How long storing a run may take before the delivery is answered 503.
 const STORE_TIMEOUT: Duration = Duration::from_secs(8);
@@ -43,6 +45,7 @@ pub struct Intake {
     rules: Rules,
     secrets: WebhookSecrets,
     limits: IntakeLimits,
+    throttle: Throttle,
     runs: Api<AgentRun>,
     metrics: IntakeMetrics,
 }
@@ -54,6 +57,7 @@ impl Intake {
         Self {
             rules: config.rules,
             secrets: config.secrets,
+            throttle: Throttle::new(config.limits.rates),
             limits: config.limits,
             runs,
             metrics,
