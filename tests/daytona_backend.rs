@@ -266,7 +266,7 @@ async fn a_daytona_run_succeeds_replies_once_and_leaves_nothing() {
 
     let calls = setup.daytona.calls();
     let created = position(&calls, |c| c == "POST /sandbox");
-    let uploaded = position(&calls, |c| c.ends_with("/files/upload"));
+    let uploaded = position(&calls, |c| c.ends_with("/files/bulk-upload"));
     let executed = position(&calls, |c| c.ends_with("/exec"));
     let deleted = position(&calls, |c| c == "DELETE /sandbox/sbx-1");
     assert!(
@@ -474,7 +474,7 @@ async fn a_sandbox_that_cannot_be_cleaned_is_deleted_not_reused() {
     )
     .await;
     setup.daytona.fail_next(
-        "POST /toolbox/sbx-1/toolbox/process/session/smolpaws-clean-",
+        "POST /toolbox/sbx-1/process/session/smolpaws-clean-",
         Fault::Status(400),
     );
     let _operator = setup.operator().await;

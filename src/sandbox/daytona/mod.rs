@@ -38,7 +38,7 @@ use super::env::AgentEnvironment;
 use super::{Launch, Polls, Provisioned, Sandbox, SandboxError, SandboxState};
 use crate::api::AgentRun;
 use crate::api::contract::{Report, env};
-use client::{BuildInfo, CreateSandbox, DaytonaClient, DaytonaError, SessionCommand};
+use client::{DaytonaClient, DaytonaError, NewSandbox, Readiness, SessionCommand, Source};
 
 /// The label holding the uid of the run that holds a sandbox.
 pub const RUN_LABEL: &str = "smolpaws.dev/run-uid";
@@ -214,13 +214,14 @@ impl DaytonaSandboxes {
     ) -> Result<Step, PrepareError> {
         let sandbox = self.claim(run, resources).await?;
         let id = sandbox.id.clone();
-        match sandbox.state.as_str() {
-            "started" => {}
-            "stopped" | "archived" => {
+        match sandbox.state.readiness() {
+            Readiness::Ready => {}
+            Readiness::Startable => {
                 self.client.start(&id).await?;
                 return Ok(Step::Waiting("starting".into()));
             }
-            "error" | "build_failed" => {
+            Readiness::Transitioning => return Ok(Step::Waiting(sandbox.state.to_string())),
+            Readiness::Failed | Readiness::Gone => {
                 return Ok(Step::Failed(format!(
                     "Daytona sandbox {id} is in state {}: {}",
                     sandbox.state,
@@ -230,47 +231,57 @@ impl DaytonaSandboxes {
                         .unwrap_or("Daytona gave no reason")
                 )));
             }
-            other => return Ok(Step::Waiting(other.to_owned())),
         }
         let session = session_id(run);
-        let existing = self.client.session(&id, &session).await?;
+        let existing = self.client.session(&sandbox, &session).await?;
         if existing.as_ref().is_some_and(|s| !s.commands.is_empty()) {
             return Ok(Step::Started(id));
         }
         let dir = run_dir(run);
         self.client
             .upload(
-                &id,
-                &format!("{HOME}/bin/smolpaws"),
-                self.agent_binary().await?,
+                &sandbox,
+                &[
+                    (format!("{HOME}/bin/smolpaws"), self.agent_binary().await?),
+                    (format!("{dir}/run.env"), Bytes::from(env_file(env))),
+                ],
             )
             .await?;
-        self.client
-            .upload(&id, &format!("{dir}/run.env"), Bytes::from(env_file(env)))
-            .await?;
         if existing.is_none() {
-            self.client.create_session(&id, &session).await?;
+            self.client.create_session(&sandbox, &session).await?;
         }
         self.client
-            .execute(&id, &session, &start_command(&dir))
+            .execute(&sandbox, &session, &start_command(&dir))
             .await?;
         info!(sandbox = %id, "started the agent in its Daytona sandbox");
         Ok(Step::Started(id))
     }
 
     /// The sandbox `run` holds, or a warm one of its repository, or a new one.
+    ///
+    /// A sandbox made for the run is named after it, so a later step (or a
+    /// restarted controller) finds it by name, which Daytona answers
+    /// consistently, unlike its list; and a create whose answer was lost is
+    /// refused as a duplicate rather than made twice. A warm sandbox taken
+    /// over keeps its name and is found by its run label.
     async fn claim(
         &self,
         run: &AgentRun,
         (cpu, memory): (Option<u32>, Option<u32>),
     ) -> Result<client::Sandbox, DaytonaError> {
         let uid = run.uid().unwrap_or_default();
-        let mine = BTreeMap::from([(RUN_LABEL.to_owned(), uid.clone())]);
-        if let Some(held) = self.client.find(&mine).await?.into_iter().next() {
-            return Ok(held);
+        let name = sandbox_name(run);
+        if let Some(made) = self.client.get(&name).await?
+            && holds(&made, &uid)
+        {
+            return Ok(made);
         }
         let _claiming = self.claims.lock().await;
         if self.settings.daytona_reuse_sandboxes {
+            let mine = BTreeMap::from([(RUN_LABEL.to_owned(), uid.clone())]);
+            if let Some(held) = self.client.find(&mine).await?.into_iter().next() {
+                return Ok(held);
+            }
             let warm = self
                 .client
                 .find(&repository_labels(run))
@@ -278,10 +289,7 @@ impl DaytonaSandboxes {
                 .into_iter()
                 .find(|s| {
                     !s.labels.contains_key(RUN_LABEL)
-                        && !matches!(
-                            s.state.as_str(),
-                            "error" | "build_failed" | "destroyed" | "destroying"
-                        )
+                        && !matches!(s.state.readiness(), Readiness::Failed | Readiness::Gone)
                 });
             if let Some(mut warm) = warm {
                 warm.labels.insert(RUN_LABEL.to_owned(), uid);
@@ -291,27 +299,34 @@ impl DaytonaSandboxes {
             }
         }
         let mut labels = repository_labels(run);
-        labels.insert(RUN_LABEL.to_owned(), uid);
-        let image = run.spec.sandbox.image.as_ref().map(|image| BuildInfo {
-            dockerfile_content: format!("FROM {image}\n"),
-        });
-        let created = self
-            .client
-            .create(&CreateSandbox {
-                snapshot: image
-                    .is_none()
-                    .then(|| self.settings.daytona_snapshot.clone())
-                    .flatten(),
-                build_info: image,
-                target: self.settings.daytona_target.clone(),
+        labels.insert(RUN_LABEL.to_owned(), uid.clone());
+        let source = match &run.spec.sandbox.image {
+            Some(image) => Source::Image {
+                image: image.clone(),
                 cpu,
                 memory,
-                auto_stop_interval: self.settings.daytona_auto_stop_minutes,
-                labels,
-            })
-            .await?;
-        info!(sandbox = %created.id, "created a Daytona sandbox");
-        Ok(created)
+            },
+            None => Source::Snapshot(self.settings.daytona_snapshot.clone()),
+        };
+        let new = NewSandbox {
+            name: name.clone(),
+            source,
+            target: self.settings.daytona_target.clone(),
+            auto_stop_interval: self.settings.daytona_auto_stop_minutes,
+            labels,
+        };
+        match self.client.create(&new).await {
+            Ok(created) => {
+                info!(sandbox = %created.id, %name, "created a Daytona sandbox");
+                Ok(created)
+            }
+            // Made by an attempt whose answer was lost.
+            Err(error) if error.is_conflict() => match self.client.get(&name).await? {
+                Some(made) if holds(&made, &uid) => Ok(made),
+                _ => Err(error),
+            },
+            Err(error) => Err(error),
+        }
     }
 
     async fn agent_binary(&self) -> Result<Bytes, PrepareError> {
@@ -345,9 +360,9 @@ impl DaytonaSandboxes {
         let Some(sandbox) = self.client.get(id).await? else {
             return Ok(None);
         };
-        match sandbox.state.as_str() {
-            "destroyed" | "destroying" => return Ok(None),
-            "error" | "build_failed" => {
+        match sandbox.state.readiness() {
+            Readiness::Gone => return Ok(None),
+            Readiness::Failed => {
                 return Ok(Some(SandboxState::Exited {
                     code: -1,
                     reason: Some(format!(
@@ -356,19 +371,36 @@ impl DaytonaSandboxes {
                     )),
                 }));
             }
-            _ => {}
+            // Stopped, paused or archived under the run (auto-stop, say):
+            // nothing of the agent runs any more.
+            Readiness::Startable => {
+                return Ok(Some(SandboxState::Exited {
+                    code: -1,
+                    reason: Some(format!(
+                        "the Daytona sandbox was {} while the agent ran",
+                        sandbox.state
+                    )),
+                }));
+            }
+            // Its toolbox answers only once it settles.
+            Readiness::Transitioning => {
+                return Ok(Some(SandboxState::Waiting {
+                    reason: Some(format!("the Daytona sandbox is {}", sandbox.state)),
+                }));
+            }
+            Readiness::Ready => {}
         }
         let session = session_id(run);
-        let Some(command) = self.agent_command(id, &session).await? else {
+        let Some(command) = self.agent_command(&sandbox, &session).await? else {
             return Ok(Some(SandboxState::Exited {
                 code: -1,
-                reason: Some(format!(
-                    "the agent's Daytona session is gone (the sandbox is {})",
-                    sandbox.state
-                )),
+                reason: Some("the agent's Daytona session is gone".to_owned()),
             }));
         };
-        if let Err(error) = self.forward_output(run, id, &session, &command.id).await {
+        if let Err(error) = self
+            .forward_output(run, &sandbox, &session, &command.id)
+            .await
+        {
             warn!(%error, "could not read the agent's output from Daytona");
         }
         Ok(Some(match command.exit_code {
@@ -377,15 +409,15 @@ impl DaytonaSandboxes {
         }))
     }
 
-    /// The agent's command in `session` of sandbox `id`, if it was started.
+    /// The agent's command in `session` of `sandbox`, if it was started.
     async fn agent_command(
         &self,
-        id: &str,
+        sandbox: &client::Sandbox,
         session: &str,
     ) -> Result<Option<SessionCommand>, DaytonaError> {
         Ok(self
             .client
-            .session(id, session)
+            .session(sandbox, session)
             .await?
             .and_then(|s| s.commands.into_iter().last()))
     }
@@ -394,11 +426,11 @@ impl DaytonaSandboxes {
     async fn forward_output(
         &self,
         run: &AgentRun,
-        id: &str,
+        sandbox: &client::Sandbox,
         session: &str,
         command: &str,
     ) -> Result<(), DaytonaError> {
-        let output = self.client.logs(id, session, command).await?;
+        let output = self.client.logs(sandbox, session, command).await?;
         let key = run.uid().unwrap_or_default();
         let mut forwarded = self.forwarded.lock().unwrap_or_else(|p| p.into_inner());
         let done = forwarded.entry(key).or_default();
@@ -408,7 +440,7 @@ impl DaytonaSandboxes {
             return Ok(());
         };
         for line in fresh[..end].lines().filter(|l| !l.trim().is_empty()) {
-            info!(target: "smolpaws::agent", sandbox = %id, "{line}");
+            info!(target: "smolpaws::agent", sandbox = %sandbox.id, "{line}");
         }
         *done += end + 1;
         Ok(())
@@ -420,15 +452,41 @@ impl DaytonaSandboxes {
         run: &AgentRun,
         id: &str,
     ) -> Result<Option<Report>, DaytonaError> {
-        let session = session_id(run);
-        let Some(command) = self.agent_command(id, &session).await? else {
+        let Some(sandbox) = self
+            .client
+            .get(id)
+            .await?
+            .filter(|s| s.state.readiness() == Readiness::Ready)
+        else {
             return Ok(None);
         };
-        let output = self.client.logs(id, &session, &command.id).await?;
+        let session = session_id(run);
+        let Some(command) = self.agent_command(&sandbox, &session).await? else {
+            return Ok(None);
+        };
+        let output = self.client.logs(&sandbox, &session, &command.id).await?;
         Ok(output
             .lines()
             .rev()
             .find_map(|line| serde_json::from_str::<Report>(line.trim()).ok()))
+    }
+
+    /// The sandboxes `run` holds: the one named after it, the one its status
+    /// names, and any its label is on (the list may lag; the first two do
+    /// not), each still carrying its label.
+    async fn held(&self, run: &AgentRun) -> Result<Vec<client::Sandbox>, DaytonaError> {
+        let uid = run.uid().unwrap_or_default();
+        let mut held: Vec<client::Sandbox> = Vec::new();
+        for key in std::iter::once(sandbox_name(run)).chain(sandbox_id(run).map(str::to_owned)) {
+            if let Some(sandbox) = self.client.get(&key).await? {
+                held.push(sandbox);
+            }
+        }
+        let mine = BTreeMap::from([(RUN_LABEL.to_owned(), uid.clone())]);
+        held.extend(self.client.find(&mine).await?);
+        let mut seen = std::collections::HashSet::new();
+        held.retain(|s| holds(s, &uid) && seen.insert(s.id.clone()));
+        Ok(held)
     }
 
     /// Hands back every sandbox `run` holds: deleted, or with reuse on,
@@ -436,13 +494,14 @@ impl DaytonaSandboxes {
     /// all when it cannot be cleaned). Safe to repeat.
     async fn hand_back(&self, run: &AgentRun) -> Result<(), DaytonaError> {
         let uid = run.uid().unwrap_or_default();
-        let mine = BTreeMap::from([(RUN_LABEL.to_owned(), uid.clone())]);
-        for sandbox in self.client.find(&mine).await? {
-            if self.settings.daytona_reuse_sandboxes && sandbox.state == "started" {
+        for sandbox in self.held(run).await? {
+            if self.settings.daytona_reuse_sandboxes
+                && sandbox.state.readiness() == Readiness::Ready
+            {
                 self.client
-                    .delete_session(&sandbox.id, &session_id(run))
+                    .delete_session(&sandbox, &session_id(run))
                     .await?;
-                let cleaned = match self.clean(&sandbox.id, run).await {
+                let cleaned = match self.clean(&sandbox, run).await {
                     Ok(cleaned) => cleaned,
                     Err(error) if error.is_transient() => return Err(error),
                     Err(error) => Err(error.to_string()),
@@ -477,20 +536,24 @@ impl DaytonaSandboxes {
         Ok(())
     }
 
-    /// Runs [`CLEANUP`] in sandbox `id` in a session of its own and waits
-    /// for it: `Err` with the reason when it failed or did not finish.
-    async fn clean(&self, id: &str, run: &AgentRun) -> Result<Result<(), String>, DaytonaError> {
+    /// Runs [`CLEANUP`] in `sandbox` in a session of its own and waits for
+    /// it: `Err` with the reason when it failed or did not finish.
+    async fn clean(
+        &self,
+        sandbox: &client::Sandbox,
+        run: &AgentRun,
+    ) -> Result<Result<(), String>, DaytonaError> {
         let session = format!("smolpaws-clean-{}", run.uid().unwrap_or_default());
-        match self.client.create_session(id, &session).await {
+        match self.client.create_session(sandbox, &session).await {
             // Left by an earlier attempt that failed after making it.
             Err(error) if error.is_conflict() => {}
             other => other?,
         }
-        let command = self.client.execute(id, &session, CLEANUP).await?;
+        let command = self.client.execute(sandbox, &session, CLEANUP).await?;
         let deadline = Instant::now() + CLEANUP_DEADLINE;
         let mut pause = Duration::from_millis(100);
         let outcome = loop {
-            let Some(state) = self.client.session(id, &session).await? else {
+            let Some(state) = self.client.session(sandbox, &session).await? else {
                 break Err("the cleanup's session vanished".to_owned());
             };
             match state.commands.iter().find(|c| c.id == command) {
@@ -502,7 +565,7 @@ impl DaytonaSandboxes {
                     exit_code: Some(code),
                     ..
                 }) => {
-                    let output = self.client.logs(id, &session, &command).await;
+                    let output = self.client.logs(sandbox, &session, &command).await;
                     let output = output.unwrap_or_default();
                     let skip = output.chars().count().saturating_sub(500);
                     let tail: String = output.chars().skip(skip).collect();
@@ -520,7 +583,7 @@ impl DaytonaSandboxes {
                 }
             }
         };
-        self.client.delete_session(id, &session).await?;
+        self.client.delete_session(sandbox, &session).await?;
         Ok(outcome)
     }
 }
@@ -557,7 +620,8 @@ fn sandbox_id(run: &AgentRun) -> Option<&str> {
 
 #[async_trait::async_trait]
 impl Sandbox for DaytonaSandboxes {
-    /// Daytona names its sandboxes itself, once they exist.
+    /// The status records Daytona's id, known once the sandbox is made
+    /// (or a warm one taken).
     fn planned_name(&self, _run: &AgentRun) -> Option<String> {
         None
     }
@@ -656,6 +720,16 @@ fn repository_labels(run: &AgentRun) -> BTreeMap<String, String> {
             run.spec.github.repository.replace('/', "."),
         ),
     ])
+}
+
+/// The name of the sandbox made for `run`, unique per run.
+fn sandbox_name(run: &AgentRun) -> String {
+    format!("smolpaws-{}", run.uid().unwrap_or_default())
+}
+
+/// Whether `sandbox` carries the label of the run with `uid`.
+fn holds(sandbox: &client::Sandbox, uid: &str) -> bool {
+    sandbox.labels.get(RUN_LABEL).map(String::as_str) == Some(uid)
 }
 
 /// The process session of `run`'s agent.
