@@ -53,8 +53,7 @@ const PAGE: usize = 2;
 /// How long a sandbox takes to start.
 const STARTING: Duration = Duration::from_millis(100);
 
-/// A scripted misbehaviour for the next call whose `METHOD /path` starts
-/// with a prefix.
+/// A scripted misbehaviour for the next call whose `METHOD /path` matches.
 #[derive(Clone, Debug)]
 pub enum Fault {
     /// Answer with this status.
@@ -63,6 +62,9 @@ pub enum Fault {
     RateLimited(u64),
     /// Act, but answer only after this long (past the client's timeout).
     Slow(Duration),
+    /// Answer 200 with this body instead, as a Daytona speaking another
+    /// version might.
+    Answer(Value),
 }
 
 struct Command {
@@ -207,7 +209,9 @@ struct Inner {
     routes: Vec<String>,
     refused: Vec<String>,
     commands: Vec<String>,
-    faults: VecDeque<(String, Fault)>,
+    /// What to do instead of answering the next call matching a pattern,
+    /// exactly or as a prefix.
+    faults: VecDeque<(String, bool, Fault)>,
     unauthorized: usize,
 }
 
@@ -298,7 +302,13 @@ impl FakeDaytona {
     /// Scripts `fault` for the next call starting with `call`, e.g.
     /// `POST /sandbox`.
     pub fn fail_next(&self, call: &str, fault: Fault) {
-        self.with(|s| s.faults.push_back((call.to_owned(), fault)));
+        self.with(|s| s.faults.push_back((call.to_owned(), false, fault)));
+    }
+
+    /// Scripts `fault` for the next call that is exactly `call`, e.g.
+    /// `GET /sandbox` (the list, not a read of one).
+    pub fn fail_next_exactly(&self, call: &str, fault: Fault) {
+        self.with(|s| s.faults.push_back((call.to_owned(), true, fault)));
     }
 
     /// Every call, as `METHOD /path`, in order.
@@ -332,7 +342,7 @@ impl FakeDaytona {
         self.with(|s| s.created)
     }
 
-    /// Calls refused for a missing or wrong key.
+    /// Calls to served routes refused for a missing or wrong key.
     pub fn unauthorized(&self) -> usize {
         self.with(|s| s.unauthorized)
     }
@@ -370,29 +380,23 @@ impl FakeDaytona {
     }
 }
 
-/// Checks the key, records the call and plays scripted faults.
+/// Records the call and plays scripted faults.
 async fn gate(State(inner): State<Shared>, request: Request, next: Next) -> Response {
     let call = format!("{} {}", request.method(), request.uri().path());
-    let authorized = request
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        == Some(&format!("Bearer {KEY}"));
     let fault = {
         let mut inner = inner.lock().expect("the fake's state");
         inner.calls.push(call.clone());
-        if !authorized {
-            inner.unauthorized += 1;
-        }
-        let index = inner
-            .faults
-            .iter()
-            .position(|(p, _)| call.starts_with(p.as_str()));
-        index.and_then(|i| inner.faults.remove(i)).map(|(_, f)| f)
+        let index = inner.faults.iter().position(|(pattern, exact, _)| {
+            if *exact {
+                call == *pattern
+            } else {
+                call.starts_with(pattern.as_str())
+            }
+        });
+        index
+            .and_then(|i| inner.faults.remove(i))
+            .map(|(_, _, fault)| fault)
     };
-    if !authorized {
-        return error(StatusCode::UNAUTHORIZED, "Invalid API key");
-    }
     match fault {
         Some(Fault::Status(code)) => error(
             StatusCode::from_u16(code).expect("a status"),
@@ -406,6 +410,7 @@ async fn gate(State(inner): State<Shared>, request: Request, next: Next) -> Resp
             );
             response
         }
+        Some(Fault::Answer(body)) => Json(body).into_response(),
         Some(Fault::Slow(delay)) => {
             let response = next.run(request).await;
             tokio::time::sleep(delay).await;
@@ -415,15 +420,31 @@ async fn gate(State(inner): State<Shared>, request: Request, next: Next) -> Resp
     }
 }
 
-/// Records which served route a call took.
+/// Checks the key of a call to a served route, and records which route it
+/// took.
 async fn route(
     State(inner): State<Shared>,
     matched: MatchedPath,
     request: Request,
     next: Next,
 ) -> Response {
-    let route = format!("{} {}", request.method(), matched.as_str());
-    inner.lock().expect("the fake's state").routes.push(route);
+    let authorized = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        == Some(&format!("Bearer {KEY}"));
+    {
+        let mut inner = inner.lock().expect("the fake's state");
+        inner
+            .routes
+            .push(format!("{} {}", request.method(), matched.as_str()));
+        if !authorized {
+            inner.unauthorized += 1;
+        }
+    }
+    if !authorized {
+        return error(StatusCode::UNAUTHORIZED, "Invalid API key");
+    }
     next.run(request).await
 }
 
