@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{MatchedPath, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
@@ -87,6 +89,8 @@ struct Sandbox {
     disk: u64,
     auto_stop_interval: u64,
     created_at: String,
+    /// When it was made or relabelled, for the list's lag.
+    changed_at: Instant,
     root: tempfile::TempDir,
     sessions: HashMap<String, Vec<Command>>,
 }
@@ -205,6 +209,7 @@ struct Inner {
     toolbox: String,
     sandboxes: BTreeMap<String, Sandbox>,
     created: usize,
+    names: Vec<String>,
     calls: Vec<String>,
     routes: Vec<String>,
     refused: Vec<String>,
@@ -213,6 +218,10 @@ struct Inner {
     /// exactly or as a prefix.
     faults: VecDeque<(String, bool, Fault)>,
     unauthorized: usize,
+    /// How long a new or relabelled sandbox is missing from the list, as
+    /// Daytona's list is eventually consistent.
+    lag: Duration,
+    follows: usize,
 }
 
 impl Inner {
@@ -357,9 +366,9 @@ impl FakeDaytona {
         self.with(|s| s.sandboxes.values().map(|b| b.labels.clone()).collect())
     }
 
-    /// The name of every live sandbox.
+    /// The name of every sandbox created, first created first.
     pub fn names(&self) -> Vec<String> {
-        self.with(|s| s.sandboxes.values().map(|b| b.name.clone()).collect())
+        self.with(|s| s.names.clone())
     }
 
     /// Pauses sandbox `id` as Daytona's auto-pause would: what ran in it
@@ -372,6 +381,16 @@ impl FakeDaytona {
             sandbox.sessions.clear();
             kill_processes_in(sandbox.root.path());
         });
+    }
+
+    /// Makes the list miss sandboxes made or relabelled less than `lag` ago.
+    pub fn lag_list(&self, lag: Duration) {
+        self.with(|s| s.lag = lag);
+    }
+
+    /// How many times a command's output was followed.
+    pub fn follows(&self) -> usize {
+        self.with(|s| s.follows)
     }
 
     /// The state of sandbox `id`, while it lives.
@@ -535,6 +554,7 @@ async fn create(State(inner): State<Shared>, Json(body): Json<Value>) -> Respons
         );
     }
     inner.created += 1;
+    inner.names.push(name.clone());
     let sandbox = Sandbox {
         id: id.clone(),
         name,
@@ -547,6 +567,7 @@ async fn create(State(inner): State<Shared>, Json(body): Json<Value>) -> Respons
         disk: disk.unwrap_or(3),
         auto_stop_interval,
         created_at: "2026-11-28T12:00:00.000Z".to_owned(),
+        changed_at: Instant::now(),
         root: tempfile::tempdir().expect("a sandbox directory"),
         sessions: HashMap::new(),
     };
@@ -580,9 +601,11 @@ async fn list(
     };
     let mut inner = inner.lock().expect("the fake's state");
     let toolbox = inner.toolbox.clone();
+    let lag = inner.lag;
     let matching: Vec<Value> = inner
         .sandboxes
         .values_mut()
+        .filter(|s| s.changed_at.elapsed() >= lag)
         .filter(|s| wanted.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
         .map(|s| {
             s.settle();
@@ -663,6 +686,7 @@ async fn labels(
     match inner.sandbox(&id) {
         Some(sandbox) => {
             sandbox.labels = labels;
+            sandbox.changed_at = Instant::now();
             Json(json!({ "labels": sandbox.labels })).into_response()
         }
         None => not_found("Sandbox"),
@@ -836,12 +860,16 @@ async fn exec(
 }
 
 /// A command's output: `SessionCommandLogsResponse` for clients that name
-/// their SDK version, plain text for older ones, as the daemon answers. The
-/// fake keeps one log per command, so `stdout` is all of it.
+/// their SDK version, plain text for older ones, as the daemon answers; or,
+/// with `follow=true` on a WebSocket, the output as it is written, each
+/// frame marked as stdout, closed once the command exited. The fake keeps
+/// one log per command, so `stdout` is all of it.
 async fn logs(
     State(inner): State<Shared>,
     headers: HeaderMap,
     Path((id, session, command)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let log = {
         let mut inner = inner.lock().expect("the fake's state");
@@ -854,10 +882,60 @@ async fn logs(
             None => return not_found("Command"),
         }
     };
+    if query.get("follow").map(String::as_str) == Some("true") {
+        inner.lock().expect("the fake's state").follows += 1;
+        return match upgrade {
+            Ok(upgrade) => {
+                upgrade.on_upgrade(move |socket| follow(inner, socket, log, (id, session, command)))
+            }
+            Err(_) => bad_request("follow is for WebSocket requests only"),
+        };
+    }
     let output = std::fs::read_to_string(log).unwrap_or_default();
     if headers.contains_key("x-daytona-sdk-version") {
         Json(json!({ "output": output, "stdout": output, "stderr": "" })).into_response()
     } else {
         output.into_response()
+    }
+}
+
+/// Streams `log` to `socket` as it grows until its command exited; drops
+/// the connection when the command, its session or its sandbox is gone.
+async fn follow(
+    inner: Shared,
+    mut socket: WebSocket,
+    log: PathBuf,
+    (id, session, command): (String, String, String),
+) {
+    let mut sent = 0;
+    loop {
+        let exited = {
+            let mut inner = inner.lock().expect("the fake's state");
+            let Ok(commands) = inner.session(&id, &session) else {
+                return;
+            };
+            let Some(command) = commands.iter_mut().find(|c| c.id == command) else {
+                return;
+            };
+            command.process.exited().is_some()
+        };
+        let written = std::fs::read(&log).unwrap_or_default();
+        if let Some(fresh) = written.get(sent..).filter(|fresh| !fresh.is_empty()) {
+            let mut frame = b"\x01\x01\x01".to_vec();
+            frame.extend_from_slice(fresh);
+            if socket.send(Message::Binary(frame.into())).await.is_err() {
+                return;
+            }
+            sent = written.len();
+        } else if exited {
+            // A normal close: the SDK takes any other code for a failure.
+            let close = CloseFrame {
+                code: close_code::NORMAL,
+                reason: "".into(),
+            };
+            let _ = socket.send(Message::Close(Some(close))).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

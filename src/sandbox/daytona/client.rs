@@ -11,11 +11,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use bytes::Bytes;
+use reqwest::header::HeaderValue;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tracing::warn;
 
 /// Why a Daytona call failed.
@@ -356,6 +358,11 @@ struct Uploaded {
     #[serde(default)]
     errors: Option<Vec<String>>,
 }
+
+/// A command's output streaming from its sandbox: binary or text frames,
+/// see [`super::follow`].
+pub type LogStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Which failures a call may be repeated after.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -708,6 +715,75 @@ impl DaytonaClient {
         Ok(logs.output)
     }
 
+    /// The command's output as the sandbox streams it: everything written so
+    /// far, then more as it comes, until the command exits.
+    pub async fn follow_logs(
+        &self,
+        sandbox: &Sandbox,
+        session: &str,
+        command: &str,
+    ) -> Result<LogStream, DaytonaError> {
+        let path = format!(
+            "/process/session/{}/command/{}/logs",
+            segment(session),
+            segment(command)
+        );
+        let call = call_name(&Method::GET, &path);
+        let url = format!("{}{path}?follow=true", sandbox.toolbox());
+        let url = match url.split_once("://") {
+            Some(("https", rest)) => format!("wss://{rest}"),
+            Some(("http", rest)) => format!("ws://{rest}"),
+            _ => {
+                return Err(DaytonaError::Garbled {
+                    call,
+                    reason: format!(
+                        "the toolbox URL {:?} is neither http nor https",
+                        sandbox.toolbox_proxy_url
+                    ),
+                });
+            }
+        };
+        let unreachable = |reason: String| DaytonaError::Unreachable {
+            call: call.clone(),
+            reason,
+        };
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| unreachable(e.to_string()))?;
+        let headers = request.headers_mut();
+        for (name, value) in [
+            (
+                "authorization",
+                format!("Bearer {}", self.key.expose_secret()),
+            ),
+            ("x-daytona-source", "smolpaws".to_owned()),
+            ("x-daytona-sdk-version", API_VERSION.to_owned()),
+        ] {
+            let value = HeaderValue::from_str(&value)
+                .map_err(|_| unreachable(format!("the {name} header is not valid")))?;
+            headers.insert(name, value);
+        }
+        match tokio::time::timeout(self.timeout, tokio_tungstenite::connect_async(request)).await {
+            Err(_) => Err(unreachable("timed out".to_owned())),
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(response))) => {
+                let status = response.status();
+                let text = response
+                    .body()
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                Err(DaytonaError::Api {
+                    call,
+                    status,
+                    message: error_message(&text),
+                    retry_after: None,
+                })
+            }
+            Ok(Err(error)) => Err(unreachable(error.to_string())),
+            Ok(Ok((stream, _))) => Ok(stream),
+        }
+    }
+
     /// Deletes the session, ending its commands; one already gone is fine.
     pub async fn delete_session(
         &self,
@@ -761,17 +837,10 @@ fn unless_missing<T>(result: Result<T, DaytonaError>) -> Result<Option<T>, Dayto
     }
 }
 
-/// Daytona's error answer: its JSON `message` when it sent one.
-async fn api_error(call: &str, response: reqwest::Response) -> DaytonaError {
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let text = response.text().await.unwrap_or_default();
-    let message = serde_json::from_str::<serde_json::Value>(&text)
+/// Daytona's message in an error answer: its JSON `message` when it sent
+/// one, else the start of the text.
+fn error_message(text: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(text)
         .ok()
         .and_then(|v| match &v["message"] {
             serde_json::Value::String(m) => Some(m.clone()),
@@ -783,7 +852,20 @@ async fn api_error(call: &str, response: reqwest::Response) -> DaytonaError {
             ),
             _ => None,
         })
-        .unwrap_or_else(|| text.chars().take(500).collect());
+        .unwrap_or_else(|| text.chars().take(500).collect())
+}
+
+/// Daytona's error answer: its JSON `message` when it sent one.
+async fn api_error(call: &str, response: reqwest::Response) -> DaytonaError {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let text = response.text().await.unwrap_or_default();
+    let message = error_message(&text);
     DaytonaError::Api {
         call: call.to_owned(),
         status,

@@ -22,10 +22,11 @@
 //! sandbox is the boundary, and reuse is opt-in.
 
 pub mod client;
+mod follow;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -185,8 +186,8 @@ pub struct DaytonaSandboxes {
     agent: tokio::sync::OnceCell<Bytes>,
     /// Held while a warm sandbox is picked, so two runs never take one.
     claims: tokio::sync::Mutex<()>,
-    /// How much of each run's output was forwarded already.
-    forwarded: Mutex<HashMap<String, usize>>,
+    /// The runs whose output is forwarded to the log.
+    followers: follow::Followers,
 }
 
 impl DaytonaSandboxes {
@@ -200,7 +201,7 @@ impl DaytonaSandboxes {
             environment,
             agent: tokio::sync::OnceCell::new(),
             claims: tokio::sync::Mutex::new(()),
-            forwarded: Mutex::new(HashMap::new()),
+            followers: follow::Followers::default(),
         })
     }
 
@@ -350,8 +351,8 @@ impl DaytonaSandboxes {
             .cloned()
     }
 
-    /// What `run`'s agent in sandbox `id` is doing (its new output is
-    /// forwarded to the log); `None` when the sandbox is gone.
+    /// What `run`'s agent in sandbox `id` is doing (its output is followed
+    /// into the log from the first look); `None` when the sandbox is gone.
     async fn sandbox_state(
         &self,
         run: &AgentRun,
@@ -397,12 +398,13 @@ impl DaytonaSandboxes {
                 reason: Some("the agent's Daytona session is gone".to_owned()),
             }));
         };
-        if let Err(error) = self
-            .forward_output(run, &sandbox, &session, &command.id)
-            .await
-        {
-            warn!(%error, "could not read the agent's output from Daytona");
-        }
+        self.followers.follow(
+            &self.client,
+            &run.uid().unwrap_or_default(),
+            &sandbox,
+            &session,
+            &command.id,
+        );
         Ok(Some(match command.exit_code {
             None => SandboxState::Running,
             Some(code) => SandboxState::Exited { code, reason: None },
@@ -420,30 +422,6 @@ impl DaytonaSandboxes {
             .session(sandbox, session)
             .await?
             .and_then(|s| s.commands.into_iter().last()))
-    }
-
-    /// Logs the agent's output lines not logged yet.
-    async fn forward_output(
-        &self,
-        run: &AgentRun,
-        sandbox: &client::Sandbox,
-        session: &str,
-        command: &str,
-    ) -> Result<(), DaytonaError> {
-        let output = self.client.logs(sandbox, session, command).await?;
-        let key = run.uid().unwrap_or_default();
-        let mut forwarded = self.forwarded.lock().unwrap_or_else(|p| p.into_inner());
-        let done = forwarded.entry(key).or_default();
-        let fresh = output.get(*done..).unwrap_or_default();
-        // Only whole lines: the rest comes with the next look.
-        let Some(end) = fresh.rfind('\n') else {
-            return Ok(());
-        };
-        for line in fresh[..end].lines().filter(|l| !l.trim().is_empty()) {
-            info!(target: "smolpaws::agent", sandbox = %sandbox.id, "{line}");
-        }
-        *done += end + 1;
-        Ok(())
     }
 
     /// The report the agent printed last, once it exited.
@@ -465,6 +443,8 @@ impl DaytonaSandboxes {
             return Ok(None);
         };
         let output = self.client.logs(&sandbox, &session, &command.id).await?;
+        self.followers
+            .finish(&run.uid().unwrap_or_default(), &sandbox.id, &output);
         Ok(output
             .lines()
             .rev()
@@ -529,10 +509,7 @@ impl DaytonaSandboxes {
                 info!(sandbox = %sandbox.id, "deleted the Daytona sandbox");
             }
         }
-        self.forwarded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&uid);
+        self.followers.forget(&uid);
         Ok(())
     }
 

@@ -2,8 +2,8 @@
 (the fake of tests/support/fake_daytona.rs) through every step smolpaws
 takes: create (from the default snapshot, from an image with resources, and
 a refused duplicate name), list by labels across pages, get by name, stop and
-start, relabel, bulk upload, process session, runAsync exec, command logs,
-session and sandbox delete.
+start, relabel, bulk upload, process session, runAsync exec, command logs (read
+and followed), session and sandbox delete.
 
 Every answer the SDK's generated clients parse is also checked for fields
 their models do not know (an `additional_properties` entry means the fake
@@ -12,6 +12,7 @@ the SDK sends with httpx and does not read. Exits non-zero, saying what was
 wrong, at the first step that fails or when any answer was not understood.
 """
 
+import asyncio
 import json
 import os
 import sys
@@ -179,6 +180,13 @@ def main() -> None:
     print("step logs", flush=True)
     logs = sandbox.process.get_session_command_logs("smolpaws-u-1", executed.cmd_id)
     expect(logs.output == "from the agent\nhello\n", f"its output: {logs.output!r}")
+    streamed: list[str] = []
+    asyncio.run(
+        sandbox.process.get_session_command_logs_async(
+            "smolpaws-u-1", executed.cmd_id, streamed.append, streamed.append
+        )
+    )
+    expect("".join(streamed) == logs.output, f"its output, followed: {streamed!r}")
 
     print("step delete", flush=True)
     sandbox.process.delete_session("smolpaws-u-1")
