@@ -50,7 +50,7 @@ pub const SERVED: &[&str] = &[
 
 /// How many sandboxes one page of `GET /sandbox` holds unless the caller
 /// asks for fewer: small, so that clients page.
-const PAGE: usize = 2;
+const PAGE: usize = 1;
 
 /// How long a sandbox takes to start.
 const STARTING: Duration = Duration::from_millis(100);

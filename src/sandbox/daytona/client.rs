@@ -873,3 +873,99 @@ async fn api_error(call: &str, response: reqwest::Response) -> DaytonaError {
         retry_after,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(source: Source) -> serde_json::Value {
+        let labels = BTreeMap::from([("a".to_owned(), "b".to_owned())]);
+        let new = NewSandbox {
+            name: "smolpaws-u-1".to_owned(),
+            source,
+            target: None,
+            auto_stop_interval: 15,
+            labels,
+        };
+        serde_json::to_value(CreateBody::from(&new)).expect("a create body serializes")
+    }
+
+    #[test]
+    fn a_snapshot_brings_its_own_resources() {
+        assert_eq!(
+            new(Source::Snapshot(Some("base".to_owned()))),
+            json!({
+                "name": "smolpaws-u-1",
+                "snapshot": "base",
+                "autoStopInterval": 15,
+                "labels": { "a": "b" },
+            })
+        );
+        assert_eq!(
+            new(Source::Snapshot(None)),
+            json!({ "name": "smolpaws-u-1", "autoStopInterval": 15, "labels": { "a": "b" } })
+        );
+    }
+
+    #[test]
+    fn an_image_is_built_with_the_runs_resources() {
+        let image = Source::Image {
+            image: "ubuntu:24.04".to_owned(),
+            cpu: Some(2),
+            memory: Some(4),
+        };
+        assert_eq!(
+            new(image),
+            json!({
+                "name": "smolpaws-u-1",
+                "buildInfo": { "dockerfileContent": "FROM ubuntu:24.04\n" },
+                "cpu": 2,
+                "memory": 4,
+                "autoStopInterval": 15,
+                "labels": { "a": "b" },
+            })
+        );
+    }
+
+    #[test]
+    fn every_state_is_known_and_a_new_one_is_waited_out() {
+        let state = |name: &str| {
+            serde_json::from_value::<SandboxState>(json!(name)).expect("a state parses")
+        };
+        for (name, readiness) in [
+            ("started", Readiness::Ready),
+            ("paused", Readiness::Startable),
+            ("archived", Readiness::Startable),
+            ("stopped", Readiness::Startable),
+            ("resuming", Readiness::Transitioning),
+            ("pausing", Readiness::Transitioning),
+            ("snapshotting", Readiness::Transitioning),
+            ("forking", Readiness::Transitioning),
+            ("resizing", Readiness::Transitioning),
+            ("restoring", Readiness::Transitioning),
+            ("pulling_snapshot", Readiness::Transitioning),
+            ("build_failed", Readiness::Failed),
+            ("destroying", Readiness::Gone),
+        ] {
+            assert_eq!(state(name).readiness(), readiness, "{name}");
+            assert_eq!(state(name).to_string(), name);
+        }
+        assert_eq!(state("hibernating"), SandboxState::Unknown);
+        assert_eq!(state("hibernating").readiness(), Readiness::Transitioning);
+    }
+
+    #[test]
+    fn a_sandbox_without_its_toolbox_url_is_not_understood() {
+        let listed = json!({
+            "id": "sbx-1", "name": "n", "state": "started", "labels": {},
+        });
+        let error = serde_json::from_value::<Sandbox>(listed).expect_err("no toolbox URL");
+        assert!(error.to_string().contains("toolboxProxyUrl"), "{error}");
+    }
+
+    #[test]
+    fn ids_and_names_stay_one_path_segment() {
+        assert_eq!(segment("smolpaws-u-1"), "smolpaws-u-1");
+        assert_eq!(segment("../a/b?c#d"), "..%2Fa%2Fb%3Fc%23d");
+    }
+}
