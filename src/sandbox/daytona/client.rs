@@ -1,7 +1,9 @@
 //! Daytona's REST API, the calls the Daytona backend makes: sandboxes
-//! (create, find by label, get, start, relabel, delete) and their toolbox
-//! (upload a file, run a command in a process session, read its state and
-//! logs).
+//! (create, find by label across pages, get by id or name, start, stop,
+//! relabel, delete) and, through each sandbox's toolbox proxy, its toolbox
+//! (upload files, run a command in a process session, read its state, read
+//! or follow its logs). The shapes are those of Daytona's generated models
+//! at [`API_VERSION`].
 //!
 //! Every call has a timeout and is retried with backoff while Daytona answers
 //! 429 (after its `Retry-After`) or 5xx, or does not answer; errors quote
@@ -43,6 +45,14 @@ pub enum DaytonaError {
         /// What went wrong.
         reason: String,
     },
+    /// A bulk upload answered, but named files it could not write.
+    #[error("Daytona could not write every file uploaded to sandbox {sandbox}: {errors}")]
+    Upload {
+        /// The sandbox.
+        sandbox: String,
+        /// Daytona's errors, joined.
+        errors: String,
+    },
     /// Daytona's answer was not what its API describes.
     #[error("Daytona's answer to {call} is not understood: {reason}")]
     Garbled {
@@ -61,7 +71,7 @@ impl DaytonaError {
                 *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
             }
             Self::Unreachable { .. } => true,
-            Self::Garbled { .. } => false,
+            Self::Upload { .. } | Self::Garbled { .. } => false,
         }
     }
 
@@ -627,11 +637,9 @@ impl DaytonaClient {
             .await?;
         match answer.errors.unwrap_or_default() {
             errors if errors.is_empty() => Ok(()),
-            errors => Err(DaytonaError::Api {
-                call: "POST /files/bulk-upload".to_owned(),
-                status: StatusCode::OK,
-                message: errors.join("; "),
-                retry_after: None,
+            errors => Err(DaytonaError::Upload {
+                sandbox: sandbox.id.clone(),
+                errors: errors.join("; "),
             }),
         }
     }

@@ -1,14 +1,15 @@
 //! The Daytona backend: a run's agent in a Daytona sandbox instead of a pod.
 //!
-//! A sandbox is labelled with the run's uid while the run holds it, so every
-//! step finds what an earlier (or crashed) reconcile made instead of making
-//! it again. The agent binary and the run's environment are uploaded (the
-//! environment as a file the command sources and deletes: no secret is ever
-//! on a command line), the agent runs in a process session named after the
-//! run, its output is forwarded to the controller's log, and its report is
-//! the last line of that output. With reuse on, a finished run hands its
-//! sandbox back (label removed, left to Daytona's auto-stop) and the next run
-//! on the same repository takes it.
+//! A sandbox made for a run is named after it and labelled with its uid
+//! while the run holds it, so every step finds what an earlier (or crashed)
+//! reconcile made instead of making it again: by name, which Daytona answers
+//! consistently, and by label for a warm sandbox taken over. The agent
+//! binary and the run's environment are uploaded (the environment as a file
+//! the command sources and deletes: no secret is ever on a command line),
+//! the agent runs in a process session named after the run, its output is
+//! followed into the controller's log, and its report is the last line of
+//! that output. With reuse on, a finished run hands its sandbox back (label
+//! removed, stopped) and the next run on the same repository takes it.
 //!
 //! A reused sandbox must not let one run reach the next (the model runs any
 //! bash it likes: a `.gitconfig` with a hook in HOME, a process waiting for
@@ -24,7 +25,7 @@
 pub mod client;
 mod follow;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -453,7 +454,7 @@ impl DaytonaSandboxes {
 
     /// The sandboxes `run` holds: the one named after it, the one its status
     /// names, and any its label is on (the list may lag; the first two do
-    /// not), each still carrying its label.
+    /// not), each still carrying its label and not yet destroyed.
     async fn held(&self, run: &AgentRun) -> Result<Vec<client::Sandbox>, DaytonaError> {
         let uid = run.uid().unwrap_or_default();
         let mut held: Vec<client::Sandbox> = Vec::new();
@@ -464,8 +465,11 @@ impl DaytonaSandboxes {
         }
         let mine = BTreeMap::from([(RUN_LABEL.to_owned(), uid.clone())]);
         held.extend(self.client.find(&mine).await?);
-        let mut seen = std::collections::HashSet::new();
-        held.retain(|s| holds(s, &uid) && seen.insert(s.id.clone()));
+        let mut seen = HashSet::new();
+        // Daytona shows a destroyed sandbox for a while; it needs nothing.
+        held.retain(|s| {
+            holds(s, &uid) && s.state.readiness() != Readiness::Gone && seen.insert(s.id.clone())
+        });
         Ok(held)
     }
 
