@@ -502,6 +502,60 @@ fn bad_request(message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, message)
 }
 
+/// The fields of Daytona's `CreateSandbox`: its API refuses any other.
+const CREATE_FIELDS: &[&str] = &[
+    "name",
+    "snapshot",
+    "user",
+    "env",
+    "labels",
+    "public",
+    "networkBlockAll",
+    "kvm",
+    "networkAllowList",
+    "domainAllowList",
+    "outboundProxyUrl",
+    "otelEndpointOverride",
+    "target",
+    "cpu",
+    "gpu",
+    "gpuType",
+    "spot",
+    "memory",
+    "disk",
+    "autoStopInterval",
+    "autoPauseInterval",
+    "autoArchiveInterval",
+    "autoDeleteInterval",
+    "ttlMinutes",
+    "queueTimeout",
+    "volumes",
+    "buildInfo",
+    "linkedSandbox",
+    "secrets",
+];
+
+/// The fields of the toolbox's `SessionExecuteRequest`.
+const EXECUTE_FIELDS: &[&str] = &["async", "command", "runAsync", "suppressInputEcho"];
+
+/// Refuses a body with a field outside `known`, as Daytona's validation
+/// does.
+fn only(body: &Value, known: &[&str]) -> Result<(), Refusal> {
+    let Some(fields) = body.as_object() else {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object".into(),
+        ));
+    };
+    match fields.keys().find(|key| !known.contains(&key.as_str())) {
+        Some(unknown) => Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("property {unknown} should not exist"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A whole number of a create body, when given.
 fn amount(body: &Value, key: &str) -> Result<Option<u64>, Refusal> {
     match &body[key] {
@@ -516,6 +570,9 @@ fn amount(body: &Value, key: &str) -> Result<Option<u64>, Refusal> {
 }
 
 async fn create(State(inner): State<Shared>, Json(body): Json<Value>) -> Response {
+    if let Err(refused) = only(&body, CREATE_FIELDS) {
+        return refused.into_response();
+    }
     let (cpu, memory, disk) = match (
         amount(&body, "cpu"),
         amount(&body, "memory"),
@@ -821,13 +878,16 @@ async fn exec(
     Path((id, session)): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> Response {
+    if let Err(refused) = only(&body, EXECUTE_FIELDS) {
+        return refused.into_response();
+    }
     let Some(command) = body["command"].as_str().map(str::to_owned) else {
         return bad_request("command is required");
     };
-    // The fake runs commands in the background only, as smolpaws does; the
-    // `async` flag is the deprecated spelling.
-    if body["runAsync"] != json!(true) {
-        return bad_request("this fake runs session commands with runAsync only");
+    // The fake runs commands in the background only, as smolpaws does, and
+    // holds clients to `runAsync`: `async` is its deprecated spelling.
+    if body["runAsync"] != json!(true) || !body["async"].is_null() {
+        return bad_request("this fake runs session commands with runAsync (not async) only");
     }
     let mut inner = inner.lock().expect("the fake's state");
     let root = match inner.sandbox(&id) {
