@@ -572,6 +572,14 @@ async fn daytona_errors_are_retried_or_reported_and_nothing_leaks() {
     setup
         .daytona
         .fail_next("POST /sandbox", Fault::Slow(Duration::from_millis(1500)));
+    // The reads by name after the 429, after the 500 and after the timed-out
+    // create miss the sandbox, as a read racing the create could: the next
+    // create is refused as a duplicate and the sandbox adopted.
+    for _ in 0..3 {
+        setup
+            .daytona
+            .fail_next("GET /sandbox/smolpaws-", Fault::Status(404));
+    }
     let _operator = setup.operator().await;
     setup.create("flaky", 801, None).await;
     let run = setup.replied("flaky").await;
@@ -580,6 +588,12 @@ async fn daytona_errors_are_retried_or_reported_and_nothing_leaks() {
         setup.daytona.created(),
         1,
         "the sandbox whose answer timed out was adopted, not created again"
+    );
+    let calls = setup.daytona.calls();
+    assert_eq!(
+        calls.iter().filter(|c| *c == "POST /sandbox").count(),
+        3,
+        "refused, timed out, refused as a duplicate: {calls:?}"
     );
     setup.until_no_sandbox().await;
 
