@@ -138,6 +138,13 @@ impl Setup {
         }
     }
 
+    /// Creates run `name` for `comment` and waits until it succeeded.
+    async fn succeeded(&self, name: &str, comment: i64) -> AgentRun {
+        self.create(name, comment, None).await;
+        self.until(name, "Succeeded", |run| run.phase() == Phase::Succeeded)
+            .await
+    }
+
     async fn replied(&self, name: &str) -> AgentRun {
         self.until(name, "replied", |run| {
             run.status.as_ref().is_some_and(|s| s.reply.is_some())
@@ -154,6 +161,14 @@ impl Setup {
         }
         panic!("sandboxes leaked: {:?}", self.daytona.labels());
     }
+}
+
+/// The Daytona id of the sandbox `run` ran in.
+fn sandbox_of(run: &AgentRun) -> Option<String> {
+    run.status
+        .as_ref()
+        .and_then(|s| s.sandbox.as_ref())
+        .map(|s| s.name.clone())
 }
 
 fn finish(reply: &'static str) -> Reply {
@@ -252,6 +267,13 @@ async fn a_daytona_run_succeeds_replies_once_and_leaves_nothing() {
     let sandbox = status.sandbox.expect("the sandbox is named");
     assert_eq!(sandbox.backend, SandboxBackend::Daytona);
     assert_eq!(sandbox.name, "sbx-1");
+    let uid = run.metadata.uid.clone().expect("a uid");
+    assert_eq!(
+        setup.daytona.names(),
+        vec![format!("smolpaws-{uid}")],
+        "named after its run"
+    );
+
     assert!(
         status.sandbox_seconds.is_some(),
         "the held time is recorded"
@@ -265,8 +287,10 @@ async fn a_daytona_run_succeeds_replies_once_and_leaves_nothing() {
     assert!(comments[0].body.starts_with("The README says main."));
 
     let calls = setup.daytona.calls();
+    let looked_up = position(&calls, |c| *c == format!("GET /sandbox/smolpaws-{uid}"));
     let created = position(&calls, |c| c == "POST /sandbox");
-    let uploaded = position(&calls, |c| c.ends_with("/files/upload"));
+    assert!(looked_up < created, "looked up by name first: {calls:?}");
+    let uploaded = position(&calls, |c| c.ends_with("/files/bulk-upload"));
     let executed = position(&calls, |c| c.ends_with("/exec"));
     let deleted = position(&calls, |c| c == "DELETE /sandbox/sbx-1");
     assert!(
@@ -276,6 +300,16 @@ async fn a_daytona_run_succeeds_replies_once_and_leaves_nothing() {
     setup.until_no_sandbox().await;
     assert_eq!(setup.daytona.created(), 1);
     assert_eq!(setup.daytona.unauthorized(), 0);
+    assert_eq!(
+        setup.daytona.refused(),
+        Vec::<String>::new(),
+        "only routes the SDK's contract test proves"
+    );
+    assert!(
+        setup.daytona.follows() >= 1,
+        "the agent's output is followed as it streams"
+    );
+    println!("smolpaws' requests:\n{}", setup.daytona.calls().join("\n"));
     let metrics = operator.metrics().await;
     assert!(
         metrics.contains("smolpaws_sandbox_held_seconds_count{backend=\"daytona\"} 1"),
@@ -316,13 +350,11 @@ async fn with_reuse_runs_of_a_repository_share_a_sandbox_but_never_at_once() {
     let one = setup.replied("one").await;
     setup.create("two", 602, None).await;
     let two = setup.replied("two").await;
-    let name = |run: &AgentRun| {
-        run.status
-            .as_ref()
-            .and_then(|s| s.sandbox.clone())
-            .map(|s| s.name)
-    };
-    assert_eq!(name(&one), name(&two), "the warm sandbox is reused");
+    assert_eq!(
+        sandbox_of(&one),
+        sandbox_of(&two),
+        "the warm sandbox is reused"
+    );
     assert_eq!(setup.daytona.created(), 1);
     assert_eq!(setup.daytona.live(), 1, "kept warm");
     assert!(
@@ -340,8 +372,8 @@ async fn with_reuse_runs_of_a_repository_share_a_sandbox_but_never_at_once() {
     let three = setup.replied("three").await;
     let four = setup.replied("four").await;
     assert_ne!(
-        name(&three),
-        name(&four),
+        sandbox_of(&three),
+        sandbox_of(&four),
         "runs at once never share a sandbox"
     );
     assert_eq!(setup.daytona.created(), 2);
@@ -376,12 +408,7 @@ async fn a_reused_sandbox_is_cleaned_and_the_next_run_starts_clean() {
     )
     .await;
     let _operator = setup.operator().await;
-    setup.create("planter", 1101, None).await;
-    setup
-        .until("planter", "Succeeded", |run| {
-            run.phase() == Phase::Succeeded
-        })
-        .await;
+    setup.succeeded("planter", 1101).await;
     let leftover = printed(&setup.llm, "leftover").expect("the planted process's pid");
     let root = setup.daytona.root("sbx-1").expect("the sandbox is kept");
     assert!(
@@ -406,15 +433,9 @@ async fn a_reused_sandbox_is_cleaned_and_the_next_run_starts_clean() {
     let released = position(&calls, |c| c == "PUT /sandbox/sbx-1/labels");
     assert!(cleaned < released, "cleaned before handed back: {calls:?}");
 
-    setup.create("next", 1102, None).await;
-    let next = setup
-        .until("next", "Succeeded", |run| run.phase() == Phase::Succeeded)
-        .await;
+    let next = setup.succeeded("next", 1102).await;
     assert_eq!(
-        next.status
-            .and_then(|s| s.sandbox)
-            .map(|s| s.name)
-            .as_deref(),
+        sandbox_of(&next).as_deref(),
         Some("sbx-1"),
         "the warm sandbox is reused"
     );
@@ -474,30 +495,46 @@ async fn a_sandbox_that_cannot_be_cleaned_is_deleted_not_reused() {
     )
     .await;
     setup.daytona.fail_next(
-        "POST /toolbox/sbx-1/toolbox/process/session/smolpaws-clean-",
+        "POST /toolbox/sbx-1/process/session/smolpaws-clean-",
         Fault::Status(400),
     );
     let _operator = setup.operator().await;
-    setup.create("dirty", 1201, None).await;
-    let run = setup
-        .until("dirty", "Succeeded", |run| run.phase() == Phase::Succeeded)
-        .await;
-    assert_eq!(run.phase(), Phase::Succeeded, "the run still ends well");
+    // Succeeds: the run still ends well.
+    setup.succeeded("dirty", 1201).await;
     setup.until_no_sandbox().await;
 
-    setup.create("after", 1202, None).await;
-    let run = setup
-        .until("after", "Succeeded", |run| run.phase() == Phase::Succeeded)
-        .await;
+    let run = setup.succeeded("after", 1202).await;
     assert_eq!(
-        run.status
-            .and_then(|s| s.sandbox)
-            .map(|s| s.name)
-            .as_deref(),
+        sandbox_of(&run).as_deref(),
         Some("sbx-2"),
         "a new sandbox, not the one left uncleaned"
     );
     assert_eq!(setup.daytona.live(), 1, "the clean one is kept warm");
+}
+
+#[tokio::test]
+async fn a_paused_warm_sandbox_is_resumed_for_the_next_run() {
+    let setup = Setup::new("daytona-paused", vec![finish("One."), finish("Two.")], true).await;
+    let _operator = setup.operator().await;
+    setup.succeeded("before", 1301).await;
+    setup.daytona.pause("sbx-1");
+
+    let run = setup.succeeded("after", 1302).await;
+    assert_eq!(
+        sandbox_of(&run).as_deref(),
+        Some("sbx-1"),
+        "the paused sandbox is taken and resumed"
+    );
+    assert_eq!(setup.daytona.created(), 1);
+    let calls = setup.daytona.calls();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| *c == "POST /sandbox/sbx-1/start")
+            .count(),
+        1,
+        "resumed once: {calls:?}"
+    );
 }
 
 #[tokio::test]
@@ -526,6 +563,8 @@ async fn a_controller_restarted_mid_run_adopts_its_sandbox() {
 #[tokio::test]
 async fn daytona_errors_are_retried_or_reported_and_nothing_leaks() {
     let setup = Setup::new("daytona-faults", vec![finish("Despite it all.")], false).await;
+    // Daytona's list lags: what is found here is found by name.
+    setup.daytona.lag_list(Duration::from_secs(600));
     setup
         .daytona
         .fail_next("GET /sandbox", Fault::RateLimited(1));
@@ -533,6 +572,14 @@ async fn daytona_errors_are_retried_or_reported_and_nothing_leaks() {
     setup
         .daytona
         .fail_next("POST /sandbox", Fault::Slow(Duration::from_millis(1500)));
+    // The reads by name after the 429, after the 500 and after the timed-out
+    // create miss the sandbox, as a read racing the create could: the next
+    // create is refused as a duplicate and the sandbox adopted.
+    for _ in 0..3 {
+        setup
+            .daytona
+            .fail_next("GET /sandbox/smolpaws-", Fault::Status(404));
+    }
     let _operator = setup.operator().await;
     setup.create("flaky", 801, None).await;
     let run = setup.replied("flaky").await;
@@ -541,6 +588,12 @@ async fn daytona_errors_are_retried_or_reported_and_nothing_leaks() {
         setup.daytona.created(),
         1,
         "the sandbox whose answer timed out was adopted, not created again"
+    );
+    let calls = setup.daytona.calls();
+    assert_eq!(
+        calls.iter().filter(|c| *c == "POST /sandbox").count(),
+        3,
+        "refused, timed out, refused as a duplicate: {calls:?}"
     );
     setup.until_no_sandbox().await;
 

@@ -1,14 +1,15 @@
 //! The Daytona backend: a run's agent in a Daytona sandbox instead of a pod.
 //!
-//! A sandbox is labelled with the run's uid while the run holds it, so every
-//! step finds what an earlier (or crashed) reconcile made instead of making
-//! it again. The agent binary and the run's environment are uploaded (the
-//! environment as a file the command sources and deletes: no secret is ever
-//! on a command line), the agent runs in a process session named after the
-//! run, its output is forwarded to the controller's log, and its report is
-//! the last line of that output. With reuse on, a finished run hands its
-//! sandbox back (label removed, left to Daytona's auto-stop) and the next run
-//! on the same repository takes it.
+//! A sandbox made for a run is named after it and labelled with its uid
+//! while the run holds it, so every step finds what an earlier (or crashed)
+//! reconcile made instead of making it again: by name, which Daytona answers
+//! consistently, and by label for a warm sandbox taken over. The agent
+//! binary and the run's environment are uploaded (the environment as a file
+//! the command sources and deletes: no secret is ever on a command line),
+//! the agent runs in a process session named after the run, its output is
+//! followed into the controller's log, and its report is the last line of
+//! that output. With reuse on, a finished run hands its sandbox back (label
+//! removed, stopped) and the next run on the same repository takes it.
 //!
 //! A reused sandbox must not let one run reach the next (the model runs any
 //! bash it likes: a `.gitconfig` with a hook in HOME, a process waiting for
@@ -22,10 +23,11 @@
 //! sandbox is the boundary, and reuse is opt-in.
 
 pub mod client;
+mod follow;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,7 +40,7 @@ use super::env::AgentEnvironment;
 use super::{Launch, Polls, Provisioned, Sandbox, SandboxError, SandboxState};
 use crate::api::AgentRun;
 use crate::api::contract::{Report, env};
-use client::{BuildInfo, CreateSandbox, DaytonaClient, DaytonaError, SessionCommand};
+use client::{DaytonaClient, DaytonaError, NewSandbox, Readiness, SessionCommand, Source};
 
 /// The label holding the uid of the run that holds a sandbox.
 pub const RUN_LABEL: &str = "smolpaws.dev/run-uid";
@@ -185,8 +187,8 @@ pub struct DaytonaSandboxes {
     agent: tokio::sync::OnceCell<Bytes>,
     /// Held while a warm sandbox is picked, so two runs never take one.
     claims: tokio::sync::Mutex<()>,
-    /// How much of each run's output was forwarded already.
-    forwarded: Mutex<HashMap<String, usize>>,
+    /// The runs whose output is forwarded to the log.
+    followers: follow::Followers,
 }
 
 impl DaytonaSandboxes {
@@ -200,7 +202,7 @@ impl DaytonaSandboxes {
             environment,
             agent: tokio::sync::OnceCell::new(),
             claims: tokio::sync::Mutex::new(()),
-            forwarded: Mutex::new(HashMap::new()),
+            followers: follow::Followers::default(),
         })
     }
 
@@ -214,13 +216,14 @@ impl DaytonaSandboxes {
     ) -> Result<Step, PrepareError> {
         let sandbox = self.claim(run, resources).await?;
         let id = sandbox.id.clone();
-        match sandbox.state.as_str() {
-            "started" => {}
-            "stopped" | "archived" => {
+        match sandbox.state.readiness() {
+            Readiness::Ready => {}
+            Readiness::Startable => {
                 self.client.start(&id).await?;
                 return Ok(Step::Waiting("starting".into()));
             }
-            "error" | "build_failed" => {
+            Readiness::Transitioning => return Ok(Step::Waiting(sandbox.state.to_string())),
+            Readiness::Failed | Readiness::Gone => {
                 return Ok(Step::Failed(format!(
                     "Daytona sandbox {id} is in state {}: {}",
                     sandbox.state,
@@ -230,47 +233,57 @@ impl DaytonaSandboxes {
                         .unwrap_or("Daytona gave no reason")
                 )));
             }
-            other => return Ok(Step::Waiting(other.to_owned())),
         }
         let session = session_id(run);
-        let existing = self.client.session(&id, &session).await?;
+        let existing = self.client.session(&sandbox, &session).await?;
         if existing.as_ref().is_some_and(|s| !s.commands.is_empty()) {
             return Ok(Step::Started(id));
         }
         let dir = run_dir(run);
         self.client
             .upload(
-                &id,
-                &format!("{HOME}/bin/smolpaws"),
-                self.agent_binary().await?,
+                &sandbox,
+                &[
+                    (format!("{HOME}/bin/smolpaws"), self.agent_binary().await?),
+                    (format!("{dir}/run.env"), Bytes::from(env_file(env))),
+                ],
             )
             .await?;
-        self.client
-            .upload(&id, &format!("{dir}/run.env"), Bytes::from(env_file(env)))
-            .await?;
         if existing.is_none() {
-            self.client.create_session(&id, &session).await?;
+            self.client.create_session(&sandbox, &session).await?;
         }
         self.client
-            .execute(&id, &session, &start_command(&dir))
+            .execute(&sandbox, &session, &start_command(&dir))
             .await?;
         info!(sandbox = %id, "started the agent in its Daytona sandbox");
         Ok(Step::Started(id))
     }
 
     /// The sandbox `run` holds, or a warm one of its repository, or a new one.
+    ///
+    /// A sandbox made for the run is named after it, so a later step (or a
+    /// restarted controller) finds it by name, which Daytona answers
+    /// consistently, unlike its list; and a create whose answer was lost is
+    /// refused as a duplicate rather than made twice. A warm sandbox taken
+    /// over keeps its name and is found by its run label.
     async fn claim(
         &self,
         run: &AgentRun,
         (cpu, memory): (Option<u32>, Option<u32>),
     ) -> Result<client::Sandbox, DaytonaError> {
         let uid = run.uid().unwrap_or_default();
-        let mine = BTreeMap::from([(RUN_LABEL.to_owned(), uid.clone())]);
-        if let Some(held) = self.client.find(&mine).await?.into_iter().next() {
-            return Ok(held);
+        let name = sandbox_name(run);
+        if let Some(made) = self.client.get(&name).await?
+            && holds(&made, &uid)
+        {
+            return Ok(made);
         }
         let _claiming = self.claims.lock().await;
         if self.settings.daytona_reuse_sandboxes {
+            let mine = BTreeMap::from([(RUN_LABEL.to_owned(), uid.clone())]);
+            if let Some(held) = self.client.find(&mine).await?.into_iter().next() {
+                return Ok(held);
+            }
             let warm = self
                 .client
                 .find(&repository_labels(run))
@@ -278,10 +291,7 @@ impl DaytonaSandboxes {
                 .into_iter()
                 .find(|s| {
                     !s.labels.contains_key(RUN_LABEL)
-                        && !matches!(
-                            s.state.as_str(),
-                            "error" | "build_failed" | "destroyed" | "destroying"
-                        )
+                        && !matches!(s.state.readiness(), Readiness::Failed | Readiness::Gone)
                 });
             if let Some(mut warm) = warm {
                 warm.labels.insert(RUN_LABEL.to_owned(), uid);
@@ -291,27 +301,34 @@ impl DaytonaSandboxes {
             }
         }
         let mut labels = repository_labels(run);
-        labels.insert(RUN_LABEL.to_owned(), uid);
-        let image = run.spec.sandbox.image.as_ref().map(|image| BuildInfo {
-            dockerfile_content: format!("FROM {image}\n"),
-        });
-        let created = self
-            .client
-            .create(&CreateSandbox {
-                snapshot: image
-                    .is_none()
-                    .then(|| self.settings.daytona_snapshot.clone())
-                    .flatten(),
-                build_info: image,
-                target: self.settings.daytona_target.clone(),
+        labels.insert(RUN_LABEL.to_owned(), uid.clone());
+        let source = match &run.spec.sandbox.image {
+            Some(image) => Source::Image {
+                image: image.clone(),
                 cpu,
                 memory,
-                auto_stop_interval: self.settings.daytona_auto_stop_minutes,
-                labels,
-            })
-            .await?;
-        info!(sandbox = %created.id, "created a Daytona sandbox");
-        Ok(created)
+            },
+            None => Source::Snapshot(self.settings.daytona_snapshot.clone()),
+        };
+        let new = NewSandbox {
+            name: name.clone(),
+            source,
+            target: self.settings.daytona_target.clone(),
+            auto_stop_interval: self.settings.daytona_auto_stop_minutes,
+            labels,
+        };
+        match self.client.create(&new).await {
+            Ok(created) => {
+                info!(sandbox = %created.id, %name, "created a Daytona sandbox");
+                Ok(created)
+            }
+            // Made by an attempt whose answer was lost.
+            Err(error) if error.is_conflict() => match self.client.get(&name).await? {
+                Some(made) if holds(&made, &uid) => Ok(made),
+                _ => Err(error),
+            },
+            Err(error) => Err(error),
+        }
     }
 
     async fn agent_binary(&self) -> Result<Bytes, PrepareError> {
@@ -335,8 +352,8 @@ impl DaytonaSandboxes {
             .cloned()
     }
 
-    /// What `run`'s agent in sandbox `id` is doing (its new output is
-    /// forwarded to the log); `None` when the sandbox is gone.
+    /// What `run`'s agent in sandbox `id` is doing (its output is followed
+    /// into the log from the first look); `None` when the sandbox is gone.
     async fn sandbox_state(
         &self,
         run: &AgentRun,
@@ -345,9 +362,9 @@ impl DaytonaSandboxes {
         let Some(sandbox) = self.client.get(id).await? else {
             return Ok(None);
         };
-        match sandbox.state.as_str() {
-            "destroyed" | "destroying" => return Ok(None),
-            "error" | "build_failed" => {
+        match sandbox.state.readiness() {
+            Readiness::Gone => return Ok(None),
+            Readiness::Failed => {
                 return Ok(Some(SandboxState::Exited {
                     code: -1,
                     reason: Some(format!(
@@ -356,62 +373,56 @@ impl DaytonaSandboxes {
                     )),
                 }));
             }
-            _ => {}
+            // Stopped, paused or archived under the run (auto-stop, say):
+            // nothing of the agent runs any more.
+            Readiness::Startable => {
+                return Ok(Some(SandboxState::Exited {
+                    code: -1,
+                    reason: Some(format!(
+                        "the Daytona sandbox was {} while the agent ran",
+                        sandbox.state
+                    )),
+                }));
+            }
+            // Its toolbox answers only once it settles.
+            Readiness::Transitioning => {
+                return Ok(Some(SandboxState::Waiting {
+                    reason: Some(format!("the Daytona sandbox is {}", sandbox.state)),
+                }));
+            }
+            Readiness::Ready => {}
         }
         let session = session_id(run);
-        let Some(command) = self.agent_command(id, &session).await? else {
+        let Some(command) = self.agent_command(&sandbox, &session).await? else {
             return Ok(Some(SandboxState::Exited {
                 code: -1,
-                reason: Some(format!(
-                    "the agent's Daytona session is gone (the sandbox is {})",
-                    sandbox.state
-                )),
+                reason: Some("the agent's Daytona session is gone".to_owned()),
             }));
         };
-        if let Err(error) = self.forward_output(run, id, &session, &command.id).await {
-            warn!(%error, "could not read the agent's output from Daytona");
-        }
+        self.followers.follow(
+            &self.client,
+            &run.uid().unwrap_or_default(),
+            &sandbox,
+            &session,
+            &command.id,
+        );
         Ok(Some(match command.exit_code {
             None => SandboxState::Running,
             Some(code) => SandboxState::Exited { code, reason: None },
         }))
     }
 
-    /// The agent's command in `session` of sandbox `id`, if it was started.
+    /// The agent's command in `session` of `sandbox`, if it was started.
     async fn agent_command(
         &self,
-        id: &str,
+        sandbox: &client::Sandbox,
         session: &str,
     ) -> Result<Option<SessionCommand>, DaytonaError> {
         Ok(self
             .client
-            .session(id, session)
+            .session(sandbox, session)
             .await?
             .and_then(|s| s.commands.into_iter().last()))
-    }
-
-    /// Logs the agent's output lines not logged yet.
-    async fn forward_output(
-        &self,
-        run: &AgentRun,
-        id: &str,
-        session: &str,
-        command: &str,
-    ) -> Result<(), DaytonaError> {
-        let output = self.client.logs(id, session, command).await?;
-        let key = run.uid().unwrap_or_default();
-        let mut forwarded = self.forwarded.lock().unwrap_or_else(|p| p.into_inner());
-        let done = forwarded.entry(key).or_default();
-        let fresh = output.get(*done..).unwrap_or_default();
-        // Only whole lines: the rest comes with the next look.
-        let Some(end) = fresh.rfind('\n') else {
-            return Ok(());
-        };
-        for line in fresh[..end].lines().filter(|l| !l.trim().is_empty()) {
-            info!(target: "smolpaws::agent", sandbox = %id, "{line}");
-        }
-        *done += end + 1;
-        Ok(())
     }
 
     /// The report the agent printed last, once it exited.
@@ -420,15 +431,46 @@ impl DaytonaSandboxes {
         run: &AgentRun,
         id: &str,
     ) -> Result<Option<Report>, DaytonaError> {
-        let session = session_id(run);
-        let Some(command) = self.agent_command(id, &session).await? else {
+        let Some(sandbox) = self
+            .client
+            .get(id)
+            .await?
+            .filter(|s| s.state.readiness() == Readiness::Ready)
+        else {
             return Ok(None);
         };
-        let output = self.client.logs(id, &session, &command.id).await?;
+        let session = session_id(run);
+        let Some(command) = self.agent_command(&sandbox, &session).await? else {
+            return Ok(None);
+        };
+        let output = self.client.logs(&sandbox, &session, &command.id).await?;
+        self.followers
+            .finish(&run.uid().unwrap_or_default(), &sandbox.id, &output);
         Ok(output
             .lines()
             .rev()
             .find_map(|line| serde_json::from_str::<Report>(line.trim()).ok()))
+    }
+
+    /// The sandboxes `run` holds: the one named after it, the one its status
+    /// names, and any its label is on (the list may lag; the first two do
+    /// not), each still carrying its label and not yet destroyed.
+    async fn held(&self, run: &AgentRun) -> Result<Vec<client::Sandbox>, DaytonaError> {
+        let uid = run.uid().unwrap_or_default();
+        let mut held: Vec<client::Sandbox> = Vec::new();
+        for key in std::iter::once(sandbox_name(run)).chain(sandbox_id(run).map(str::to_owned)) {
+            if let Some(sandbox) = self.client.get(&key).await? {
+                held.push(sandbox);
+            }
+        }
+        let mine = BTreeMap::from([(RUN_LABEL.to_owned(), uid.clone())]);
+        held.extend(self.client.find(&mine).await?);
+        let mut seen = HashSet::new();
+        // Daytona shows a destroyed sandbox for a while; it needs nothing.
+        held.retain(|s| {
+            holds(s, &uid) && s.state.readiness() != Readiness::Gone && seen.insert(s.id.clone())
+        });
+        Ok(held)
     }
 
     /// Hands back every sandbox `run` holds: deleted, or with reuse on,
@@ -436,13 +478,14 @@ impl DaytonaSandboxes {
     /// all when it cannot be cleaned). Safe to repeat.
     async fn hand_back(&self, run: &AgentRun) -> Result<(), DaytonaError> {
         let uid = run.uid().unwrap_or_default();
-        let mine = BTreeMap::from([(RUN_LABEL.to_owned(), uid.clone())]);
-        for sandbox in self.client.find(&mine).await? {
-            if self.settings.daytona_reuse_sandboxes && sandbox.state == "started" {
+        for sandbox in self.held(run).await? {
+            if self.settings.daytona_reuse_sandboxes
+                && sandbox.state.readiness() == Readiness::Ready
+            {
                 self.client
-                    .delete_session(&sandbox.id, &session_id(run))
+                    .delete_session(&sandbox, &session_id(run))
                     .await?;
-                let cleaned = match self.clean(&sandbox.id, run).await {
+                let cleaned = match self.clean(&sandbox, run).await {
                     Ok(cleaned) => cleaned,
                     Err(error) if error.is_transient() => return Err(error),
                     Err(error) => Err(error.to_string()),
@@ -470,27 +513,28 @@ impl DaytonaSandboxes {
                 info!(sandbox = %sandbox.id, "deleted the Daytona sandbox");
             }
         }
-        self.forwarded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&uid);
+        self.followers.forget(&uid);
         Ok(())
     }
 
-    /// Runs [`CLEANUP`] in sandbox `id` in a session of its own and waits
-    /// for it: `Err` with the reason when it failed or did not finish.
-    async fn clean(&self, id: &str, run: &AgentRun) -> Result<Result<(), String>, DaytonaError> {
+    /// Runs [`CLEANUP`] in `sandbox` in a session of its own and waits for
+    /// it: `Err` with the reason when it failed or did not finish.
+    async fn clean(
+        &self,
+        sandbox: &client::Sandbox,
+        run: &AgentRun,
+    ) -> Result<Result<(), String>, DaytonaError> {
         let session = format!("smolpaws-clean-{}", run.uid().unwrap_or_default());
-        match self.client.create_session(id, &session).await {
+        match self.client.create_session(sandbox, &session).await {
             // Left by an earlier attempt that failed after making it.
             Err(error) if error.is_conflict() => {}
             other => other?,
         }
-        let command = self.client.execute(id, &session, CLEANUP).await?;
+        let command = self.client.execute(sandbox, &session, CLEANUP).await?;
         let deadline = Instant::now() + CLEANUP_DEADLINE;
         let mut pause = Duration::from_millis(100);
         let outcome = loop {
-            let Some(state) = self.client.session(id, &session).await? else {
+            let Some(state) = self.client.session(sandbox, &session).await? else {
                 break Err("the cleanup's session vanished".to_owned());
             };
             match state.commands.iter().find(|c| c.id == command) {
@@ -502,7 +546,7 @@ impl DaytonaSandboxes {
                     exit_code: Some(code),
                     ..
                 }) => {
-                    let output = self.client.logs(id, &session, &command).await;
+                    let output = self.client.logs(sandbox, &session, &command).await;
                     let output = output.unwrap_or_default();
                     let skip = output.chars().count().saturating_sub(500);
                     let tail: String = output.chars().skip(skip).collect();
@@ -520,7 +564,7 @@ impl DaytonaSandboxes {
                 }
             }
         };
-        self.client.delete_session(id, &session).await?;
+        self.client.delete_session(sandbox, &session).await?;
         Ok(outcome)
     }
 }
@@ -557,7 +601,8 @@ fn sandbox_id(run: &AgentRun) -> Option<&str> {
 
 #[async_trait::async_trait]
 impl Sandbox for DaytonaSandboxes {
-    /// Daytona names its sandboxes itself, once they exist.
+    /// The status records Daytona's id, known once the sandbox is made
+    /// (or a warm one taken).
     fn planned_name(&self, _run: &AgentRun) -> Option<String> {
         None
     }
@@ -656,6 +701,16 @@ fn repository_labels(run: &AgentRun) -> BTreeMap<String, String> {
             run.spec.github.repository.replace('/', "."),
         ),
     ])
+}
+
+/// The name of the sandbox made for `run`, unique per run.
+fn sandbox_name(run: &AgentRun) -> String {
+    format!("smolpaws-{}", run.uid().unwrap_or_default())
+}
+
+/// Whether `sandbox` carries the label of the run with `uid`.
+fn holds(sandbox: &client::Sandbox, uid: &str) -> bool {
+    sandbox.labels.get(RUN_LABEL).map(String::as_str) == Some(uid)
 }
 
 /// The process session of `run`'s agent.
