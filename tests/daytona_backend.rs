@@ -280,7 +280,7 @@ async fn a_daytona_run_succeeds_replies_once_and_leaves_nothing() {
     );
     assert_eq!(
         status.result.map(|r| r.reply),
-        Some("The README says main.".to_owned())
+        Some("The README says main.\n\n*No files were changed.*".to_owned())
     );
     let comments = setup.github.comments();
     assert_eq!(comments.len(), 1);
@@ -550,11 +550,17 @@ async fn a_controller_restarted_mid_run_adopts_its_sandbox() {
     setup
         .until("restart", "Running", |run| run.phase() == Phase::Running)
         .await;
-    drop(first);
-    let _second = setup.operator().await;
+    let _second = first
+        .restart(
+            support::client(),
+            &setup.namespace,
+            Some(&setup.github.url),
+            |args| setup.tune(args, true),
+        )
+        .await;
 
     let run = setup.replied("restart").await;
-    assert_eq!(run.phase(), Phase::Succeeded);
+    assert_eq!(run.phase(), Phase::Succeeded, "{:?}", run.status);
     assert_eq!(setup.daytona.created(), 1, "no second sandbox");
     assert_eq!(setup.github.comments().len(), 1);
     setup.until_no_sandbox().await;

@@ -61,7 +61,7 @@ impl Operator {
         github: Option<&str>,
         tune: impl FnOnce(&mut ControllerArgs),
     ) -> Self {
-        Self::spawn(client, namespace, github, tune, None).await
+        Self::spawn(client, namespace, github, tune, None, None).await
     }
 
     /// Starts a leader-elected replica named `identity`, its Lease in
@@ -73,7 +73,42 @@ impl Operator {
         identity: &str,
         tune: impl FnOnce(&mut ControllerArgs),
     ) -> Self {
-        Self::spawn(client, namespace, github, tune, Some(identity)).await
+        Self::spawn(client, namespace, github, tune, Some(identity), None).await
+    }
+
+    /// Kills this controller and starts another whose result endpoint (and
+    /// LLM gateway) answers at the same address, as a restarted pod behind
+    /// the same Service: sandboxes it started still reach it.
+    pub async fn restart(
+        self,
+        client: kube::Client,
+        namespace: &str,
+        github: Option<&str>,
+        tune: impl FnOnce(&mut ControllerArgs),
+    ) -> Self {
+        let address = self.result_url.trim_start_matches("http://").to_owned();
+        drop(self);
+        let mut wait = Duration::from_millis(10);
+        let results = loop {
+            // The killed task lets go of the port once the runtime drops it.
+            match TcpListener::bind(&address).await {
+                Ok(listener) => break listener,
+                Err(_) if wait < Duration::from_secs(5) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(error) => panic!("{address} stayed taken: {error}"),
+            }
+        };
+        Self::spawn(
+            client,
+            namespace,
+            github,
+            tune,
+            None,
+            Some((results, format!("http://{address}"))),
+        )
+        .await
     }
 
     /// The metrics of this controller, as Prometheus text from its
@@ -93,8 +128,12 @@ impl Operator {
         github: Option<&str>,
         tune: impl FnOnce(&mut ControllerArgs),
         identity: Option<&str>,
+        results: Option<(TcpListener, String)>,
     ) -> Self {
-        let (results, result_url) = loopback().await;
+        let (results, result_url) = match results {
+            Some(results) => results,
+            None => loopback().await,
+        };
         let (front, admin) = loopback().await;
         let mut args = Defaults::try_parse_from(["controller"])
             .expect("the defaults parse")
