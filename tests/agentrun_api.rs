@@ -121,6 +121,28 @@ async fn an_agentrun_round_trips_and_status_goes_through_the_subresource() {
 }
 
 #[tokio::test]
+async fn enterprise_managed_users_may_ask_in_their_own_repositories() {
+    let client = support::client();
+    let ns = support::namespace(&client, "emu").await;
+    let api: Api<AgentRun> = Api::namespaced(client, &ns);
+    let mut managed = spec();
+    // An Enterprise Managed User's login is its handle, `_`, and the
+    // enterprise's short code.
+    managed.github.repository = "mona-lisa_acme/hello-world".into();
+    if let Some(comment) = managed.github.comment.as_mut() {
+        comment.author = "mona-lisa_acme".into();
+    }
+    let created = api
+        .create(
+            &PostParams::default(),
+            &AgentRun::new("managed", managed.clone()),
+        )
+        .await
+        .expect("an EMU login is a valid author and owner");
+    assert_eq!(created.spec, managed);
+}
+
+#[tokio::test]
 async fn the_spec_is_immutable() {
     let client = support::client();
     let ns = support::namespace(&client, "immutable").await;

@@ -94,7 +94,9 @@ pub struct GitHubContext {
     pub installation_id: Option<i64>,
 
     /// The repository, as `owner/name`.
-    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$"))]
+    #[schemars(regex(
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}(_[A-Za-z0-9]{1,39})?/[A-Za-z0-9._-]{1,100}$"
+    ))]
     pub repository: String,
 
     /// The issue or pull request number.
@@ -151,7 +153,9 @@ pub struct TriggerComment {
     pub html_url: String,
 
     /// The login of the comment's author.
-    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}(\[bot\])?$"))]
+    #[schemars(regex(
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}(_[A-Za-z0-9]{1,39})?(\[bot\])?$"
+    ))]
     pub author: String,
 
     /// Where in the diff a review comment sits.
