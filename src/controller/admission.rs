@@ -16,6 +16,9 @@ pub struct Limits {
     pub global: usize,
     /// In one repository.
     pub per_repository: usize,
+    /// Runs waiting in Pending for a slot; a run that would wait behind
+    /// more ends at once, so a flood cannot queue without bound.
+    pub pending: usize,
 }
 
 /// `namespace/name`, the key runs are tracked by.
@@ -79,6 +82,21 @@ pub fn admits(
     false
 }
 
+/// How many Pending runs wait ahead of `candidate` (made before it).
+pub fn waiting_ahead(runs: &[Arc<AgentRun>], candidate: &AgentRun) -> usize {
+    let created = |run: &AgentRun| run.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let candidate_key = key(candidate);
+    runs.iter()
+        .map(Arc::as_ref)
+        .filter(|run| {
+            run.phase() == Phase::Pending
+                && run.metadata.deletion_timestamp.is_none()
+                && key(run) != candidate_key
+                && (created(run), key(run)) < (created(candidate), candidate_key.clone())
+        })
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -97,7 +115,21 @@ mod tests {
     const LIMITS: Limits = Limits {
         global: 2,
         per_repository: 1,
+        pending: 100,
     };
+
+    #[test]
+    fn the_queue_ahead_counts_older_pending_runs_only() {
+        let runs = vec![
+            run("a", "o/one", 1, Phase::Pending),
+            run("b", "o/two", 2, Phase::Running),
+            run("c", "o/one", 3, Phase::Pending),
+            run("d", "o/one", 5, Phase::Pending),
+        ];
+        assert_eq!(waiting_ahead(&runs, &runs[0]), 0);
+        assert_eq!(waiting_ahead(&runs, &runs[2]), 1);
+        assert_eq!(waiting_ahead(&runs, &runs[3]), 2);
+    }
 
     #[test]
     fn oldest_first_within_the_global_limit() {

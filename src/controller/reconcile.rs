@@ -18,7 +18,7 @@ use kube::{Resource, ResourceExt};
 use secrecy::SecretString;
 use tracing::{info, warn};
 
-use super::admission::{admits, key};
+use super::admission::{admits, key, waiting_ahead};
 use super::decide::{exit_outcome, human, next_look, reply_text, since};
 use super::status::{Transition, condition, conditions, write};
 use super::{Context, Error};
@@ -148,8 +148,16 @@ async fn admit(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         if ok {
             admitted.insert(key(run));
         }
-        ok
+        (ok, waiting_ahead(&store, run))
     };
+    let (admitted, ahead) = admitted;
+    if !admitted && ahead >= ctx.limits.pending && condition(run, conditions::ADMITTED).is_none() {
+        let message = format!(
+            "{ahead} requests are already waiting for a sandbox (at most {}); ask again later",
+            ctx.limits.pending
+        );
+        return fail(run, ctx, "QueueFull", message).await;
+    }
     if !admitted {
         if condition(run, conditions::ADMITTED).is_none() {
             let queued = Transition::new(

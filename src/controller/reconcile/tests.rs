@@ -191,6 +191,7 @@ fn context(
         limits: Limits {
             global: 10,
             per_repository: 1,
+            pending: 100,
         },
         ..ControllerConfig::default()
     };
@@ -312,6 +313,38 @@ async fn a_pending_run_without_a_slot_is_queued_and_looked_at_again() {
     assert!(
         patch["status"].get("phase").is_none(),
         "a queued run stays Pending: {patch}"
+    );
+}
+
+#[tokio::test]
+async fn a_run_behind_a_full_queue_fails_at_once_and_says_why() {
+    let log = Log::default();
+    let mut holder = run("holder", in_phase(Phase::Running));
+    holder.spec.github.repository = "octo/hello".into();
+    let earlier = run("early", AgentRunStatus::default());
+    let late = run("run-1", AgentRunStatus::default());
+    let mut calls = vec![call(
+        Method::GET,
+        format!("{SECRETS}/run-1-run"),
+        StatusCode::NOT_FOUND,
+    )];
+    calls.extend(transition(&late));
+    let sandbox = scripted(&log, waiting(), None);
+    let (mut ctx, served) = context(&log, calls, sandbox, &[holder, earlier, late.clone()], None);
+    Arc::get_mut(&mut ctx).expect("one owner").limits.pending = 1;
+    let (_, bodies) = reconcile_once(late, (ctx, served)).await;
+    let patch = bodies
+        .iter()
+        .find(|b| b.get("status").is_some())
+        .expect("a status patch");
+    assert_eq!(patch["status"]["phase"], "Failed", "{patch}");
+    let finished = &patch["status"]["conditions"][0];
+    assert_eq!(finished["reason"], "QueueFull");
+    assert!(
+        finished["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("1 requests are already waiting")),
+        "{finished}"
     );
 }
 
