@@ -9,6 +9,7 @@
 
 mod support;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -91,13 +92,28 @@ fn model_file(interpreter: &Path) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
 }
 
-/// One agent run: its report and its log lines.
+/// One agent run: its report, its log lines and how long it took.
 struct Run {
     report: Value,
     log: Vec<Value>,
+    took: Duration,
 }
 
 impl Run {
+    /// One line for the record: turns, tool calls, outcome, tokens, time.
+    fn summary(&self, label: &str) -> String {
+        let tokens = |key: &str| self.report["usage"][key].as_i64().unwrap_or(0);
+        format!(
+            "real model run {label}: {} turns, {} tool calls, {}, {} prompt + {} completion tokens, {:.1} s",
+            self.lines("llm").len(),
+            self.lines("tool").len(),
+            self.report["outcome"].as_str().unwrap_or("no outcome"),
+            tokens("promptTokens"),
+            tokens("completionTokens"),
+            self.took.as_secs_f64()
+        )
+    }
+
     /// The log lines with `message`.
     fn lines(&self, message: &str) -> Vec<&Value> {
         self.log
@@ -124,6 +140,7 @@ async fn run(model: &ModelServer, request: &str, extra: &[(&str, &str)]) -> Run 
             },
         },
     });
+    let started = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_smolpaws"))
         .arg("agent")
         .env_clear()
@@ -157,11 +174,18 @@ async fn run(model: &ModelServer, request: &str, extra: &[(&str, &str)]) -> Run 
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     let report = lines.pop().expect("the report, printed last");
-    Run { report, log: lines }
+    Run {
+        report,
+        log: lines,
+        took: started.elapsed(),
+    }
 }
 
-/// What every run must show, whatever the model said.
-fn holds_its_invariants(run: &Run) {
+/// What every run must show, whatever the model said; its summary goes to
+/// the test's output.
+fn holds_its_invariants(run: &Run, label: &str) {
+    // Straight to stderr: the harness captures only the print macros.
+    let _ = writeln!(std::io::stderr(), "{}", run.summary(label));
     let report = &run.report;
     let reply = report["reply"].as_str().expect("a reply");
     assert!(!reply.trim().is_empty(), "a reply: {report}");
@@ -218,8 +242,8 @@ async fn the_tools_reach_the_model_s_prompt_and_every_run_ends_in_a_reply() {
         &[("LLM_MAX_TOKENS", "256"), ("LLM_TOOL_CHOICE", "omit")],
     )
     .await;
-    holds_its_invariants(&offered);
-    holds_its_invariants(&omitted);
+    holds_its_invariants(&offered, "8k context, tool_choice auto");
+    holds_its_invariants(&omitted, "8k context, tool_choice omitted");
     // The server renders the tools into the prompt only when asked with
     // tool_choice: the same request is hundreds of tokens longer.
     let (with_tools, without) = (first_prompt_tokens(&offered), first_prompt_tokens(&omitted));
@@ -233,7 +257,7 @@ async fn the_tools_reach_the_model_s_prompt_and_every_run_ends_in_a_reply() {
 async fn a_small_context_ends_a_run_that_outgrows_it_failed_with_a_reply() {
     let model = ModelServer::start(2048).await;
     let small = run(&model, "Fix the typo 'Helo' in greet.py.", &[]).await;
-    holds_its_invariants(&small);
+    holds_its_invariants(&small, "2k context");
     assert_ne!(
         small.report["outcome"], "LLMFailed",
         "a small context is no LLM failure: {}",
@@ -247,7 +271,7 @@ async fn a_small_context_ends_a_run_that_outgrows_it_failed_with_a_reply() {
         "the greeting is shown to every user at sign-in. ".repeat(300)
     );
     let outgrown = run(&model, &long_request, &[]).await;
-    holds_its_invariants(&outgrown);
+    holds_its_invariants(&outgrown, "2k context, a request longer than it");
     assert_eq!(outgrown.report["outcome"], "ContextExhausted");
     let reply = outgrown.report["reply"].as_str().expect("a reply");
     assert!(
