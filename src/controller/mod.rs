@@ -14,6 +14,7 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod report;
+pub mod retry;
 pub mod status;
 
 use std::collections::HashSet;
@@ -150,6 +151,8 @@ pub struct Context {
     pub runs: Store<AgentRun>,
     /// Runs admitted by this controller that its view may not show yet.
     pub admitted: Mutex<HashSet<String>>,
+    /// Failed reconciles in a row, per run, for their backoff.
+    pub failures: retry::Failures,
     /// Metrics.
     pub metrics: ControllerMetrics,
     /// Asks the controller to reconcile a run now.
@@ -216,6 +219,7 @@ pub async fn run(
         ttl: config.ttl,
         runs: controller.store(),
         admitted: Mutex::new(HashSet::new()),
+        failures: retry::Failures::default(),
         metrics,
         wake,
     });

@@ -40,6 +40,7 @@ const QUEUE_POLL: Duration = Duration::from_secs(5);
 pub async fn reconcile(run: Arc<AgentRun>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let namespace = run.namespace().ok_or(Error::NoNamespace)?;
+    let run_key = key(&run);
     let api: Api<AgentRun> = Api::namespaced(ctx.client.clone(), &namespace);
     let outcome = finalizer(&api, FINALIZER, run, |event| async {
         match event {
@@ -50,13 +51,17 @@ pub async fn reconcile(run: Arc<AgentRun>, ctx: Arc<Context>) -> Result<Action, 
     .await
     .map_err(|error| Error::Finalizer(Box::new(error)));
     ctx.metrics.reconciled(started.elapsed().as_secs_f64());
+    if outcome.is_ok() {
+        ctx.failures.succeeded(&run_key);
+    }
     outcome
 }
 
-/// Requeues a failed reconcile when GitHub or the apiserver says it may work.
+/// Requeues a failed reconcile when GitHub or the apiserver says it may
+/// work, later each time it fails again.
 pub fn error_policy(run: Arc<AgentRun>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failed(error.kind());
-    let retry = error.retry_after();
+    let retry = ctx.failures.failed(key(&run), error.retry_after());
     warn!(run = %key(&run), %error, ?retry, "reconcile failed; will retry");
     Action::requeue(retry)
 }

@@ -210,6 +210,7 @@ fn context(
         ttl: config.ttl,
         runs: store,
         admitted: Mutex::new(HashSet::new()),
+        failures: crate::controller::retry::Failures::default(),
         metrics: ControllerMetrics::register(&mut Registry::default()),
         wake: futures::channel::mpsc::unbounded().0,
     };
