@@ -53,14 +53,19 @@ impl Workspace {
                 Component::RootDir | Component::Prefix(_) => return Err(outside()),
             }
         }
-        // Symlinks: the deepest existing ancestor, resolved, must stay inside.
+        // Symlinks: the deepest existing ancestor, resolved, must stay
+        // inside. A symlink counts as existing even when its target does not
+        // (lstat, not stat): a dangling link is resolved, and refused, rather
+        // than skipped over and then followed by the write.
         let mut existing = lexical.as_path();
-        while !existing.exists() {
+        while existing.symlink_metadata().is_err() {
             existing = existing.parent().ok_or_else(outside)?;
         }
-        let real = existing
-            .canonicalize()
-            .map_err(|e| ToolError::new(format!("{path}: {e}")))?;
+        let real = existing.canonicalize().map_err(|e| {
+            ToolError::new(format!(
+                "{path}: {e} (a symlink whose target does not exist is not followed)"
+            ))
+        })?;
         if !real.starts_with(&self.root) {
             return Err(outside());
         }
@@ -81,6 +86,8 @@ mod tests {
         let outside = tempfile::tempdir().expect("another temp dir");
         std::fs::create_dir(dir.path().join("src")).expect("mkdir");
         std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).expect("symlink");
+        std::os::unix::fs::symlink(outside.path().join("planted"), dir.path().join("dangling"))
+            .expect("symlink");
         let workspace = Workspace::new(dir.path()).expect("a workspace");
         let root = workspace.root().to_owned();
 
@@ -99,6 +106,8 @@ mod tests {
             "/etc/passwd",
             "link/secret",
             "link",
+            "dangling",
+            "dangling/below",
         ] {
             assert!(
                 workspace.resolve(escape).is_err(),
