@@ -195,18 +195,143 @@ async fn the_chart_lints_and_renders_with_defaults_and_every_feature() {
         named("SMOLPAWS_WATCH_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.namespace"
     );
+    let projected: Vec<&str> =
+        deployment["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|source| source["secret"]["name"].as_str())
+            .collect();
     assert_eq!(
-        named("DAYTONA_API_KEY")["valueFrom"]["secretKeyRef"]["name"],
-        "smolpaws-daytona"
-    );
-    assert_eq!(
-        named("LLM_API_KEY")["valueFrom"]["secretKeyRef"]["name"],
-        "smolpaws-llm"
+        projected,
+        ["smolpaws-github", "smolpaws-llm", "smolpaws-daytona"]
     );
     assert!(
         !env.to_string().contains("sk-test"),
         "secrets reach the operator through Secrets only"
     );
+    // As files: an env var is in /proc/PID/environ and every child's.
+    assert!(
+        !env.to_string().contains("secretKeyRef"),
+        "no secret as an env var: {env:#}"
+    );
+    for (variable, file) in [
+        ("GITHUB_WEBHOOK_SECRET_FILE", "github-webhook-secret"),
+        ("GITHUB_APP_PRIVATE_KEY_FILE", "github-private-key.pem"),
+        ("LLM_API_KEY_FILE", "llm-api-key"),
+        ("DAYTONA_API_KEY_FILE", "daytona-api-key"),
+    ] {
+        assert_eq!(
+            named(variable)["value"],
+            format!("/etc/smolpaws/secrets/{file}")
+        );
+    }
+}
+
+/// What Checkov reports on `files`: its JSON, one object per framework.
+async fn checkov(files: &[PathBuf]) -> serde_json::Value {
+    let python = tokio::task::spawn_blocking(|| support::python::interpreter("checkov"))
+        .await
+        .expect("the checkov environment");
+    let mut command = tokio::process::Command::new(python.with_file_name("checkov"));
+    for file in files {
+        command.arg("--file").arg(file);
+    }
+    let output = command
+        // --skip-download: no call home for guidelines (there is no internet
+        // here, and a scan must not depend on one).
+        .args([
+            "--framework",
+            "kubernetes",
+            "--skip-download",
+            "--output",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("checkov runs");
+    // It exits 1 when a check fails; the report says which.
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "checkov gave no report ({e}, {}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// The findings Checkov is told to skip, each with the reason given beside
+/// it in values.yaml; anything else it finds fails the test.
+const CHECKOV_SKIPS: [&str; 3] = [
+    // The operator is a Kubernetes client: it needs its token.
+    "CKV_K8S_38",
+    // The release tag, unless image.digest is set.
+    "CKV_K8S_43",
+    // IfNotPresent with an immutable tag.
+    "CKV_K8S_15",
+];
+
+#[tokio::test]
+async fn checkov_finds_nothing_in_the_chart_but_its_justified_skips() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let all = dir.path().join("all-features.yaml");
+    std::fs::write(
+        &all,
+        render("smolpaws", "smolpaws", &["-f", ALL_FEATURES]).await,
+    )
+    .expect("writing a render");
+    let cluster_wide = dir.path().join("cluster-wide.yaml");
+    std::fs::write(
+        &cluster_wide,
+        render(
+            "smolpaws",
+            "smolpaws",
+            &[
+                "--set",
+                "rbac.namespaced=false",
+                "--set",
+                "sandboxNamespaces={team-a}",
+            ],
+        )
+        .await,
+    )
+    .expect("writing a render");
+    let report = checkov(&[PathBuf::from(MANIFESTS), all, cluster_wide]).await;
+    let results = &report["results"];
+    let summary = &report["summary"];
+    eprintln!("checkov {}: {summary}", summary["checkov_version"]);
+
+    let failed: Vec<String> = results["failed_checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| format!("{} {} on {}", c["check_id"], c["check_name"], c["resource"]))
+        .collect();
+    assert!(failed.is_empty(), "Checkov findings: {failed:#?}");
+    assert!(
+        summary["passed"].as_u64().unwrap_or_default() > 100,
+        "Checkov checked little: {summary}"
+    );
+    for skipped in results["skipped_checks"].as_array().into_iter().flatten() {
+        let id = skipped["check_id"].as_str().unwrap_or_default();
+        assert!(
+            CHECKOV_SKIPS.contains(&id),
+            "an unexpected skip: {skipped:#}"
+        );
+        assert!(
+            skipped["resource"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("Deployment.")),
+            "skips are for the operator's Deployment: {skipped:#}"
+        );
+        let reason = skipped["check_result"]["suppress_comment"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(reason.len() > 40, "{id} is skipped without a reason");
+    }
+    // Each of the three files has the Deployment, each skip on it.
+    assert_eq!(summary["skipped"], 3 * CHECKOV_SKIPS.len());
 }
 
 #[tokio::test]
@@ -697,11 +822,14 @@ async fn helm_installs_and_upgrades_the_chart() {
 }
 
 /// The operator's environment as the chart's Deployment gives it, with the
-/// kubelet's part done: fieldRefs and Secret refs resolved.
+/// kubelet's part done: fieldRefs resolved, and the secret files of the
+/// projected volume written under `mounts`, where the `*_FILE` settings
+/// then point. Panics when an env var still takes a Secret's value.
 fn deployment_env(
     docs: &[serde_json::Value],
     namespace: &str,
     pod: &str,
+    mounts: &std::path::Path,
 ) -> BTreeMap<String, String> {
     let secrets: Vec<Secret> = docs
         .iter()
@@ -712,35 +840,66 @@ fn deployment_env(
         .iter()
         .find(|d| d["kind"] == "Deployment")
         .expect("a Deployment");
-    let env: Vec<k8s_openapi::api::core::v1::EnvVar> = serde_json::from_value(
-        deployment["spec"]["template"]["spec"]["containers"][0]["env"].clone(),
-    )
-    .expect("container env");
-    env.into_iter()
+    let pod_spec: k8s_openapi::api::core::v1::PodSpec =
+        serde_json::from_value(deployment["spec"]["template"]["spec"].clone()).expect("a pod spec");
+    let container = &pod_spec.containers[0];
+    let mut mounted = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let volume = pod_spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .expect("a mounted volume");
+        let sources = volume
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten());
+        let dir = mounts.join(mount.name.as_str());
+        std::fs::create_dir_all(&dir).expect("a mount directory");
+        for source in sources.filter_map(|s| s.secret.as_ref()) {
+            let secret = secrets
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(source.name.as_str()))
+                .unwrap_or_else(|| panic!("the chart renders no Secret {}", source.name));
+            for item in source.items.iter().flatten() {
+                let value = secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|data| data.get(&item.key))
+                    .unwrap_or_else(|| panic!("the chart renders no {}/{}", source.name, item.key));
+                std::fs::write(dir.join(&item.path), value).expect("writing a secret file");
+            }
+        }
+        mounted.push((mount.mount_path.clone(), dir));
+    }
+    container
+        .env
+        .iter()
+        .flatten()
         .map(|var| {
-            let value = match (var.value, var.value_from) {
-                (Some(value), _) => value,
+            let value = match (&var.value, &var.value_from) {
+                (Some(value), _) => mounted
+                    .iter()
+                    .find_map(|(path, dir)| {
+                        let file = value.strip_prefix(path.as_str())?;
+                        Some(format!("{}{file}", dir.display()))
+                    })
+                    .unwrap_or_else(|| value.clone()),
                 (None, Some(source)) => {
-                    if let Some(field) = source.field_ref {
-                        match field.field_path.as_str() {
-                            "metadata.name" => pod.to_owned(),
-                            "metadata.namespace" => namespace.to_owned(),
-                            other => panic!("unexpected fieldRef {other}"),
-                        }
-                    } else {
-                        let key = source.secret_key_ref.expect("a secretKeyRef");
-                        secrets
-                            .iter()
-                            .find(|s| s.metadata.name.as_deref() == Some(key.name.as_str()))
-                            .and_then(|s| s.string_data.as_ref()?.get(&key.key).cloned())
-                            .unwrap_or_else(|| {
-                                panic!("the chart renders no {}/{}", key.name, key.key)
-                            })
+                    let field = source
+                        .field_ref
+                        .as_ref()
+                        .unwrap_or_else(|| panic!("{} is not a fieldRef: {source:?}", var.name));
+                    match field.field_path.as_str() {
+                        "metadata.name" => pod.to_owned(),
+                        "metadata.namespace" => namespace.to_owned(),
+                        other => panic!("unexpected fieldRef {other}"),
                     }
                 }
                 (None, None) => String::new(),
             };
-            (var.name, value)
+            (var.name.clone(), value)
         })
         .collect()
 }
@@ -854,13 +1013,7 @@ async fn the_operator_works_with_the_charts_rbac_and_no_more() {
     let agent = stand_in_agent(dir.path(), Agent::Replies("Done, with least privilege."));
     let _kubelet = Kubelet::start(admin.clone(), ns, move |_| Behaviour::Run(agent.clone()));
 
-    let key_file = dir.path().join("private-key.pem");
-    let mut env = deployment_env(&docs, ns, "paws-smolpaws-0");
-    std::fs::write(
-        &key_file,
-        env_secret(&docs, "paws-smolpaws-github", "private-key.pem"),
-    )
-    .expect("writing the mounted key");
+    let mut env = deployment_env(&docs, ns, "paws-smolpaws-0", dir.path());
     let (intake, results) = (support::free_port(), support::free_port());
     // What differs from the cluster: addresses, and GitHub is the fake.
     env.insert("SMOLPAWS_INTAKE_ADDR".into(), format!("127.0.0.1:{intake}"));
@@ -873,10 +1026,6 @@ async fn the_operator_works_with_the_charts_rbac_and_no_more() {
         format!("http://127.0.0.1:{results}"),
     );
     env.insert("GITHUB_API_URL".into(), github.url.clone());
-    env.insert(
-        "GITHUB_APP_PRIVATE_KEY_FILE".into(),
-        key_file.display().to_string(),
-    );
     let _operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_smolpaws"))
         .arg("operator")
         .env_clear()
@@ -923,12 +1072,4 @@ async fn the_operator_works_with_the_charts_rbac_and_no_more() {
     .await;
     let message = run.status.and_then(|s| s.message).unwrap_or_default();
     assert!(message.contains("forbidden"), "{message}");
-}
-
-fn env_secret(docs: &[serde_json::Value], name: &str, key: &str) -> String {
-    docs.iter()
-        .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == name)
-        .and_then(|d| d["stringData"][key].as_str())
-        .unwrap_or_else(|| panic!("the chart renders no {name}/{key}"))
-        .to_owned()
 }
