@@ -151,6 +151,7 @@ async fn the_chart_lints_and_renders_with_defaults_and_every_feature() {
             "ClusterRoleBinding",
             "Deployment",
             "NetworkPolicy",
+            "NetworkPolicy",
             "PodDisruptionBudget",
             "Service",
             "Service",
@@ -164,6 +165,7 @@ async fn the_chart_lints_and_renders_with_defaults_and_every_feature() {
         [
             "Deployment",
             "Ingress",
+            "NetworkPolicy",
             "NetworkPolicy",
             "PodDisruptionBudget",
             "Role",
@@ -356,10 +358,15 @@ async fn the_schema_rejects_wrong_values() {
     }
 }
 
-/// The NetworkPolicies among `docs`, by namespace.
+/// The sandboxes' NetworkPolicies among `docs`, by namespace.
 fn network_policies(docs: &[serde_json::Value]) -> BTreeMap<String, serde_json::Value> {
     docs.iter()
-        .filter(|d| d["kind"] == "NetworkPolicy")
+        .filter(|d| {
+            d["kind"] == "NetworkPolicy"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|name| name.ends_with("-sandboxes"))
+        })
         .map(|d| {
             let namespace = d["metadata"]["namespace"].as_str().expect("a namespace");
             (namespace.to_owned(), d.clone())
@@ -671,6 +678,137 @@ async fn every_sandbox_namespace_gets_the_network_policy() {
     assert!(stderr.contains("sandboxNamespaces"), "{stderr}");
 }
 
+/// The NetworkPolicy on the operator's own pods.
+fn operator_policy(docs: &[serde_json::Value]) -> serde_json::Value {
+    let policies: Vec<_> = docs
+        .iter()
+        .filter(|d| {
+            d["kind"] == "NetworkPolicy"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|name| name.ends_with("-operator"))
+        })
+        .collect();
+    assert_eq!(policies.len(), 1, "one operator NetworkPolicy");
+    policies[0].clone()
+}
+
+/// The container port of the operator named `name`.
+fn operator_port(docs: &[serde_json::Value], name: &str) -> serde_json::Value {
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} port"))["containerPort"]
+        .clone()
+}
+
+/// The one ingress rule of `policy` that opens exactly `ports`.
+fn ingress_rule_for<'a>(policy: &'a serde_json::Value, ports: &[&str]) -> &'a serde_json::Value {
+    let rules: Vec<_> = policy["spec"]["ingress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|rule| rule_ports(rule) == ports)
+        .collect();
+    assert_eq!(
+        rules.len(),
+        1,
+        "one ingress rule for {ports:?} in {policy:#}"
+    );
+    rules[0]
+}
+
+/// A peer of sandbox pods in `namespace`.
+fn sandboxes_in(namespace: &str) -> serde_json::Value {
+    serde_json::json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        "podSelector": {"matchExpressions": [{"key": "smolpaws.dev/run", "operator": "Exists"}]},
+    })
+}
+
+#[tokio::test]
+async fn only_sandboxes_reach_the_operators_result_port_and_the_webhook_is_open() {
+    let docs = documents(&render("paws", "agents", &["--set", "sandboxNamespaces={team-a}"]).await);
+    let policy = operator_policy(&docs);
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    assert_eq!(policy["metadata"]["namespace"], "agents");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
+    assert_eq!(
+        policy["spec"]["ingress"].as_array().map(Vec::len),
+        Some(2),
+        "the result port and the webhook port, nothing else: {policy:#}"
+    );
+
+    // The result endpoint, which is also the LLM gateway: sandbox pods of
+    // every sandbox namespace, which their own policies let out to it.
+    let results = format!("TCP/{}", operator_port(&docs, "results"));
+    let rule = ingress_rule_for(&policy, &[&results]);
+    assert_eq!(
+        rule["from"],
+        serde_json::json!([sandboxes_in("agents"), sandboxes_in("team-a")])
+    );
+    for sandboxes in network_policies(&docs).values() {
+        let out = rule_for(sandboxes, &[&results]);
+        assert_eq!(out["to"][0]["podSelector"], policy["spec"]["podSelector"]);
+    }
+
+    // GitHub must reach the webhook: open by default.
+    let webhook = format!("TCP/{}", operator_port(&docs, "http"));
+    let rule = ingress_rule_for(&policy, &[&webhook]);
+    assert!(rule.get("from").is_none(), "the webhook is open: {rule}");
+
+    // Or only from the ingress controller.
+    let ingress_controller = serde_json::json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+    });
+    let values = dir_with_values(&serde_json::json!({
+        "networkPolicy": {"webhookFrom": [ingress_controller]}
+    }));
+    let docs = documents(
+        &render(
+            "paws",
+            "agents",
+            &[
+                "-f",
+                values.path().join("values.yaml").to_str().expect("UTF-8"),
+            ],
+        )
+        .await,
+    );
+    let policy = operator_policy(&docs);
+    let rule = ingress_rule_for(&policy, &[&webhook]);
+    assert_eq!(rule["from"], serde_json::json!([ingress_controller]));
+    let rule = ingress_rule_for(&policy, &[&results]);
+    assert_eq!(rule["from"], serde_json::json!([sandboxes_in("agents")]));
+}
+
+/// A directory holding `values` as values.yaml, for `helm -f`.
+fn dir_with_values(values: &serde_json::Value) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(
+        dir.path().join("values.yaml"),
+        serde_json::to_string(values).expect("JSON is YAML"),
+    )
+    .expect("writing values");
+    dir
+}
+
 #[tokio::test]
 async fn the_network_policies_are_accepted_by_the_apiserver() {
     let client = support::client();
@@ -689,10 +827,17 @@ async fn the_network_policies_are_accepted_by_the_apiserver() {
         )
         .await,
     );
-    let policies: Vec<_> = network_policies(&docs).into_values().collect();
+    let mut policies: Vec<_> = network_policies(&docs).into_values().collect();
     assert_eq!(policies.len(), 2);
+    policies.push(operator_policy(&docs));
     // The excepts are strict subsets of their CIDRs, or this is refused.
     apply(&client, &policies).await;
+    let operator = Api::<NetworkPolicy>::namespaced(client.clone(), &release)
+        .get("netpol-smolpaws-operator")
+        .await
+        .expect("the operator's NetworkPolicy is stored");
+    let rules = operator.spec.and_then(|s| s.ingress).unwrap_or_default();
+    assert_eq!(rules[0].from.as_ref().map(Vec::len), Some(2));
     let stored = Api::<NetworkPolicy>::namespaced(client.clone(), &team)
         .get("netpol-smolpaws-sandboxes")
         .await
