@@ -15,7 +15,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::Discovery;
 use kube::runtime::wait::await_condition;
@@ -34,6 +34,13 @@ const ALL_FEATURES: &str = concat!(
     "/tests/fixtures/chart/all-features.yaml"
 );
 const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/smolpaws.yaml");
+/// Values for an operator watching every namespace and serving team-a too.
+const CLUSTER_WIDE: [&str; 4] = [
+    "--set",
+    "rbac.namespaced=false",
+    "--set",
+    "sandboxNamespaces={team-a}",
+];
 
 async fn helm_binary() -> PathBuf {
     Tools::locate().await.expect("the test tools").helm()
@@ -147,18 +154,31 @@ async fn the_chart_lints_and_renders_with_defaults_and_every_feature() {
     assert_eq!(
         kinds(&defaults),
         [
-            "ClusterRole",
-            "ClusterRoleBinding",
             "Deployment",
             "NetworkPolicy",
             "NetworkPolicy",
             "PodDisruptionBudget",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
             "Service",
             "Service",
             "Service",
-            "ServiceAccount"
+            "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
         ]
     );
+    let cluster_wide = documents(&render("smolpaws", "smolpaws", &CLUSTER_WIDE).await);
+    let cluster_kinds = kinds(&cluster_wide);
+    for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
+        assert_eq!(
+            cluster_kinds.iter().filter(|k| *k == kind).count(),
+            1,
+            "{kind} in {cluster_kinds:?}"
+        );
+    }
     let everything = documents(&render("smolpaws", "smolpaws", &["-f", ALL_FEATURES]).await);
     assert_eq!(
         kinds(&everything),
@@ -169,6 +189,8 @@ async fn the_chart_lints_and_renders_with_defaults_and_every_feature() {
             "NetworkPolicy",
             "PodDisruptionBudget",
             "Role",
+            "Role",
+            "RoleBinding",
             "RoleBinding",
             "Secret",
             "Secret",
@@ -177,7 +199,9 @@ async fn the_chart_lints_and_renders_with_defaults_and_every_feature() {
             "Service",
             "Service",
             "ServiceAccount",
-            "ServiceMonitor"
+            "ServiceMonitor",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
         ]
     );
     let deployment = everything
@@ -286,17 +310,7 @@ async fn checkov_finds_nothing_in_the_chart_but_its_justified_skips() {
     let cluster_wide = dir.path().join("cluster-wide.yaml");
     std::fs::write(
         &cluster_wide,
-        render(
-            "smolpaws",
-            "smolpaws",
-            &[
-                "--set",
-                "rbac.namespaced=false",
-                "--set",
-                "sandboxNamespaces={team-a}",
-            ],
-        )
-        .await,
+        render("smolpaws", "smolpaws", &CLUSTER_WIDE).await,
     )
     .expect("writing a render");
     let report = checkov(&[PathBuf::from(MANIFESTS), all, cluster_wide]).await;
@@ -644,7 +658,12 @@ async fn every_sandbox_namespace_gets_the_network_policy() {
         &render(
             "paws",
             "agents",
-            &["--set", "sandboxNamespaces={team-a,agents,team-b}"],
+            &[
+                "--set",
+                "rbac.namespaced=false",
+                "--set",
+                "sandboxNamespaces={team-a,agents,team-b}",
+            ],
         )
         .await,
     );
@@ -734,7 +753,7 @@ fn sandboxes_in(namespace: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn only_sandboxes_reach_the_operators_result_port_and_the_webhook_is_open() {
-    let docs = documents(&render("paws", "agents", &["--set", "sandboxNamespaces={team-a}"]).await);
+    let docs = documents(&render("paws", "agents", &CLUSTER_WIDE).await);
     let policy = operator_policy(&docs);
     let deployment = docs
         .iter()
@@ -819,6 +838,8 @@ async fn the_network_policies_are_accepted_by_the_apiserver() {
             "netpol",
             &release,
             &[
+                "--set",
+                "rbac.namespaced=false",
                 "--set",
                 &format!("sandboxNamespaces={{{team}}}"),
                 "--set",
@@ -1114,18 +1135,34 @@ async fn run_of(
 }
 
 #[tokio::test]
-async fn the_operator_works_with_the_charts_rbac_and_no_more() {
+async fn the_operator_works_with_the_charts_namespaced_rbac_and_no_more() {
+    operator_with_the_charts_rbac(false).await;
+}
+
+#[tokio::test]
+async fn the_operator_works_cluster_wide_with_the_charts_rbac_serving_only_its_namespaces() {
+    operator_with_the_charts_rbac(true).await;
+}
+
+/// The operator, run with the rendered Deployment's environment as its
+/// ServiceAccount, answers a comment; with one right removed from its
+/// (Cluster)Role it fails the next run with `forbidden`. Cluster-wide, a
+/// run made in a namespace it does not serve is failed untouched.
+async fn operator_with_the_charts_rbac(cluster_wide: bool) {
     smolpaws::tls::install_default_provider();
     let plane = support::private_control_plane().await;
     let admin = plane.client().expect("an admin client");
     let ns = "smolpaws";
-    create_namespace(&admin, ns).await;
-    let mut default_account = ServiceAccount::default();
-    default_account.metadata.name = Some("default".into());
-    Api::<ServiceAccount>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &default_account)
-        .await
-        .expect("the default ServiceAccount");
+    let elsewhere = "elsewhere";
+    for namespace in [ns, "team-a", elsewhere] {
+        create_namespace(&admin, namespace).await;
+        let mut default_account = ServiceAccount::default();
+        default_account.metadata.name = Some("default".into());
+        Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
+            .create(&PostParams::default(), &default_account)
+            .await
+            .expect("the default ServiceAccount");
+    }
 
     let github = FakeGitHub::start().await;
     let key = std::fs::read_to_string(app_key()).expect("the test App key");
@@ -1148,6 +1185,14 @@ async fn the_operator_works_with_the_charts_rbac_and_no_more() {
             "llm.model=scripted-model",
             "--set",
             "logFormat=json",
+            "--set",
+            &format!("rbac.namespaced={}", !cluster_wide),
+            "--set",
+            // An empty list, or team-a beside the release namespace.
+            &format!(
+                "sandboxNamespaces={{{}}}",
+                if cluster_wide { "team-a" } else { ns }
+            ),
         ],
     )
     .await;
@@ -1197,19 +1242,50 @@ async fn the_operator_works_with_the_charts_rbac_and_no_more() {
     assert_eq!(comments.len(), 1, "one reply");
     assert!(comments[0].body.contains("Done, with least privilege."));
 
+    if cluster_wide {
+        // Watched, but not served: whoever made it chose the repository
+        // and the installation, and nothing acts on them.
+        let outsiders: Api<AgentRun> = Api::namespaced(admin.clone(), elsewhere);
+        let mut outsider = AgentRun::new(
+            "outsider",
+            support::runs::issue_spec("Codertocat/Hello-World", 77, "Codertocat"),
+        );
+        outsider.metadata.namespace = Some(elsewhere.into());
+        outsiders
+            .create(&PostParams::default(), &outsider)
+            .await
+            .expect("an AgentRun elsewhere");
+        let refused = run_of(&outsiders, "outsider", "refused", |run| {
+            run.phase() == smolpaws::api::Phase::Failed
+        })
+        .await;
+        let message = refused.status.and_then(|s| s.message).unwrap_or_default();
+        assert!(
+            message.contains("does not serve namespace elsewhere"),
+            "{message}"
+        );
+        assert!(refused.metadata.finalizers.is_none(), "not held");
+        let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(admin.clone(), elsewhere)
+            .list(&Default::default())
+            .await
+            .expect("pods elsewhere");
+        assert!(pods.items.is_empty(), "no sandbox elsewhere");
+        assert_eq!(github.comments().len(), 1, "no reply to its thread");
+        assert!(
+            github.reactions().iter().all(|(comment, _)| *comment != 77),
+            "no reaction to its comment"
+        );
+    }
+
     // One right fewer: sandbox pods can no longer be created, and the run
     // says so.
-    let roles: Api<ClusterRole> = Api::all(admin.clone());
-    let mut role = roles.get("paws-smolpaws").await.expect("the ClusterRole");
-    for rule in role.rules.iter_mut().flatten() {
+    let mut rules = operator_rules(&admin, ns, cluster_wide).await;
+    for rule in rules.iter_mut() {
         if rule.resources.iter().flatten().any(|r| r == "pods") {
             rule.verbs.retain(|verb| verb != "create");
         }
     }
-    roles
-        .replace("paws-smolpaws", &PostParams::default(), &role)
-        .await
-        .expect("the narrowed ClusterRole");
+    set_operator_rules(&admin, ns, cluster_wide, rules).await;
     let name = comment(&intake_url, webhook_secret, 2).await;
     let run = run_of(&runs, &name, "failed", |run| {
         run.phase() == smolpaws::api::Phase::Failed
@@ -1217,4 +1293,48 @@ async fn the_operator_works_with_the_charts_rbac_and_no_more() {
     .await;
     let message = run.status.and_then(|s| s.message).unwrap_or_default();
     assert!(message.contains("forbidden"), "{message}");
+}
+
+/// The operator's rules: its ClusterRole's, or its Role's in `ns`.
+async fn operator_rules(
+    admin: &kube::Client,
+    ns: &str,
+    cluster_wide: bool,
+) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
+    let rules = if cluster_wide {
+        Api::<ClusterRole>::all(admin.clone())
+            .get("paws-smolpaws")
+            .await
+            .expect("the ClusterRole")
+            .rules
+    } else {
+        Api::<Role>::namespaced(admin.clone(), ns)
+            .get("paws-smolpaws")
+            .await
+            .expect("the Role")
+            .rules
+    };
+    rules.unwrap_or_default()
+}
+
+/// Replaces the operator's rules with `rules`.
+async fn set_operator_rules(
+    admin: &kube::Client,
+    ns: &str,
+    cluster_wide: bool,
+    rules: Vec<k8s_openapi::api::rbac::v1::PolicyRule>,
+) {
+    let params = PatchParams::default();
+    let patch = Patch::Merge(serde_json::json!({ "rules": rules }));
+    if cluster_wide {
+        Api::<ClusterRole>::all(admin.clone())
+            .patch("paws-smolpaws", &params, &patch)
+            .await
+            .expect("the narrowed ClusterRole");
+    } else {
+        Api::<Role>::namespaced(admin.clone(), ns)
+            .patch("paws-smolpaws", &params, &patch)
+            .await
+            .expect("the narrowed Role");
+    }
 }

@@ -32,6 +32,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
+{{/* The namespaces whose runs the operator serves, comma separated. */}}
+{{- define "smolpaws.servedNamespaces" -}}
+{{- concat (list .Release.Namespace) .Values.sandboxNamespaces | uniq | join "," -}}
+{{- end -}}
+
 {{- define "smolpaws.githubSecret" -}}
 {{- default (printf "%s-github" (include "smolpaws.fullname" .)) .Values.github.existingSecret -}}
 {{- end -}}
