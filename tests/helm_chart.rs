@@ -179,6 +179,34 @@ async fn the_chart_lints_and_renders_with_defaults_and_every_feature() {
             "{kind} in {cluster_kinds:?}"
         );
     }
+    // Cluster-wide too, the Lease is reached only through a Role in the
+    // release namespace that names it (a create cannot be named).
+    let mut lease_rules = 0;
+    for doc in &cluster_wide {
+        let rules = doc["rules"].as_array().into_iter().flatten();
+        for rule in rules.filter(|r| r["resources"] == serde_json::json!(["leases"])) {
+            lease_rules += 1;
+            assert_eq!(doc["kind"], "Role", "leases in a {}", doc["kind"]);
+            assert_eq!(doc["metadata"]["namespace"], "smolpaws");
+            if rule["verbs"] != serde_json::json!(["create"]) {
+                assert_eq!(
+                    rule["resourceNames"],
+                    serde_json::json!(["smolpaws-controller"])
+                );
+            }
+        }
+    }
+    assert_eq!(lease_rules, 2, "create, and get/patch by name");
+    let deployment = cluster_wide
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(
+        env.contains(r#"{"name":"SMOLPAWS_ALLOWED_NAMESPACES","value":"smolpaws,team-a"}"#),
+        "{env}"
+    );
+    assert!(!env.contains("SMOLPAWS_WATCH_NAMESPACE"), "{env}");
     let everything = documents(&render("smolpaws", "smolpaws", &["-f", ALL_FEATURES]).await);
     assert_eq!(
         kinds(&everything),
@@ -828,26 +856,35 @@ fn dir_with_values(values: &serde_json::Value) -> tempfile::TempDir {
     dir
 }
 
+/// The chart as `release` in namespace `namespace`, watching every
+/// namespace and serving `team` too, with `extra`.
+async fn render_cluster_wide(
+    release: &str,
+    namespace: &str,
+    team: &str,
+    extra: &[&str],
+) -> Vec<serde_json::Value> {
+    let team = format!("sandboxNamespaces={{{team}}}");
+    let mut args = vec!["--set", "rbac.namespaced=false", "--set", &team];
+    args.extend_from_slice(extra);
+    documents(&render(release, namespace, &args).await)
+}
+
 #[tokio::test]
 async fn the_network_policies_are_accepted_by_the_apiserver() {
     let client = support::client();
     let release = support::namespace(&client, "chart-netpol").await;
     let team = support::namespace(&client, "chart-netpol-team").await;
-    let docs = documents(
-        &render(
-            "netpol",
-            &release,
-            &[
-                "--set",
-                "rbac.namespaced=false",
-                "--set",
-                &format!("sandboxNamespaces={{{team}}}"),
-                "--set",
-                "networkPolicy.githubCidrs={0.0.0.0/0,::/0,100.0.0.0/6,140.82.112.0/20}",
-            ],
-        )
-        .await,
-    );
+    let docs = render_cluster_wide(
+        "netpol",
+        &release,
+        &team,
+        &[
+            "--set",
+            "networkPolicy.githubCidrs={0.0.0.0/0,::/0,100.0.0.0/6,140.82.112.0/20}",
+        ],
+    )
+    .await;
     let mut policies: Vec<_> = network_policies(&docs).into_values().collect();
     assert_eq!(policies.len(), 2);
     policies.push(operator_policy(&docs));
@@ -865,6 +902,166 @@ async fn the_network_policies_are_accepted_by_the_apiserver() {
         .expect("the sandbox namespace's NetworkPolicy is stored");
     let rules = stored.spec.and_then(|s| s.egress).unwrap_or_default();
     assert_eq!(rules.len(), 3);
+}
+
+/// An AgentRun `name` in `namespace` for `repository`, with the
+/// installation and image its creator chose.
+fn chosen_run(
+    namespace: &str,
+    name: &str,
+    repository: &str,
+    installation: Option<i64>,
+    image: Option<&str>,
+) -> AgentRun {
+    let mut spec = support::runs::issue_spec(repository, 1, "octocat");
+    spec.github.installation_id = installation;
+    spec.sandbox.image = image.map(str::to_owned);
+    let mut run = AgentRun::new(name, spec);
+    run.metadata.namespace = Some(namespace.to_owned());
+    run
+}
+
+/// Creates `run`: Ok, or the apiserver's refusal.
+async fn create_run(client: &kube::Client, run: &AgentRun) -> Result<(), String> {
+    let namespace = run.metadata.namespace.as_deref().expect("a namespace");
+    Api::<AgentRun>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), run)
+        .await
+        .map(drop)
+        .map_err(|error| error.to_string())
+}
+
+#[tokio::test]
+async fn the_admission_policy_refuses_runs_the_values_do_not_allow() {
+    let client = support::client();
+    let release = support::namespace(&client, "chart-vap").await;
+    let team = support::namespace(&client, "chart-vap-team").await;
+    let unserved = support::namespace(&client, "chart-vap-other").await;
+    let docs = render_cluster_wide(
+        "vap",
+        &release,
+        &team,
+        &[
+            "--set",
+            "allowedOwners={Octo-Org}",
+            "--set",
+            "allowedRepos={octo-org/hello,octo-org/world}",
+            "--set",
+            "allowedInstallations={42}",
+            "--set",
+            "admissionPolicy.allowedImages={ghcr.io/octo-org/ci:1}",
+        ],
+    )
+    .await;
+    let policy: Vec<_> = docs
+        .iter()
+        .filter(|d| {
+            d["kind"]
+                .as_str()
+                .is_some_and(|kind| kind.starts_with("ValidatingAdmissionPolicy"))
+        })
+        .cloned()
+        .collect();
+    assert_eq!(policy.len(), 2, "the policy and its binding");
+    apply(&client, &policy).await;
+
+    // The apiserver enforces a new policy once it has compiled it.
+    let evil = chosen_run(&release, "probe", "evil/repo", None, None);
+    let mut wait = Duration::from_millis(100);
+    let started = std::time::Instant::now();
+    while create_run(&client, &evil).await.is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the admission policy never took effect"
+        );
+        Api::<AgentRun>::namespaced(client.clone(), &release)
+            .delete("probe", &Default::default())
+            .await
+            .expect("deleting the probe");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
+
+    for (namespace, name, repository, installation, image, refusal) in [
+        (
+            &release,
+            "other-owner",
+            "evil/hello",
+            Some(42),
+            None,
+            Some("repository evil/hello"),
+        ),
+        (
+            &release,
+            "other-repo",
+            "octo-org/secret",
+            Some(42),
+            None,
+            Some("repository octo-org/secret"),
+        ),
+        (
+            &release,
+            "other-installation",
+            "octo-org/hello",
+            Some(7),
+            None,
+            Some("installation 7"),
+        ),
+        (
+            &team,
+            "other-image",
+            "octo-org/hello",
+            None,
+            Some("evil.example/miner:latest"),
+            Some("image evil.example/miner:latest"),
+        ),
+        // Names compare as GitHub's do; a run may leave the installation
+        // and image to the operator, or name an allowed image.
+        (&release, "good", "Octo-Org/Hello", Some(42), None, None),
+        (
+            &release,
+            "good-default-image",
+            "octo-org/world",
+            None,
+            Some("docker.io/library/buildpack-deps:bookworm-scm"),
+            None,
+        ),
+        (
+            &team,
+            "good-image",
+            "octo-org/hello",
+            Some(42),
+            Some("ghcr.io/octo-org/ci:1"),
+            None,
+        ),
+        // Not this release's namespace: its controller refuses such runs.
+        (
+            &unserved,
+            "elsewhere",
+            "evil/repo",
+            Some(7),
+            Some("evil.example/miner:latest"),
+            None,
+        ),
+    ] {
+        let created = create_run(
+            &client,
+            &chosen_run(namespace, name, repository, installation, image),
+        )
+        .await;
+        match (refusal, created) {
+            (None, Ok(())) => {}
+            (None, Err(error)) => panic!("{name} was refused: {error}"),
+            (Some(_), Ok(())) => panic!("{name} was admitted"),
+            (Some(expected), Err(error)) => {
+                assert!(error.contains(expected), "{name}: {error}");
+                assert!(
+                    error.contains("chart value"),
+                    "{name} names the value: {error}"
+                );
+            }
+        }
+    }
 }
 
 /// What `manifests/smolpaws.yaml` must hold: the namespace, the CRD and the
