@@ -72,7 +72,7 @@ pub struct IntakeArgs {
     )]
     pub listen: SocketAddr,
 
-    /// The webhook secret set in the GitHub App.
+    /// The webhook secret set in the GitHub App (or --webhook-secret-file).
     #[arg(
         long,
         env = "GITHUB_WEBHOOK_SECRET",
