@@ -393,6 +393,12 @@ async fn the_schema_rejects_wrong_values() {
         // The open-internet list is gone; a leftover one must not be ignored.
         ("networkPolicy.httpsCidrs={0.0.0.0/0}", "httpsCidrs"),
         ("sandboxNamespaces={Team_A}", "/sandboxNamespaces/0"),
+        // A tag where a digest belongs would silently pin nothing.
+        ("image.digest=latest", "/image/digest"),
+        (
+            "admissionPolicy.allowedImages=ghcr.io/octo/ci:1",
+            "/admissionPolicy/allowedImages",
+        ),
     ] {
         let (ok, _, stderr) = helm(&["template", "x", CHART, "--set", value]).await;
         assert!(!ok, "{value} was accepted");
