@@ -20,5 +20,6 @@ pub mod process;
 pub mod random;
 pub mod runner;
 pub mod sandbox;
+pub mod secret_file;
 pub mod telemetry;
 pub mod tls;

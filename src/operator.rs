@@ -267,7 +267,7 @@ pub fn controller_parts(
         sandboxes,
         gateway: GatewayConfig {
             base_url: args.sandbox.llm.base_url.clone(),
-            api_key: args.sandbox.llm.api_key.clone(),
+            api_key: args.sandbox.llm.clone().take_api_key(),
             max_requests: args.llm_max_requests_per_run,
             max_tokens: args.llm_max_tokens_per_run,
             timeout: args.llm_timeout.into(),

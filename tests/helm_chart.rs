@@ -15,7 +15,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::ClusterRole;
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::Discovery;
 use kube::runtime::wait::await_condition;
@@ -34,6 +34,13 @@ const ALL_FEATURES: &str = concat!(
     "/tests/fixtures/chart/all-features.yaml"
 );
 const MANIFESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/smolpaws.yaml");
+/// Values for an operator watching every namespace and serving team-a too.
+const CLUSTER_WIDE: [&str; 4] = [
+    "--set",
+    "rbac.namespaced=false",
+    "--set",
+    "sandboxNamespaces={team-a}",
+];
 
 async fn helm_binary() -> PathBuf {
     Tools::locate().await.expect("the test tools").helm()
@@ -147,17 +154,59 @@ async fn the_chart_lints_and_renders_with_defaults_and_every_feature() {
     assert_eq!(
         kinds(&defaults),
         [
-            "ClusterRole",
-            "ClusterRoleBinding",
             "Deployment",
             "NetworkPolicy",
+            "NetworkPolicy",
             "PodDisruptionBudget",
+            "Role",
+            "Role",
+            "RoleBinding",
+            "RoleBinding",
             "Service",
             "Service",
             "Service",
-            "ServiceAccount"
+            "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
         ]
     );
+    let cluster_wide = documents(&render("smolpaws", "smolpaws", &CLUSTER_WIDE).await);
+    let cluster_kinds = kinds(&cluster_wide);
+    for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
+        assert_eq!(
+            cluster_kinds.iter().filter(|k| *k == kind).count(),
+            1,
+            "{kind} in {cluster_kinds:?}"
+        );
+    }
+    // Cluster-wide too, the Lease is reached only through a Role in the
+    // release namespace that names it (a create cannot be named).
+    let mut lease_rules = 0;
+    for doc in &cluster_wide {
+        let rules = doc["rules"].as_array().into_iter().flatten();
+        for rule in rules.filter(|r| r["resources"] == serde_json::json!(["leases"])) {
+            lease_rules += 1;
+            assert_eq!(doc["kind"], "Role", "leases in a {}", doc["kind"]);
+            assert_eq!(doc["metadata"]["namespace"], "smolpaws");
+            if rule["verbs"] != serde_json::json!(["create"]) {
+                assert_eq!(
+                    rule["resourceNames"],
+                    serde_json::json!(["smolpaws-controller"])
+                );
+            }
+        }
+    }
+    assert_eq!(lease_rules, 2, "create, and get/patch by name");
+    let deployment = cluster_wide
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(
+        env.contains(r#"{"name":"SMOLPAWS_ALLOWED_NAMESPACES","value":"smolpaws,team-a"}"#),
+        "{env}"
+    );
+    assert!(!env.contains("SMOLPAWS_WATCH_NAMESPACE"), "{env}");
     let everything = documents(&render("smolpaws", "smolpaws", &["-f", ALL_FEATURES]).await);
     assert_eq!(
         kinds(&everything),
@@ -165,8 +214,11 @@ async fn the_chart_lints_and_renders_with_defaults_and_every_feature() {
             "Deployment",
             "Ingress",
             "NetworkPolicy",
+            "NetworkPolicy",
             "PodDisruptionBudget",
             "Role",
+            "Role",
+            "RoleBinding",
             "RoleBinding",
             "Secret",
             "Secret",
@@ -175,7 +227,9 @@ async fn the_chart_lints_and_renders_with_defaults_and_every_feature() {
             "Service",
             "Service",
             "ServiceAccount",
-            "ServiceMonitor"
+            "ServiceMonitor",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
         ]
     );
     let deployment = everything
@@ -195,18 +249,133 @@ async fn the_chart_lints_and_renders_with_defaults_and_every_feature() {
         named("SMOLPAWS_WATCH_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.namespace"
     );
+    let projected: Vec<&str> =
+        deployment["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|source| source["secret"]["name"].as_str())
+            .collect();
     assert_eq!(
-        named("DAYTONA_API_KEY")["valueFrom"]["secretKeyRef"]["name"],
-        "smolpaws-daytona"
-    );
-    assert_eq!(
-        named("LLM_API_KEY")["valueFrom"]["secretKeyRef"]["name"],
-        "smolpaws-llm"
+        projected,
+        ["smolpaws-github", "smolpaws-llm", "smolpaws-daytona"]
     );
     assert!(
         !env.to_string().contains("sk-test"),
         "secrets reach the operator through Secrets only"
     );
+    // As files: an env var is in /proc/PID/environ and every child's.
+    assert!(
+        !env.to_string().contains("secretKeyRef"),
+        "no secret as an env var: {env:#}"
+    );
+    for (variable, file) in [
+        ("GITHUB_WEBHOOK_SECRET_FILE", "github-webhook-secret"),
+        ("GITHUB_APP_PRIVATE_KEY_FILE", "github-private-key.pem"),
+        ("LLM_API_KEY_FILE", "llm-api-key"),
+        ("DAYTONA_API_KEY_FILE", "daytona-api-key"),
+    ] {
+        assert_eq!(
+            named(variable)["value"],
+            format!("/etc/smolpaws/secrets/{file}")
+        );
+    }
+}
+
+/// What Checkov reports on `files`: its JSON, one object per framework.
+async fn checkov(files: &[PathBuf]) -> serde_json::Value {
+    let python = tokio::task::spawn_blocking(|| support::python::interpreter("checkov"))
+        .await
+        .expect("the checkov environment");
+    let mut command = tokio::process::Command::new(python.with_file_name("checkov"));
+    for file in files {
+        command.arg("--file").arg(file);
+    }
+    let output = command
+        // --skip-download: no call home for guidelines (there is no internet
+        // here, and a scan must not depend on one).
+        .args([
+            "--framework",
+            "kubernetes",
+            "--skip-download",
+            "--output",
+            "json",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("checkov runs");
+    // It exits 1 when a check fails; the report says which.
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "checkov gave no report ({e}, {}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// The findings Checkov is told to skip, each with the reason given beside
+/// it in values.yaml; anything else it finds fails the test.
+const CHECKOV_SKIPS: [&str; 3] = [
+    // The operator is a Kubernetes client: it needs its token.
+    "CKV_K8S_38",
+    // The release tag, unless image.digest is set.
+    "CKV_K8S_43",
+    // IfNotPresent with an immutable tag.
+    "CKV_K8S_15",
+];
+
+#[tokio::test]
+async fn checkov_finds_nothing_in_the_chart_but_its_justified_skips() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let all = dir.path().join("all-features.yaml");
+    std::fs::write(
+        &all,
+        render("smolpaws", "smolpaws", &["-f", ALL_FEATURES]).await,
+    )
+    .expect("writing a render");
+    let cluster_wide = dir.path().join("cluster-wide.yaml");
+    std::fs::write(
+        &cluster_wide,
+        render("smolpaws", "smolpaws", &CLUSTER_WIDE).await,
+    )
+    .expect("writing a render");
+    let report = checkov(&[PathBuf::from(MANIFESTS), all, cluster_wide]).await;
+    let results = &report["results"];
+    let summary = &report["summary"];
+    eprintln!("checkov {}: {summary}", summary["checkov_version"]);
+
+    let failed: Vec<String> = results["failed_checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| format!("{} {} on {}", c["check_id"], c["check_name"], c["resource"]))
+        .collect();
+    assert!(failed.is_empty(), "Checkov findings: {failed:#?}");
+    assert!(
+        summary["passed"].as_u64().unwrap_or_default() > 100,
+        "Checkov checked little: {summary}"
+    );
+    for skipped in results["skipped_checks"].as_array().into_iter().flatten() {
+        let id = skipped["check_id"].as_str().unwrap_or_default();
+        assert!(
+            CHECKOV_SKIPS.contains(&id),
+            "an unexpected skip: {skipped:#}"
+        );
+        assert!(
+            skipped["resource"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("Deployment.")),
+            "skips are for the operator's Deployment: {skipped:#}"
+        );
+        let reason = skipped["check_result"]["suppress_comment"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(reason.len() > 40, "{id} is skipped without a reason");
+    }
+    // Each of the three files has the Deployment, each skip on it.
+    assert_eq!(summary["skipped"], 3 * CHECKOV_SKIPS.len());
 }
 
 #[tokio::test]
@@ -224,6 +393,12 @@ async fn the_schema_rejects_wrong_values() {
         // The open-internet list is gone; a leftover one must not be ignored.
         ("networkPolicy.httpsCidrs={0.0.0.0/0}", "httpsCidrs"),
         ("sandboxNamespaces={Team_A}", "/sandboxNamespaces/0"),
+        // A tag where a digest belongs would silently pin nothing.
+        ("image.digest=latest", "/image/digest"),
+        (
+            "admissionPolicy.allowedImages=ghcr.io/octo/ci:1",
+            "/admissionPolicy/allowedImages",
+        ),
     ] {
         let (ok, _, stderr) = helm(&["template", "x", CHART, "--set", value]).await;
         assert!(!ok, "{value} was accepted");
@@ -231,10 +406,15 @@ async fn the_schema_rejects_wrong_values() {
     }
 }
 
-/// The NetworkPolicies among `docs`, by namespace.
+/// The sandboxes' NetworkPolicies among `docs`, by namespace.
 fn network_policies(docs: &[serde_json::Value]) -> BTreeMap<String, serde_json::Value> {
     docs.iter()
-        .filter(|d| d["kind"] == "NetworkPolicy")
+        .filter(|d| {
+            d["kind"] == "NetworkPolicy"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|name| name.ends_with("-sandboxes"))
+        })
         .map(|d| {
             let namespace = d["metadata"]["namespace"].as_str().expect("a namespace");
             (namespace.to_owned(), d.clone())
@@ -512,7 +692,12 @@ async fn every_sandbox_namespace_gets_the_network_policy() {
         &render(
             "paws",
             "agents",
-            &["--set", "sandboxNamespaces={team-a,agents,team-b}"],
+            &[
+                "--set",
+                "rbac.namespaced=false",
+                "--set",
+                "sandboxNamespaces={team-a,agents,team-b}",
+            ],
         )
         .await,
     );
@@ -546,34 +731,343 @@ async fn every_sandbox_namespace_gets_the_network_policy() {
     assert!(stderr.contains("sandboxNamespaces"), "{stderr}");
 }
 
+/// The NetworkPolicy on the operator's own pods.
+fn operator_policy(docs: &[serde_json::Value]) -> serde_json::Value {
+    let policies: Vec<_> = docs
+        .iter()
+        .filter(|d| {
+            d["kind"] == "NetworkPolicy"
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|name| name.ends_with("-operator"))
+        })
+        .collect();
+    assert_eq!(policies.len(), 1, "one operator NetworkPolicy");
+    policies[0].clone()
+}
+
+/// The container port of the operator named `name`.
+fn operator_port(docs: &[serde_json::Value], name: &str) -> serde_json::Value {
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} port"))["containerPort"]
+        .clone()
+}
+
+/// The one ingress rule of `policy` that opens exactly `ports`.
+fn ingress_rule_for<'a>(policy: &'a serde_json::Value, ports: &[&str]) -> &'a serde_json::Value {
+    let rules: Vec<_> = policy["spec"]["ingress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|rule| rule_ports(rule) == ports)
+        .collect();
+    assert_eq!(
+        rules.len(),
+        1,
+        "one ingress rule for {ports:?} in {policy:#}"
+    );
+    rules[0]
+}
+
+/// A peer of sandbox pods in `namespace`.
+fn sandboxes_in(namespace: &str) -> serde_json::Value {
+    serde_json::json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+        "podSelector": {"matchExpressions": [{"key": "smolpaws.dev/run", "operator": "Exists"}]},
+    })
+}
+
+#[tokio::test]
+async fn only_sandboxes_reach_the_operators_result_port_and_the_webhook_is_open() {
+    let docs = documents(&render("paws", "agents", &CLUSTER_WIDE).await);
+    let policy = operator_policy(&docs);
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    assert_eq!(policy["metadata"]["namespace"], "agents");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        policy["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"])
+    );
+    assert_eq!(
+        policy["spec"]["ingress"].as_array().map(Vec::len),
+        Some(2),
+        "the result port and the webhook port, nothing else: {policy:#}"
+    );
+
+    // The result endpoint, which is also the LLM gateway: sandbox pods of
+    // every sandbox namespace, which their own policies let out to it.
+    let results = format!("TCP/{}", operator_port(&docs, "results"));
+    let rule = ingress_rule_for(&policy, &[&results]);
+    assert_eq!(
+        rule["from"],
+        serde_json::json!([sandboxes_in("agents"), sandboxes_in("team-a")])
+    );
+    for sandboxes in network_policies(&docs).values() {
+        let out = rule_for(sandboxes, &[&results]);
+        assert_eq!(out["to"][0]["podSelector"], policy["spec"]["podSelector"]);
+    }
+
+    // GitHub must reach the webhook: open by default.
+    let webhook = format!("TCP/{}", operator_port(&docs, "http"));
+    let rule = ingress_rule_for(&policy, &[&webhook]);
+    assert!(rule.get("from").is_none(), "the webhook is open: {rule}");
+
+    // Or only from the ingress controller.
+    let ingress_controller = serde_json::json!({
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+    });
+    let values = dir_with_values(&serde_json::json!({
+        "networkPolicy": {"webhookFrom": [ingress_controller]}
+    }));
+    let docs = documents(
+        &render(
+            "paws",
+            "agents",
+            &[
+                "-f",
+                values.path().join("values.yaml").to_str().expect("UTF-8"),
+            ],
+        )
+        .await,
+    );
+    let policy = operator_policy(&docs);
+    let rule = ingress_rule_for(&policy, &[&webhook]);
+    assert_eq!(rule["from"], serde_json::json!([ingress_controller]));
+    let rule = ingress_rule_for(&policy, &[&results]);
+    assert_eq!(rule["from"], serde_json::json!([sandboxes_in("agents")]));
+}
+
+/// A directory holding `values` as values.yaml, for `helm -f`.
+fn dir_with_values(values: &serde_json::Value) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(
+        dir.path().join("values.yaml"),
+        serde_json::to_string(values).expect("JSON is YAML"),
+    )
+    .expect("writing values");
+    dir
+}
+
+/// The chart as `release` in namespace `namespace`, watching every
+/// namespace and serving `team` too, with `extra`.
+async fn render_cluster_wide(
+    release: &str,
+    namespace: &str,
+    team: &str,
+    extra: &[&str],
+) -> Vec<serde_json::Value> {
+    let team = format!("sandboxNamespaces={{{team}}}");
+    let mut args = vec!["--set", "rbac.namespaced=false", "--set", &team];
+    args.extend_from_slice(extra);
+    documents(&render(release, namespace, &args).await)
+}
+
 #[tokio::test]
 async fn the_network_policies_are_accepted_by_the_apiserver() {
     let client = support::client();
     let release = support::namespace(&client, "chart-netpol").await;
     let team = support::namespace(&client, "chart-netpol-team").await;
-    let docs = documents(
-        &render(
-            "netpol",
-            &release,
-            &[
-                "--set",
-                &format!("sandboxNamespaces={{{team}}}"),
-                "--set",
-                "networkPolicy.githubCidrs={0.0.0.0/0,::/0,100.0.0.0/6,140.82.112.0/20}",
-            ],
-        )
-        .await,
-    );
-    let policies: Vec<_> = network_policies(&docs).into_values().collect();
+    let docs = render_cluster_wide(
+        "netpol",
+        &release,
+        &team,
+        &[
+            "--set",
+            "networkPolicy.githubCidrs={0.0.0.0/0,::/0,100.0.0.0/6,140.82.112.0/20}",
+        ],
+    )
+    .await;
+    let mut policies: Vec<_> = network_policies(&docs).into_values().collect();
     assert_eq!(policies.len(), 2);
+    policies.push(operator_policy(&docs));
     // The excepts are strict subsets of their CIDRs, or this is refused.
     apply(&client, &policies).await;
+    let operator = Api::<NetworkPolicy>::namespaced(client.clone(), &release)
+        .get("netpol-smolpaws-operator")
+        .await
+        .expect("the operator's NetworkPolicy is stored");
+    let rules = operator.spec.and_then(|s| s.ingress).unwrap_or_default();
+    assert_eq!(rules[0].from.as_ref().map(Vec::len), Some(2));
     let stored = Api::<NetworkPolicy>::namespaced(client.clone(), &team)
         .get("netpol-smolpaws-sandboxes")
         .await
         .expect("the sandbox namespace's NetworkPolicy is stored");
     let rules = stored.spec.and_then(|s| s.egress).unwrap_or_default();
     assert_eq!(rules.len(), 3);
+}
+
+/// An AgentRun `name` in `namespace` for `repository`, with the
+/// installation and image its creator chose.
+fn chosen_run(
+    namespace: &str,
+    name: &str,
+    repository: &str,
+    installation: Option<i64>,
+    image: Option<&str>,
+) -> AgentRun {
+    let mut spec = support::runs::issue_spec(repository, 1, "octocat");
+    spec.github.installation_id = installation;
+    spec.sandbox.image = image.map(str::to_owned);
+    let mut run = AgentRun::new(name, spec);
+    run.metadata.namespace = Some(namespace.to_owned());
+    run
+}
+
+/// Creates `run`: Ok, or the apiserver's refusal.
+async fn create_run(client: &kube::Client, run: &AgentRun) -> Result<(), String> {
+    let namespace = run.metadata.namespace.as_deref().expect("a namespace");
+    Api::<AgentRun>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), run)
+        .await
+        .map(drop)
+        .map_err(|error| error.to_string())
+}
+
+#[tokio::test]
+async fn the_admission_policy_refuses_runs_the_values_do_not_allow() {
+    let client = support::client();
+    let release = support::namespace(&client, "chart-vap").await;
+    let team = support::namespace(&client, "chart-vap-team").await;
+    let unserved = support::namespace(&client, "chart-vap-other").await;
+    let docs = render_cluster_wide(
+        "vap",
+        &release,
+        &team,
+        &[
+            "--set",
+            "allowedOwners={Octo-Org}",
+            "--set",
+            "allowedRepos={octo-org/hello,octo-org/world}",
+            "--set",
+            "allowedInstallations={42}",
+            "--set",
+            "admissionPolicy.allowedImages={ghcr.io/octo-org/ci:1}",
+        ],
+    )
+    .await;
+    let policy: Vec<_> = docs
+        .iter()
+        .filter(|d| {
+            d["kind"]
+                .as_str()
+                .is_some_and(|kind| kind.starts_with("ValidatingAdmissionPolicy"))
+        })
+        .cloned()
+        .collect();
+    assert_eq!(policy.len(), 2, "the policy and its binding");
+    apply(&client, &policy).await;
+
+    // The apiserver enforces a new policy once it has compiled it.
+    let evil = chosen_run(&release, "probe", "evil/repo", None, None);
+    let mut wait = Duration::from_millis(100);
+    let started = std::time::Instant::now();
+    while create_run(&client, &evil).await.is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the admission policy never took effect"
+        );
+        Api::<AgentRun>::namespaced(client.clone(), &release)
+            .delete("probe", &Default::default())
+            .await
+            .expect("deleting the probe");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(2));
+    }
+
+    for (namespace, name, repository, installation, image, refusal) in [
+        (
+            &release,
+            "other-owner",
+            "evil/hello",
+            Some(42),
+            None,
+            Some("repository evil/hello"),
+        ),
+        (
+            &release,
+            "other-repo",
+            "octo-org/secret",
+            Some(42),
+            None,
+            Some("repository octo-org/secret"),
+        ),
+        (
+            &release,
+            "other-installation",
+            "octo-org/hello",
+            Some(7),
+            None,
+            Some("installation 7"),
+        ),
+        (
+            &team,
+            "other-image",
+            "octo-org/hello",
+            None,
+            Some("evil.example/miner:latest"),
+            Some("image evil.example/miner:latest"),
+        ),
+        // Names compare as GitHub's do; a run may leave the installation
+        // and image to the operator, or name an allowed image.
+        (&release, "good", "Octo-Org/Hello", Some(42), None, None),
+        (
+            &release,
+            "good-default-image",
+            "octo-org/world",
+            None,
+            Some("docker.io/library/buildpack-deps:bookworm-scm"),
+            None,
+        ),
+        (
+            &team,
+            "good-image",
+            "octo-org/hello",
+            Some(42),
+            Some("ghcr.io/octo-org/ci:1"),
+            None,
+        ),
+        // Not this release's namespace: its controller refuses such runs.
+        (
+            &unserved,
+            "elsewhere",
+            "evil/repo",
+            Some(7),
+            Some("evil.example/miner:latest"),
+            None,
+        ),
+    ] {
+        let created = create_run(
+            &client,
+            &chosen_run(namespace, name, repository, installation, image),
+        )
+        .await;
+        match (refusal, created) {
+            (None, Ok(())) => {}
+            (None, Err(error)) => panic!("{name} was refused: {error}"),
+            (Some(_), Ok(())) => panic!("{name} was admitted"),
+            (Some(expected), Err(error)) => {
+                assert!(error.contains(expected), "{name}: {error}");
+                assert!(
+                    error.contains("chart value"),
+                    "{name} names the value: {error}"
+                );
+            }
+        }
+    }
 }
 
 /// What `manifests/smolpaws.yaml` must hold: the namespace, the CRD and the
@@ -697,11 +1191,14 @@ async fn helm_installs_and_upgrades_the_chart() {
 }
 
 /// The operator's environment as the chart's Deployment gives it, with the
-/// kubelet's part done: fieldRefs and Secret refs resolved.
+/// kubelet's part done: fieldRefs resolved, and the secret files of the
+/// projected volume written under `mounts`, where the `*_FILE` settings
+/// then point. Panics when an env var still takes a Secret's value.
 fn deployment_env(
     docs: &[serde_json::Value],
     namespace: &str,
     pod: &str,
+    mounts: &std::path::Path,
 ) -> BTreeMap<String, String> {
     let secrets: Vec<Secret> = docs
         .iter()
@@ -712,35 +1209,66 @@ fn deployment_env(
         .iter()
         .find(|d| d["kind"] == "Deployment")
         .expect("a Deployment");
-    let env: Vec<k8s_openapi::api::core::v1::EnvVar> = serde_json::from_value(
-        deployment["spec"]["template"]["spec"]["containers"][0]["env"].clone(),
-    )
-    .expect("container env");
-    env.into_iter()
+    let pod_spec: k8s_openapi::api::core::v1::PodSpec =
+        serde_json::from_value(deployment["spec"]["template"]["spec"].clone()).expect("a pod spec");
+    let container = &pod_spec.containers[0];
+    let mut mounted = Vec::new();
+    for mount in container.volume_mounts.iter().flatten() {
+        let volume = pod_spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .expect("a mounted volume");
+        let sources = volume
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten());
+        let dir = mounts.join(mount.name.as_str());
+        std::fs::create_dir_all(&dir).expect("a mount directory");
+        for source in sources.filter_map(|s| s.secret.as_ref()) {
+            let secret = secrets
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(source.name.as_str()))
+                .unwrap_or_else(|| panic!("the chart renders no Secret {}", source.name));
+            for item in source.items.iter().flatten() {
+                let value = secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|data| data.get(&item.key))
+                    .unwrap_or_else(|| panic!("the chart renders no {}/{}", source.name, item.key));
+                std::fs::write(dir.join(&item.path), value).expect("writing a secret file");
+            }
+        }
+        mounted.push((mount.mount_path.clone(), dir));
+    }
+    container
+        .env
+        .iter()
+        .flatten()
         .map(|var| {
-            let value = match (var.value, var.value_from) {
-                (Some(value), _) => value,
+            let value = match (&var.value, &var.value_from) {
+                (Some(value), _) => mounted
+                    .iter()
+                    .find_map(|(path, dir)| {
+                        let file = value.strip_prefix(path.as_str())?;
+                        Some(format!("{}{file}", dir.display()))
+                    })
+                    .unwrap_or_else(|| value.clone()),
                 (None, Some(source)) => {
-                    if let Some(field) = source.field_ref {
-                        match field.field_path.as_str() {
-                            "metadata.name" => pod.to_owned(),
-                            "metadata.namespace" => namespace.to_owned(),
-                            other => panic!("unexpected fieldRef {other}"),
-                        }
-                    } else {
-                        let key = source.secret_key_ref.expect("a secretKeyRef");
-                        secrets
-                            .iter()
-                            .find(|s| s.metadata.name.as_deref() == Some(key.name.as_str()))
-                            .and_then(|s| s.string_data.as_ref()?.get(&key.key).cloned())
-                            .unwrap_or_else(|| {
-                                panic!("the chart renders no {}/{}", key.name, key.key)
-                            })
+                    let field = source
+                        .field_ref
+                        .as_ref()
+                        .unwrap_or_else(|| panic!("{} is not a fieldRef: {source:?}", var.name));
+                    match field.field_path.as_str() {
+                        "metadata.name" => pod.to_owned(),
+                        "metadata.namespace" => namespace.to_owned(),
+                        other => panic!("unexpected fieldRef {other}"),
                     }
                 }
                 (None, None) => String::new(),
             };
-            (var.name, value)
+            (var.name.clone(), value)
         })
         .collect()
 }
@@ -810,18 +1338,34 @@ async fn run_of(
 }
 
 #[tokio::test]
-async fn the_operator_works_with_the_charts_rbac_and_no_more() {
+async fn the_operator_works_with_the_charts_namespaced_rbac_and_no_more() {
+    operator_with_the_charts_rbac(false).await;
+}
+
+#[tokio::test]
+async fn the_operator_works_cluster_wide_with_the_charts_rbac_serving_only_its_namespaces() {
+    operator_with_the_charts_rbac(true).await;
+}
+
+/// The operator, run with the rendered Deployment's environment as its
+/// ServiceAccount, answers a comment; with one right removed from its
+/// (Cluster)Role it fails the next run with `forbidden`. Cluster-wide, a
+/// run made in a namespace it does not serve is failed untouched.
+async fn operator_with_the_charts_rbac(cluster_wide: bool) {
     smolpaws::tls::install_default_provider();
     let plane = support::private_control_plane().await;
     let admin = plane.client().expect("an admin client");
     let ns = "smolpaws";
-    create_namespace(&admin, ns).await;
-    let mut default_account = ServiceAccount::default();
-    default_account.metadata.name = Some("default".into());
-    Api::<ServiceAccount>::namespaced(admin.clone(), ns)
-        .create(&PostParams::default(), &default_account)
-        .await
-        .expect("the default ServiceAccount");
+    let elsewhere = "elsewhere";
+    for namespace in [ns, "team-a", elsewhere] {
+        create_namespace(&admin, namespace).await;
+        let mut default_account = ServiceAccount::default();
+        default_account.metadata.name = Some("default".into());
+        Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
+            .create(&PostParams::default(), &default_account)
+            .await
+            .expect("the default ServiceAccount");
+    }
 
     let github = FakeGitHub::start().await;
     let key = std::fs::read_to_string(app_key()).expect("the test App key");
@@ -844,6 +1388,14 @@ async fn the_operator_works_with_the_charts_rbac_and_no_more() {
             "llm.model=scripted-model",
             "--set",
             "logFormat=json",
+            "--set",
+            &format!("rbac.namespaced={}", !cluster_wide),
+            "--set",
+            // An empty list, or team-a beside the release namespace.
+            &format!(
+                "sandboxNamespaces={{{}}}",
+                if cluster_wide { "team-a" } else { ns }
+            ),
         ],
     )
     .await;
@@ -854,13 +1406,7 @@ async fn the_operator_works_with_the_charts_rbac_and_no_more() {
     let agent = stand_in_agent(dir.path(), Agent::Replies("Done, with least privilege."));
     let _kubelet = Kubelet::start(admin.clone(), ns, move |_| Behaviour::Run(agent.clone()));
 
-    let key_file = dir.path().join("private-key.pem");
-    let mut env = deployment_env(&docs, ns, "paws-smolpaws-0");
-    std::fs::write(
-        &key_file,
-        env_secret(&docs, "paws-smolpaws-github", "private-key.pem"),
-    )
-    .expect("writing the mounted key");
+    let mut env = deployment_env(&docs, ns, "paws-smolpaws-0", dir.path());
     let (intake, results) = (support::free_port(), support::free_port());
     // What differs from the cluster: addresses, and GitHub is the fake.
     env.insert("SMOLPAWS_INTAKE_ADDR".into(), format!("127.0.0.1:{intake}"));
@@ -873,10 +1419,6 @@ async fn the_operator_works_with_the_charts_rbac_and_no_more() {
         format!("http://127.0.0.1:{results}"),
     );
     env.insert("GITHUB_API_URL".into(), github.url.clone());
-    env.insert(
-        "GITHUB_APP_PRIVATE_KEY_FILE".into(),
-        key_file.display().to_string(),
-    );
     let _operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_smolpaws"))
         .arg("operator")
         .env_clear()
@@ -903,19 +1445,50 @@ async fn the_operator_works_with_the_charts_rbac_and_no_more() {
     assert_eq!(comments.len(), 1, "one reply");
     assert!(comments[0].body.contains("Done, with least privilege."));
 
+    if cluster_wide {
+        // Watched, but not served: whoever made it chose the repository
+        // and the installation, and nothing acts on them.
+        let outsiders: Api<AgentRun> = Api::namespaced(admin.clone(), elsewhere);
+        let mut outsider = AgentRun::new(
+            "outsider",
+            support::runs::issue_spec("Codertocat/Hello-World", 77, "Codertocat"),
+        );
+        outsider.metadata.namespace = Some(elsewhere.into());
+        outsiders
+            .create(&PostParams::default(), &outsider)
+            .await
+            .expect("an AgentRun elsewhere");
+        let refused = run_of(&outsiders, "outsider", "refused", |run| {
+            run.phase() == smolpaws::api::Phase::Failed
+        })
+        .await;
+        let message = refused.status.and_then(|s| s.message).unwrap_or_default();
+        assert!(
+            message.contains("does not serve namespace elsewhere"),
+            "{message}"
+        );
+        assert!(refused.metadata.finalizers.is_none(), "not held");
+        let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(admin.clone(), elsewhere)
+            .list(&Default::default())
+            .await
+            .expect("pods elsewhere");
+        assert!(pods.items.is_empty(), "no sandbox elsewhere");
+        assert_eq!(github.comments().len(), 1, "no reply to its thread");
+        assert!(
+            github.reactions().iter().all(|(comment, _)| *comment != 77),
+            "no reaction to its comment"
+        );
+    }
+
     // One right fewer: sandbox pods can no longer be created, and the run
     // says so.
-    let roles: Api<ClusterRole> = Api::all(admin.clone());
-    let mut role = roles.get("paws-smolpaws").await.expect("the ClusterRole");
-    for rule in role.rules.iter_mut().flatten() {
+    let mut rules = operator_rules(&admin, ns, cluster_wide).await;
+    for rule in rules.iter_mut() {
         if rule.resources.iter().flatten().any(|r| r == "pods") {
             rule.verbs.retain(|verb| verb != "create");
         }
     }
-    roles
-        .replace("paws-smolpaws", &PostParams::default(), &role)
-        .await
-        .expect("the narrowed ClusterRole");
+    set_operator_rules(&admin, ns, cluster_wide, rules).await;
     let name = comment(&intake_url, webhook_secret, 2).await;
     let run = run_of(&runs, &name, "failed", |run| {
         run.phase() == smolpaws::api::Phase::Failed
@@ -925,10 +1498,46 @@ async fn the_operator_works_with_the_charts_rbac_and_no_more() {
     assert!(message.contains("forbidden"), "{message}");
 }
 
-fn env_secret(docs: &[serde_json::Value], name: &str, key: &str) -> String {
-    docs.iter()
-        .find(|d| d["kind"] == "Secret" && d["metadata"]["name"] == name)
-        .and_then(|d| d["stringData"][key].as_str())
-        .unwrap_or_else(|| panic!("the chart renders no {name}/{key}"))
-        .to_owned()
+/// The operator's rules: its ClusterRole's, or its Role's in `ns`.
+async fn operator_rules(
+    admin: &kube::Client,
+    ns: &str,
+    cluster_wide: bool,
+) -> Vec<k8s_openapi::api::rbac::v1::PolicyRule> {
+    let rules = if cluster_wide {
+        Api::<ClusterRole>::all(admin.clone())
+            .get("paws-smolpaws")
+            .await
+            .expect("the ClusterRole")
+            .rules
+    } else {
+        Api::<Role>::namespaced(admin.clone(), ns)
+            .get("paws-smolpaws")
+            .await
+            .expect("the Role")
+            .rules
+    };
+    rules.unwrap_or_default()
+}
+
+/// Replaces the operator's rules with `rules`.
+async fn set_operator_rules(
+    admin: &kube::Client,
+    ns: &str,
+    cluster_wide: bool,
+    rules: Vec<k8s_openapi::api::rbac::v1::PolicyRule>,
+) {
+    let params = PatchParams::default();
+    let patch = Patch::Merge(serde_json::json!({ "rules": rules }));
+    if cluster_wide {
+        Api::<ClusterRole>::all(admin.clone())
+            .patch("paws-smolpaws", &params, &patch)
+            .await
+            .expect("the narrowed ClusterRole");
+    } else {
+        Api::<Role>::namespaced(admin.clone(), ns)
+            .patch("paws-smolpaws", &params, &patch)
+            .await
+            .expect("the narrowed Role");
+    }
 }

@@ -109,6 +109,15 @@ pub struct LlmArgs {
     #[arg(long = "llm-api-key", env = contract::env::LLM_API_KEY, hide_env_values = true)]
     pub api_key: Option<SecretString>,
 
+    /// A file holding the LLM API key, instead of LLM_API_KEY.
+    #[arg(
+        long = "llm-api-key-file",
+        env = "LLM_API_KEY_FILE",
+        value_parser = crate::secret_file::read,
+        conflicts_with = "api_key"
+    )]
+    pub api_key_file: Option<SecretString>,
+
     /// The most tokens one LLM answer may have [default: 4096]; lowered by
     /// itself when the server says its context is smaller.
     #[arg(long = "llm-max-tokens", env = contract::env::LLM_MAX_TOKENS)]
@@ -125,6 +134,14 @@ pub struct LlmArgs {
     /// The sampling seed, for servers that honour one (reproducible runs).
     #[arg(long = "llm-seed", env = contract::env::LLM_SEED)]
     pub seed: Option<u64>,
+}
+
+impl LlmArgs {
+    /// The key, from LLM_API_KEY or the file LLM_API_KEY_FILE names, taken
+    /// out of these settings (for the hand-over that hides it from tools).
+    pub fn take_api_key(&mut self) -> Option<SecretString> {
+        self.api_key.take().or_else(|| self.api_key_file.take())
+    }
 }
 
 /// How to reach the LLM.

@@ -202,7 +202,7 @@ pub async fn run(mut args: AgentArgs) -> Result<(), AgentError> {
     let credentials = handover::isolate(handover::Credentials {
         github_token: args.github_token.take(),
         report_token: args.report_token.take(),
-        llm_api_key: args.settings.llm.api_key.take(),
+        llm_api_key: args.settings.llm.take_api_key(),
         runner_token: None,
     })
     .map_err(|e| {

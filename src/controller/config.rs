@@ -29,6 +29,8 @@ const DEFAULT_LLM_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct ControllerConfig {
     /// Only reconcile AgentRuns in this namespace; all namespaces when unset.
     pub watch_namespace: Option<String>,
+    /// The namespaces whose runs are served; any when empty.
+    pub allowed_namespaces: Vec<String>,
     /// Runs with a sandbox at once.
     pub limits: Limits,
     /// Reconciles in flight at once.
@@ -60,6 +62,7 @@ impl Default for ControllerConfig {
     fn default() -> Self {
         Self {
             watch_namespace: None,
+            allowed_namespaces: Vec::new(),
             limits: Limits {
                 global: DEFAULT_MAX_RUNS,
                 per_repository: DEFAULT_MAX_RUNS_PER_REPO,
@@ -104,6 +107,14 @@ pub struct ControllerArgs {
     /// Only reconcile AgentRuns in this namespace; all namespaces when unset.
     #[arg(long, env = "SMOLPAWS_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+
+    /// The namespaces whose AgentRuns are served, comma separated; a run in
+    /// any other is failed before anything acts on it (no GitHub token, no
+    /// sandbox, no reply). Empty: every watched namespace. Set it when
+    /// watching all namespaces: whoever may create an AgentRun chooses the
+    /// repository the App acts on.
+    #[arg(long, env = "SMOLPAWS_ALLOWED_NAMESPACES", value_delimiter = ',')]
+    pub allowed_namespaces: Vec<String>,
 
     /// Runs with a sandbox at once, across all repositories.
     #[arg(long, env = "SMOLPAWS_MAX_CONCURRENT_RUNS", default_value_t = DEFAULT_MAX_RUNS)]
@@ -167,6 +178,7 @@ impl ControllerArgs {
     pub fn config(&self) -> ControllerConfig {
         ControllerConfig {
             watch_namespace: self.watch_namespace.clone(),
+            allowed_namespaces: self.allowed_namespaces.clone(),
             limits: Limits {
                 global: self.max_concurrent_runs,
                 per_repository: self.max_runs_per_repo,

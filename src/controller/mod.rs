@@ -137,6 +137,8 @@ pub struct Context {
     pub github: Option<GitHub>,
     /// The sandbox backends.
     pub sandboxes: Sandboxes,
+    /// The namespaces whose runs are served; any when empty.
+    pub allowed_namespaces: Vec<String>,
     /// Concurrency limits.
     pub limits: Limits,
     /// How long a sandbox may take to start.
@@ -160,6 +162,11 @@ pub struct Context {
 }
 
 impl Context {
+    /// Whether runs in `namespace` are served.
+    pub fn serves(&self, namespace: &str) -> bool {
+        self.allowed_namespaces.is_empty() || self.allowed_namespaces.iter().any(|n| n == namespace)
+    }
+
     /// A sandbox slot was freed: queued runs look at once rather than at
     /// their next poll.
     pub fn wake_queued(&self) {
@@ -213,6 +220,7 @@ pub async fn run(
         client,
         github: parts.github,
         sandboxes: parts.sandboxes,
+        allowed_namespaces: config.allowed_namespaces.clone(),
         limits: config.limits,
         pending_timeout: config.pending_timeout,
         run_timeout: config.run_timeout,

@@ -40,6 +40,11 @@ const QUEUE_POLL: Duration = Duration::from_secs(5);
 pub async fn reconcile(run: Arc<AgentRun>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let namespace = run.namespace().ok_or(Error::NoNamespace)?;
+    // A run already held was taken under the settings of its time, and is
+    // finished as usual.
+    if !ctx.serves(&namespace) && !run.finalizers().iter().any(|f| f == FINALIZER) {
+        return refuse(&run, &ctx, &namespace).await;
+    }
     let run_key = key(&run);
     let api: Api<AgentRun> = Api::namespaced(ctx.client.clone(), &namespace);
     let outcome = finalizer(&api, FINALIZER, run, |event| async {
@@ -55,6 +60,23 @@ pub async fn reconcile(run: Arc<AgentRun>, ctx: Arc<Context>) -> Result<Action, 
         ctx.failures.succeeded(&run_key);
     }
     outcome
+}
+
+/// A run in a namespace this controller does not serve: failed as it
+/// stands, before anything acts on what it names (the installation whose
+/// token would be minted, the repository's thread, the image), and left
+/// alone after.
+async fn refuse(run: &AgentRun, ctx: &Context, namespace: &str) -> Result<Action, Error> {
+    if !run.phase().is_terminal() {
+        let message = format!(
+            "the controller does not serve namespace {namespace} (SMOLPAWS_ALLOWED_NAMESPACES, \
+             the chart's sandboxNamespaces): create the run in a namespace it serves"
+        );
+        warn!(%namespace, "refused a run in a namespace this controller does not serve");
+        let transition = finished_condition(run, "NamespaceNotServed", message).to(Phase::Failed);
+        write(ctx, run, transition).await?;
+    }
+    Ok(Action::await_change())
 }
 
 /// Requeues a failed reconcile when GitHub or the apiserver says it may

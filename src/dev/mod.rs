@@ -188,7 +188,7 @@ fn require_llm(controller: &ControllerArgs) -> anyhow::Result<()> {
              for OpenAI or Anthropic set LLM_API_KEY too"
         );
     }
-    if llm.base_url.is_none() && llm.api_key.is_none() {
+    if llm.base_url.is_none() && llm.api_key.is_none() && llm.api_key_file.is_none() {
         anyhow::bail!(
             "set LLM_API_KEY for the provider's hosted API, or LLM_BASE_URL for a local \
              OpenAI-compatible endpoint (e.g. http://localhost:11434/v1 for Ollama)"

@@ -72,9 +72,23 @@ pub struct IntakeArgs {
     )]
     pub listen: SocketAddr,
 
-    /// The webhook secret set in the GitHub App.
-    #[arg(long, env = "GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
-    pub webhook_secret: SecretString,
+    /// The webhook secret set in the GitHub App (or --webhook-secret-file).
+    #[arg(
+        long,
+        env = "GITHUB_WEBHOOK_SECRET",
+        hide_env_values = true,
+        required_unless_present = "webhook_secret_file"
+    )]
+    pub webhook_secret: Option<SecretString>,
+
+    /// A file holding the webhook secret, instead of GITHUB_WEBHOOK_SECRET.
+    #[arg(
+        long,
+        env = "GITHUB_WEBHOOK_SECRET_FILE",
+        value_parser = crate::secret_file::read,
+        conflicts_with = "webhook_secret"
+    )]
+    pub webhook_secret_file: Option<SecretString>,
 
     /// A second accepted webhook secret, while rotating to a new one: set the
     /// new secret here, then in the App, then move it to
@@ -136,7 +150,11 @@ impl IntakeArgs {
     /// The accepted webhook secrets.
     fn secrets(&self) -> WebhookSecrets {
         WebhookSecrets::new(
-            std::iter::once(self.webhook_secret.clone()).chain(self.webhook_secret_next.clone()),
+            self.webhook_secret
+                .iter()
+                .chain(&self.webhook_secret_file)
+                .chain(&self.webhook_secret_next)
+                .cloned(),
         )
     }
 }

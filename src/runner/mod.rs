@@ -168,7 +168,7 @@ pub async fn serve(mut config: RunnerArgs, stop: CancellationToken) -> anyhow::R
     // The model runs bash here too: its tools must not read the token or
     // the LLM key from this process's environment or memory.
     let credentials = crate::agent::handover::isolate(crate::agent::handover::Credentials {
-        llm_api_key: config.agent.llm.api_key.take(),
+        llm_api_key: config.agent.llm.take_api_key(),
         runner_token: config.token.take(),
         ..Default::default()
     })

@@ -25,7 +25,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{- define "smolpaws.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The namespaces whose runs the operator serves, comma separated. */}}
+{{- define "smolpaws.servedNamespaces" -}}
+{{- concat (list .Release.Namespace) .Values.sandboxNamespaces | uniq | join "," -}}
 {{- end -}}
 
 {{- define "smolpaws.githubSecret" -}}

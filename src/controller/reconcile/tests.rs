@@ -204,6 +204,7 @@ fn context(
         client,
         github,
         sandboxes: Sandboxes::new().with(SandboxBackend::Pod, Arc::new(sandbox)),
+        allowed_namespaces: config.allowed_namespaces,
         limits: config.limits,
         pending_timeout: config.pending_timeout,
         run_timeout: config.run_timeout,
@@ -696,18 +697,23 @@ async fn a_marker_pasted_by_someone_else_does_not_silence_the_reply() {
     assert_eq!(bodies[0]["status"]["reply"]["id"], 99);
 }
 
-#[tokio::test]
-async fn a_github_outage_does_not_hold_a_run_at_its_acknowledgement() {
-    let log = Log::default();
-    let mut pending = run("run-1", AgentRunStatus::default());
-    pending.spec = crate::api::fixtures::spec("octo/hello");
-    pending.spec.github.comment = Some(crate::api::TriggerComment {
+/// The comment that asked for a run, on issue 7 of octo/hello.
+fn trigger_comment() -> crate::api::TriggerComment {
+    crate::api::TriggerComment {
         id: 4242,
         kind: crate::api::CommentKind::IssueComment,
         html_url: "https://github.com/octo/hello/issues/7#issuecomment-4242".into(),
         author: "maintainer".into(),
         review: None,
-    });
+    }
+}
+
+#[tokio::test]
+async fn a_github_outage_does_not_hold_a_run_at_its_acknowledgement() {
+    let log = Log::default();
+    let mut pending = run("run-1", AgentRunStatus::default());
+    pending.spec = crate::api::fixtures::spec("octo/hello");
+    pending.spec.github.comment = Some(trigger_comment());
     let calls = Vec::from(transition(&pending));
     let github = github(&log, json!([])).await;
     let sandbox = scripted(&log, waiting(), None);
@@ -719,4 +725,53 @@ async fn a_github_outage_does_not_hold_a_run_at_its_acknowledgement() {
     assert_eq!(condition["type"], conditions::ACKNOWLEDGED);
     assert_eq!(condition["status"], "False");
     assert_eq!(condition["reason"], "ReactionFailed");
+}
+
+#[tokio::test]
+async fn a_run_outside_the_served_namespaces_is_failed_before_anything_acts_on_it() {
+    let log = Log::default();
+    let mut outsider = run("run-1", AgentRunStatus::default());
+    outsider.metadata.finalizers = None;
+    outsider.spec.github.comment = Some(trigger_comment());
+    let calls = Vec::from(transition(&outsider));
+    // GitHub and the backend log any call; none may come.
+    let stub = github(&log, json!([])).await;
+    let sandbox = scripted(&log, waiting(), None);
+    let (ctx, served) = context(&log, calls, sandbox, &[], Some(stub));
+    let mut ctx = Arc::into_inner(ctx).expect("the only reference");
+    ctx.allowed_namespaces = vec!["smolpaws".into(), "team-a".into()];
+    let (action, bodies) = reconcile_once(outsider.clone(), (Arc::new(ctx), served)).await;
+
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    assert_eq!(
+        entries(&log),
+        [
+            format!("PATCH {}", status_path("run-1")),
+            format!("POST {EVENTS}")
+        ],
+        "no finalizer, no GitHub call, no sandbox"
+    );
+    let patch = &bodies[0];
+    assert_eq!(patch["status"]["phase"], "Failed");
+    let condition = &patch["status"]["conditions"][0];
+    assert_eq!(condition["reason"], "NamespaceNotServed");
+    assert!(
+        condition["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("namespace ns")),
+        "{condition}"
+    );
+
+    // Once failed, it is left alone: no reply to the thread it named.
+    let mut failed = outsider;
+    failed.status = Some(in_phase(Phase::Failed));
+    let stub = github(&log, json!([])).await;
+    let sandbox = scripted(&log, waiting(), None);
+    let (ctx, served) = context(&log, Vec::new(), sandbox, &[], Some(stub));
+    let mut ctx = Arc::into_inner(ctx).expect("the only reference");
+    ctx.allowed_namespaces = vec!["smolpaws".into()];
+    let before = entries(&log).len();
+    let (action, _) = reconcile_once(failed, (Arc::new(ctx), served)).await;
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    assert_eq!(entries(&log).len(), before, "{:?}", entries(&log));
 }

@@ -110,6 +110,15 @@ pub struct DaytonaArgs {
     )]
     pub daytona_api_key: Option<SecretString>,
 
+    /// A file holding Daytona's API key, instead of DAYTONA_API_KEY.
+    #[arg(
+        long = "daytona-api-key-file",
+        env = "DAYTONA_API_KEY_FILE",
+        value_parser = crate::secret_file::read,
+        conflicts_with = "daytona_api_key"
+    )]
+    pub daytona_api_key_file: Option<SecretString>,
+
     /// Daytona's API.
     #[arg(
         long = "daytona-api-url",
@@ -195,7 +204,10 @@ impl DaytonaSandboxes {
     /// The backend, when `settings` has an API key; its agents are told
     /// `environment` (less what only the result endpoint needs).
     pub fn new(settings: &DaytonaArgs, environment: Arc<AgentEnvironment>) -> Option<Self> {
-        let key = settings.daytona_api_key.clone()?;
+        let key = settings
+            .daytona_api_key
+            .clone()
+            .or_else(|| settings.daytona_api_key_file.clone())?;
         Some(Self {
             client: DaytonaClient::new(&settings.daytona_api_url, key, settings.daytona_timeout, 4),
             settings: settings.clone(),
