@@ -1,10 +1,11 @@
 //! `smolpaws agent serve`: the runner. The old TypeScript runner's API
 //! (`POST /run`) on the agent entry, plus the OpenHands agent-server routes
-//! its clients speak: conversations with persisted events, a websocket that
-//! streams them, and a remote workspace (`/api/bash`, `/api/file`,
-//! `/api/git`).
+//! the `openhands-sdk` clients (1.58) speak: conversations with persisted
+//! events, a websocket that streams them, a remote workspace (`/api/bash`,
+//! `/api/file`, `/api/git`), and `/server_info` and `/ready`.
 
 pub mod auth;
+pub mod bash;
 pub mod conversations;
 pub mod events;
 mod job;
@@ -90,7 +91,9 @@ pub struct Runner {
     slots: Arc<Semaphore>,
     conversations: Arc<Conversations>,
     models: Arc<models::Models>,
-    bash: workspace_api::BashEvents,
+    bash: Arc<bash::Bash>,
+    /// When the runner started, for `/server_info`.
+    started: std::time::Instant,
 }
 
 /// A refused request: its status and why, answered in FastAPI's shape
@@ -231,7 +234,8 @@ pub async fn serve(mut config: RunnerArgs, stop: CancellationToken) -> anyhow::R
         slots,
         conversations: conversations.clone(),
         models,
-        bash: workspace_api::BashEvents::default(),
+        bash: Arc::default(),
+        started: std::time::Instant::now(),
     });
     axum::serve(listener, router(runner))
         .with_graceful_shutdown(stop.cancelled_owned())
@@ -241,9 +245,52 @@ pub async fn serve(mut config: RunnerArgs, stop: CancellationToken) -> anyhow::R
     Ok(())
 }
 
-/// Now, as event timestamps are written (RFC 3339).
+/// Now, in microseconds since the epoch.
+fn now_micros() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_microsecond()
+}
+
+/// The timestamp `micros` as events carry it: UTC, RFC 3339, always with
+/// six fractional digits, so that text order is time order.
+fn timestamp(micros: i64) -> String {
+    let second = k8s_openapi::jiff::Timestamp::from_second(micros.div_euclid(1_000_000))
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    format!(
+        "{}.{:06}Z",
+        second.strftime("%Y-%m-%dT%H:%M:%S"),
+        micros.rem_euclid(1_000_000)
+    )
+}
+
+/// Now, as event timestamps are written.
 fn now() -> String {
-    k8s_openapi::jiff::Timestamp::now().to_string()
+    timestamp(now_micros())
+}
+
+/// A timestamp a client gives (RFC 3339, or the SDK's offset-less ISO
+/// form, read as UTC) in microseconds.
+fn micros(text: &str) -> Option<i64> {
+    use k8s_openapi::jiff::{Timestamp, civil::DateTime, tz::TimeZone};
+    text.parse::<Timestamp>()
+        .ok()
+        .or_else(|| {
+            let civil: DateTime = text.parse().ok()?;
+            civil.to_zoned(TimeZone::UTC).ok().map(|z| z.timestamp())
+        })
+        .map(|t| t.as_microsecond())
+}
+
+/// Whether `timestamp` is at or after `from` and before `until` (each
+/// bound when given and readable).
+fn within(timestamp: &str, from: Option<&str>, until: Option<&str>) -> bool {
+    let at = micros(timestamp);
+    let after = from
+        .and_then(micros)
+        .is_none_or(|from| at.is_some_and(|t| t >= from));
+    let before = until
+        .and_then(micros)
+        .is_none_or(|until| at.is_some_and(|t| t < until));
+    after && before
 }
 
 /// Every route.
@@ -259,8 +306,13 @@ pub fn router(runner: Arc<Runner>) -> Router {
     Router::new()
         .route("/alive", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/health", get(|| async { "OK" }))
+        .route(
+            "/ready",
+            get(|| async { Json(json!({ "status": "ready" })) }),
+        )
+        .route("/server_info", get(server_info))
         .route("/run", post(job::run))
-        .route("/api/conversations", post(create))
+        .route("/api/conversations", post(create).get(batch))
         .route("/api/conversations/search", get(search))
         .route("/api/conversations/count", get(count))
         .route("/api/conversations/{id}", get(one).delete(delete))
@@ -282,7 +334,20 @@ pub fn router(runner: Arc<Runner>) -> Router {
             "/api/bash/bash_events/search",
             get(workspace_api::search_bash),
         )
+        .route(
+            "/api/bash/bash_events",
+            axum::routing::delete(workspace_api::clear_bash),
+        )
         .route("/api/bash/bash_events/{id}", get(workspace_api::bash_event))
+        .route(
+            "/api/bash/bash_commands/{id}/stop",
+            post(workspace_api::stop_bash),
+        )
+        .route("/api/file/upload", post(workspace_api::upload))
+        .route("/api/file/download", get(workspace_api::download))
+        .route("/api/git/changes", get(workspace_api::changes))
+        .route("/api/git/diff", get(workspace_api::diff))
+        // The path forms SDK clients before 1.15 send, kept for them.
         .route("/api/file/upload/{*path}", post(workspace_api::upload))
         .route("/api/file/download/{*path}", get(workspace_api::download))
         .route("/api/git/changes/{*path}", get(workspace_api::changes))
@@ -300,7 +365,8 @@ impl IntoResponse for ConversationError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Running(_) => StatusCode::CONFLICT,
             Self::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Empty => StatusCode::BAD_REQUEST,
+            Self::Empty | Self::BadId(_) => StatusCode::BAD_REQUEST,
+            Self::Outside(_) => StatusCode::FORBIDDEN,
             Self::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Refusal::new(status, self.to_string()).into_response()
@@ -337,7 +403,7 @@ async fn create(State(runner): State<Arc<Runner>>, bytes: axum::body::Bytes) -> 
     }
 }
 
-/// Paging of searches: `page_id` is where the page starts.
+/// Paging and filters of searches: `page_id` is where the page starts.
 #[derive(Debug, Deserialize)]
 struct Page {
     #[serde(default)]
@@ -348,21 +414,92 @@ struct Page {
     status: Option<ExecutionStatus>,
     #[serde(default)]
     kind: Option<String>,
+    #[serde(default)]
+    source: Option<events::Source>,
+    /// Only messages containing this text (any case).
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    sort_order: bash::SortOrder,
+    #[serde(default, rename = "timestamp__gte")]
+    from: Option<String>,
+    #[serde(default, rename = "timestamp__lt")]
+    until: Option<String>,
 }
 
 impl Page {
-    fn cut<T: serde::Serialize>(&self, items: Vec<T>) -> Response {
+    fn cut<T: serde::Serialize>(&self, mut items: Vec<T>) -> Response {
+        if self.limit.is_some_and(|limit| !(1..=100).contains(&limit)) {
+            return Refusal::field("limit", "must be from 1 to 100").into_response();
+        }
+        if self.sort_order == bash::SortOrder::TimestampDesc {
+            items.reverse();
+        }
         let start = self
             .page_id
             .as_deref()
             .and_then(|p| p.parse::<usize>().ok())
             .unwrap_or(0);
-        let limit = self.limit.unwrap_or(100).clamp(1, 100);
+        let limit = self.limit.unwrap_or(100);
         let end = (start + limit).min(items.len());
         let next = (end < items.len()).then(|| end.to_string());
         let page: Vec<&T> = items.iter().skip(start).take(limit).collect();
         Json(json!({ "items": page, "next_page_id": next })).into_response()
     }
+
+    fn keeps(&self, event: &events::Event) -> bool {
+        self.kind.as_deref().is_none_or(|k| event.kind() == k)
+            && self.source.is_none_or(|s| event.source == s)
+            && self
+                .body
+                .as_deref()
+                .is_none_or(|b| event.mentions(&b.to_lowercase()))
+            && within(
+                &event.timestamp,
+                self.from.as_deref(),
+                self.until.as_deref(),
+            )
+    }
+}
+
+/// `GET /server_info`: what this server is, for clients that check
+/// versions; open, as the agent-server's is.
+async fn server_info(State(runner): State<Arc<Runner>>) -> Response {
+    Json(json!({
+        "title": "smolpaws runner",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime": runner.started.elapsed().as_secs_f64(),
+        "conversation_runtime": "local",
+        "usable_tools": crate::agent::toolbox::definitions()
+            .into_iter()
+            .map(|tool| tool.name.to_string())
+            .collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+/// `GET /api/conversations?ids=..&ids=..`: those conversations, `null` for
+/// each unknown one, as the agent-server answers (at most 99 ids).
+async fn batch(State(runner): State<Arc<Runner>>, uri: axum::http::Uri) -> Response {
+    let ids: Vec<String> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("ids="))
+        .map(|id| {
+            percent_encoding::percent_decode_str(id)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    if ids.len() > 99 {
+        return Refusal::field("ids", "at most 99 ids at once").into_response();
+    }
+    let infos: Vec<Option<conversations::ConversationInfo>> = ids
+        .iter()
+        .map(|id| runner.conversations.get(id).ok().map(|c| c.info()))
+        .collect();
+    Json(infos).into_response()
 }
 
 async fn search(State(runner): State<Arc<Runner>>, Query(page): Query<Page>) -> Response {
@@ -426,7 +563,7 @@ fn events_of(
         .get(id)?
         .events()
         .into_iter()
-        .filter(|e| page.kind.as_deref().is_none_or(|k| e.kind() == k))
+        .filter(|e| page.keeps(e))
         .collect())
 }
 
