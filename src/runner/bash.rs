@@ -632,9 +632,9 @@ mod tests {
             dir.path().to_owned(),
             Duration::from_secs(60),
         );
-        let began = std::time::Instant::now();
         bash.stop(started.id()).await.expect("a known command");
-        assert!(ended.is_cancelled() && began.elapsed() < Duration::from_secs(5));
+        // A 60 s command that has ended now was stopped, not waited for.
+        assert!(ended.is_cancelled());
         assert!(
             matches!(bash.joined(started.id()), BashEvent::BashOutput { exit_code: Some(code), .. } if code < 0)
         );

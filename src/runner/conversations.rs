@@ -202,7 +202,7 @@ fn masked(mut agent: Value) -> Value {
 
 /// The agent shown for a conversation whose client described none: the
 /// SDK's smallest valid `Agent`.
-fn default_agent(model: &str) -> Value {
+pub(super) fn default_agent(model: &str) -> Value {
     json!({ "kind": "Agent", "llm": { "model": model, "usage_id": "agent" }, "tools": [] })
 }
 
@@ -481,7 +481,15 @@ impl Conversations {
             let Ok(meta) = std::fs::read(dir.join("meta.json")) else {
                 continue;
             };
-            let Ok(mut info) = serde_json::from_slice::<ConversationInfo>(&meta) else {
+            let meta = serde_json::from_slice(&meta).map(|meta| {
+                super::legacy::info(
+                    meta,
+                    &dir.display().to_string(),
+                    settings.llm.model.as_deref().unwrap_or_default(),
+                    settings.max_iterations,
+                )
+            });
+            let Ok(mut info) = meta.and_then(serde_json::from_value::<ConversationInfo>) else {
                 warn!(dir = %dir.display(), "skipping a conversation whose meta.json is unreadable");
                 continue;
             };
@@ -495,14 +503,14 @@ impl Conversations {
                 Conversation::new(dir, PathBuf::from(&info.workspace.working_dir), info, log);
             {
                 let mut state = conversation.lock();
-                state.events = events.into_iter().map(Arc::new).collect();
-                // Later than every stored event, whatever the clock says now.
-                state.clock = state
-                    .events
-                    .iter()
-                    .filter_map(|e| super::micros(&e.timestamp))
-                    .max()
-                    .unwrap_or(0);
+                for mut event in events {
+                    // Older runners wrote timestamps of any precision, some
+                    // equal: each is made later than the one before.
+                    let at = super::micros(&event.timestamp).unwrap_or(0);
+                    state.clock = at.max(state.clock + 1);
+                    event.timestamp = super::timestamp(state.clock);
+                    state.events.push(Arc::new(event));
+                }
             }
             if interrupted {
                 conversation.set_status(ExecutionStatus::Paused);

@@ -216,8 +216,9 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    /// Opens (creating) the log at `path`, with the events it holds. A line
-    /// cut short by a crash is removed, so the next event starts a line.
+    /// Opens (creating) the log at `path`, with the events it holds (those
+    /// an older runner wrote read in today's shapes). A line cut short by a
+    /// crash is removed, so the next event starts a line.
     pub fn open(path: &Path) -> io::Result<(Self, Vec<Event>)> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let bytes = std::fs::read(path)?;
@@ -225,10 +226,17 @@ impl EventLog {
         if whole < bytes.len() {
             file.set_len(whole as u64)?;
         }
-        let events = bytes[..whole]
-            .split(|&b| b == b'\n')
-            .filter_map(|line| serde_json::from_slice(line).ok())
-            .collect();
+        let mut events: Vec<Event> = Vec::new();
+        for line in bytes[..whole].split(|&b| b == b'\n') {
+            let Ok(value) = serde_json::from_slice::<Value>(line) else {
+                continue;
+            };
+            let event = match serde_json::from_value(value.clone()) {
+                Ok(event) => Some(event),
+                Err(_) => super::legacy::event(value, &events),
+            };
+            events.extend(event);
+        }
         Ok((Self { file }, events))
     }
 

@@ -9,6 +9,7 @@ pub mod bash;
 pub mod conversations;
 pub mod events;
 mod job;
+mod legacy;
 pub mod models;
 mod socket;
 mod workspace_api;

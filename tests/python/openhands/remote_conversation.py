@@ -13,7 +13,7 @@ import httpx
 import websockets
 from pydantic import SecretStr
 
-from openhands.agent_server.models import ConversationInfo
+from openhands.agent_server.models import ConversationInfo, ConversationPage
 from openhands.sdk import LLM, Agent, Conversation, RemoteConversation
 from openhands.sdk.conversation.state import ConversationExecutionStatus
 from openhands.sdk.event import ActionEvent, MessageEvent, ObservationEvent
@@ -95,6 +95,8 @@ def main():
     info = ConversationInfo.model_validate(raw)
     check(str(info.workspace.working_dir) == workdir, "the working_dir", raw["workspace"])
     check(raw["agent"]["llm"]["api_key"] == "**********", "the key is masked", raw["agent"]["llm"])
+    listed = ConversationPage.model_validate(http.get("/api/conversations/search").json())
+    check([str(c.id) for c in listed.items] == [conversation_id], "the search", listed)
     unknown = str(uuid.uuid4())
     batch = http.get("/api/conversations", params=[("ids", conversation_id), ("ids", unknown)])
     check(batch.status_code == 200, "?ids= is served", batch.text)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from openhands.agent_server.models import BashEventPage, BashOutput
 from openhands.sdk.git.models import GitChangeStatus
 from openhands.sdk.workspace import AsyncRemoteWorkspace, RemoteWorkspace
 
@@ -95,12 +96,16 @@ def bash_events(http):
         params={**params, "sort_order": "TIMESTAMP_DESC", "limit": 1},
     ).json()
     check(len(latest["items"]) == 1, "limit=1 answers one", latest)
+    # The agent-server's own models read what the runner serves.
+    BashEventPage.model_validate(latest)
+    BashOutput.model_validate(latest["items"][0])
     check(latest["items"][0]["stdout"] == "1\n2\n3\n", "the output", latest)
     after = http.get(
         "/api/bash/bash_events/search", params={**params, "order__gt": 0}
     ).json()
     check(after["items"] == [], "order__gt leaves out order 0", after)
     page = http.get("/api/bash/bash_events/search", params={"limit": 1}).json()
+    BashEventPage.model_validate(page)
     check(page["next_page_id"], "a first page says where the next starts", page)
     second = http.get(
         "/api/bash/bash_events/search",
