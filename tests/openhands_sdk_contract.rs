@@ -82,6 +82,10 @@ async fn a_remote_conversation_runs_a_tool_call_and_attaches_again() {
             name: "finish",
             arguments: json!({ "reply": "I worked where you asked." }),
         },
+        Reply::Tool {
+            name: "bash",
+            arguments: json!({ "command": "sleep 20" }),
+        },
     ])
     .await;
     let dir = tempfile::tempdir().expect("a temp dir");
@@ -103,6 +107,11 @@ async fn a_remote_conversation_runs_a_tool_call_and_attaches_again() {
             "ActionEvent",
             "ObservationEvent",
             "MessageEvent",
+            "ConversationStateUpdateEvent",
+            // The second run, paused in its 20 s command.
+            "MessageEvent",
+            "ConversationStateUpdateEvent",
+            "ActionEvent",
             "ConversationStateUpdateEvent"
         ],
         "{report}"

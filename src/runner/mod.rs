@@ -319,6 +319,8 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .route("/api/conversations/{id}", get(one).delete(delete))
         .route("/api/conversations/{id}/run", post(run))
         .route("/api/conversations/{id}/pause", post(pause))
+        // A pause stops the run at once already, the model's call included.
+        .route("/api/conversations/{id}/interrupt", post(pause))
         .route("/api/conversations/{id}/events", post(send))
         .route("/api/conversations/{id}/events/search", get(search_events))
         .route("/api/conversations/{id}/events/count", get(count_events))

@@ -63,7 +63,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Named {
         }
         Query::<PathQuery>::try_from_uri(&parts.uri)
             .map(|Query(query)| Self(query.path))
-            .map_err(|_| Refusal::field("path", "name the file: ?path=<absolute path>"))
+            .map_err(|_| Refusal::field("path", "is required: ?path=<absolute path>"))
     }
 }
 

@@ -1,12 +1,13 @@
 """Drives `smolpaws agent serve` with the SDK's RemoteConversation: created,
 a message sent, a run to its end (the scripted model makes one tool call),
-events synced, attached again, paused, closed. Every event the runner
+events synced, attached again, a second run paused, closed. Every event the runner
 serves, over REST and over the websocket, must pass the SDK's own models,
 and the conversation's info the agent-server's."""
 
 import asyncio
 import json
 import os
+import time
 import uuid
 
 import httpx
@@ -107,15 +108,30 @@ def main():
     check(attached.state.execution_status == ConversationExecutionStatus.FINISHED, "attach sees the status")
     check(attached.agent.llm.model == "openai/scripted-model", "attach rebuilds the agent", attached.agent.llm)
     check(len([e for e in attached.state.events if isinstance(e, ActionEvent)]) == 1, "attach syncs events")
-    attached.pause()
     attached.close()
+
+    # A second run, paused while its command runs.
+    conversation.send_message("Now wait a long time.")
+    conversation.run(blocking=False)
+    deadline = time.monotonic() + 30
+    while not any(
+        isinstance(e, ActionEvent) and "sleep" in e.tool_call.arguments
+        for e in conversation.state.events
+    ):
+        check(time.monotonic() < deadline, "the second run called its tool")
+        time.sleep(0.05)
     conversation.pause()
+    while conversation.state.refresh_from_server()["execution_status"] != "paused":
+        check(time.monotonic() < deadline, "the pause stopped the run")
+        time.sleep(0.05)
+    conversation.interrupt()
+    stored = stored_events(http, conversation_id)
 
     frames, code = asyncio.run(socket_frames(conversation_id, KEY, "?resend_mode=all"))
     check(code is None, "the socket stays open", code)
     validated = [Event.model_validate(frame) for frame in frames]
     check(validated[0].key == "full_state", "a snapshot first", frames[0])
-    check(validated[0].value["execution_status"] == "finished", "the snapshot's status", frames[0])
+    check(validated[0].value["execution_status"] == "paused", "the snapshot's status", frames[0]["value"]["execution_status"])
     check([e.id for e in validated[1:]] == [e.id for e in stored], "the replay is the history")
     _, code = asyncio.run(socket_frames(conversation_id, "wrong key"))
     check(code == 4001, "a bad key closes with 4001", code)
