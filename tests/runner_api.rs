@@ -236,6 +236,18 @@ async fn conversation_events_stream_in_order_and_late_clients_catch_up() {
         ))
         .await;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+    let (_, newest) = runner
+        .get(&format!(
+            "/api/conversations/{id}/events/search?sort_order=TIMESTAMP_DESC&limit=1"
+        ))
+        .await;
+    assert_eq!(newest["items"][0], seen[seen.len() - 1]);
+    let (status, _) = runner
+        .get(&format!(
+            "/api/conversations/{id}/events/search?sort_order=SIDEWAYS"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     let _ = early.close(None).await;
 }
 

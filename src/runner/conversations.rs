@@ -543,18 +543,15 @@ impl Conversations {
             .ok_or_else(|| ConversationError::NotFound(id.to_owned()))
     }
 
-    /// Every conversation, newest first, optionally only those in `status`.
+    /// Every conversation (in no order), optionally only those in `status`.
     pub fn list(&self, status: Option<ExecutionStatus>) -> Vec<ConversationInfo> {
-        let mut infos: Vec<ConversationInfo> = self
-            .all
+        self.all
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .map(|c| c.info())
             .filter(|info| status.is_none_or(|s| info.execution_status == s))
-            .collect();
-        infos.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-        infos
+            .collect()
     }
 
     /// Starts a conversation, or returns the one with the id asked for.

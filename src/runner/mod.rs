@@ -422,8 +422,11 @@ struct Page {
     /// Only messages containing this text (any case).
     #[serde(default)]
     body: Option<String>,
+    /// Events: `TIMESTAMP` (the default) or `TIMESTAMP_DESC`; conversations:
+    /// `CREATED_AT`, `UPDATED_AT`, each with `_DESC` (`CREATED_AT_DESC`
+    /// the default).
     #[serde(default)]
-    sort_order: bash::SortOrder,
+    sort_order: Option<String>,
     #[serde(default, rename = "timestamp__gte")]
     from: Option<String>,
     #[serde(default, rename = "timestamp__lt")]
@@ -431,12 +434,9 @@ struct Page {
 }
 
 impl Page {
-    fn cut<T: serde::Serialize>(&self, mut items: Vec<T>) -> Response {
+    fn cut<T: serde::Serialize>(&self, items: Vec<T>) -> Response {
         if self.limit.is_some_and(|limit| !(1..=100).contains(&limit)) {
             return Refusal::field("limit", "must be from 1 to 100").into_response();
-        }
-        if self.sort_order == bash::SortOrder::TimestampDesc {
-            items.reverse();
         }
         let start = self
             .page_id
@@ -506,7 +506,29 @@ async fn batch(State(runner): State<Arc<Runner>>, uri: axum::http::Uri) -> Respo
 }
 
 async fn search(State(runner): State<Arc<Runner>>, Query(page): Query<Page>) -> Response {
-    page.cut(runner.conversations.list(page.status))
+    let mut infos = runner.conversations.list(page.status);
+    let order = page.sort_order.as_deref().unwrap_or("CREATED_AT_DESC");
+    let (by_update, descending) = match order {
+        "CREATED_AT" => (false, false),
+        "CREATED_AT_DESC" => (false, true),
+        "UPDATED_AT" => (true, false),
+        "UPDATED_AT_DESC" => (true, true),
+        _ => {
+            return Refusal::field(
+                "sort_order",
+                "must be CREATED_AT or UPDATED_AT, or either _DESC",
+            )
+            .into_response();
+        }
+    };
+    infos.sort_by(|a, b| match by_update {
+        true => a.updated_at.cmp(&b.updated_at),
+        false => a.created_at.cmp(&b.created_at),
+    });
+    if descending {
+        infos.reverse();
+    }
+    page.cut(infos)
 }
 
 async fn count(State(runner): State<Arc<Runner>>, Query(page): Query<Page>) -> Response {
@@ -575,8 +597,21 @@ async fn search_events(
     Path(id): Path<String>,
     Query(page): Query<Page>,
 ) -> Response {
+    let descending = match page.sort_order.as_deref() {
+        None | Some("TIMESTAMP") => false,
+        Some("TIMESTAMP_DESC") => true,
+        Some(_) => {
+            return Refusal::field("sort_order", "must be TIMESTAMP or TIMESTAMP_DESC")
+                .into_response();
+        }
+    };
     match events_of(&runner, &id, &page) {
-        Ok(events) => page.cut(events),
+        Ok(mut events) => {
+            if descending {
+                events.reverse();
+            }
+            page.cut(events)
+        }
         Err(error) => error.into_response(),
     }
 }
