@@ -242,12 +242,13 @@ async fn conversation_events_stream_in_order_and_late_clients_catch_up() {
         ))
         .await;
     assert_eq!(newest["items"][0], seen[seen.len() - 1]);
-    let (status, _) = runner
-        .get(&format!(
-            "/api/conversations/{id}/events/search?sort_order=SIDEWAYS"
-        ))
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    for bad in ["sort_order=SIDEWAYS", "timestamp__gte=yesterday"] {
+        let (status, refused) = runner
+            .get(&format!("/api/conversations/{id}/events/search?{bad}"))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {refused}");
+        assert_eq!(refused["field"], bad.split('=').next().unwrap_or_default());
+    }
     let _ = early.close(None).await;
 }
 

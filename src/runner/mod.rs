@@ -294,6 +294,20 @@ fn within(timestamp: &str, from: Option<&str>, until: Option<&str>) -> bool {
     after && before
 }
 
+/// Refuses time bounds that are not timestamps, naming the field.
+fn readable(bounds: &[(&str, Option<&str>)]) -> Result<(), Refusal> {
+    match bounds
+        .iter()
+        .find(|(_, bound)| bound.is_some_and(|b| micros(b).is_none()))
+    {
+        Some((field, _)) => Err(Refusal::field(
+            field,
+            "must be an ISO 8601 timestamp, e.g. 2026-11-28T17:00:00Z",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Every route.
 pub fn router(runner: Arc<Runner>) -> Router {
     let token = Arc::new(
@@ -362,17 +376,23 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .with_state(runner)
 }
 
+impl From<ConversationError> for Refusal {
+    fn from(error: ConversationError) -> Self {
+        let status = match &error {
+            ConversationError::NotFound(_) => StatusCode::NOT_FOUND,
+            ConversationError::Running(_) => StatusCode::CONFLICT,
+            ConversationError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            ConversationError::Empty | ConversationError::BadId(_) => StatusCode::BAD_REQUEST,
+            ConversationError::Outside(_) => StatusCode::FORBIDDEN,
+            ConversationError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Refusal::new(status, error.to_string())
+    }
+}
+
 impl IntoResponse for ConversationError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Running(_) => StatusCode::CONFLICT,
-            Self::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Empty | Self::BadId(_) => StatusCode::BAD_REQUEST,
-            Self::Outside(_) => StatusCode::FORBIDDEN,
-            Self::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        Refusal::new(status, self.to_string()).into_response()
+        Refusal::from(self).into_response()
     }
 }
 
@@ -578,11 +598,11 @@ async fn send(
     }
 }
 
-fn events_of(
-    runner: &Runner,
-    id: &str,
-    page: &Page,
-) -> Result<Vec<Arc<events::Event>>, ConversationError> {
+fn events_of(runner: &Runner, id: &str, page: &Page) -> Result<Vec<Arc<events::Event>>, Refusal> {
+    readable(&[
+        ("timestamp__gte", page.from.as_deref()),
+        ("timestamp__lt", page.until.as_deref()),
+    ])?;
     Ok(runner
         .conversations
         .get(id)?
@@ -612,7 +632,7 @@ async fn search_events(
             }
             page.cut(events)
         }
-        Err(error) => error.into_response(),
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -623,6 +643,6 @@ async fn count_events(
 ) -> Response {
     match events_of(&runner, &id, &page) {
         Ok(events) => Json(events.len()).into_response(),
-        Err(error) => error.into_response(),
+        Err(refusal) => refusal.into_response(),
     }
 }

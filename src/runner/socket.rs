@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -101,6 +101,12 @@ pub async fn events(
         .token
         .clone()
         .expect("serve sets a token before routing");
+    // Refused before the upgrade: after it, a client could only be told
+    // by a close.
+    if let Err(refusal) = super::readable(&[("after_timestamp", follow.after_timestamp.as_deref())])
+    {
+        return refusal.into_response();
+    }
     let presented = auth::presented(&headers, uri.query()).map(<[u8]>::to_vec);
     upgrade.on_upgrade(move |socket| async move {
         let Some(mut socket) = authenticate(socket, &token, presented).await else {

@@ -134,6 +134,13 @@ pub async fn search_bash(
     {
         return Refusal::field("limit", "must be from 1 to 100").into_response();
     }
+    let bounds = [
+        ("timestamp__gte", search.from.as_deref()),
+        ("timestamp__lt", search.until.as_deref()),
+    ];
+    if let Err(refusal) = super::readable(&bounds) {
+        return refusal.into_response();
+    }
     Json(runner.bash.search(&search)).into_response()
 }
 
