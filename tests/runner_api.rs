@@ -11,138 +11,11 @@ use futures::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::fake_llm::{FakeLlm, Reply};
+use support::runner::{Runner, TOKEN};
 use tokio_tungstenite::tungstenite::Message;
 
-const TOKEN: &str = "runner-token-0123456789";
-
-struct Runner {
-    child: tokio::process::Child,
-    url: String,
-    http: reqwest::Client,
-}
-
-impl Runner {
-    /// Starts the runner with its state in `dir`, the LLM `llm`, and
-    /// `extra` environment.
-    async fn start(dir: &Path, llm: &FakeLlm, extra: &[(&str, &str)]) -> Self {
-        Self::spawn(dir, llm, extra, Stdio::inherit()).await
-    }
-
-    /// Like [`Runner::start`], its stderr to `stderr`.
-    async fn spawn(dir: &Path, llm: &FakeLlm, extra: &[(&str, &str)], stderr: Stdio) -> Self {
-        smolpaws::tls::install_default_provider();
-        let port = support::free_port();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_smolpaws"))
-            .args(["agent", "serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir)
-            .env("SMOLPAWS_RUNNER_TOKEN", TOKEN)
-            .env("SMOLPAWS_WORKSPACE_ROOT", dir.join("workspaces"))
-            .env("SMOLPAWS_PERSISTENCE_DIR", dir.join("conversations"))
-            .env("LLM_MODEL", "scripted-model")
-            .env("LLM_BASE_URL", &llm.base_url)
-            .env("LLM_API_KEY", "sk-runner-test-0123456789")
-            .env("GITHUB_API_URL", "http://127.0.0.1:9")
-            .env("RUST_LOG", "warn")
-            .envs(extra.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the runner starts");
-        let runner = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while runner.http.get(runner.at("/alive")).send().await.is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the runner never answered /alive"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        runner
-    }
-
-    fn at(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(self.at(path))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .expect("the runner answers");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .get(self.at(path))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("the runner answers");
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn status_of(&self, id: &str) -> String {
-        let (_, info) = self.get(&format!("/api/conversations/{id}")).await;
-        info["execution_status"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
-    async fn until_status(&self, id: &str, wanted: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.status_of(id).await != wanted {
-            assert!(
-                Instant::now() < deadline,
-                "{id} never became {wanted}; it is {}",
-                self.status_of(id).await
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn events(&self, id: &str) -> Vec<Value> {
-        let (status, page) = self
-            .get(&format!("/api/conversations/{id}/events/search?limit=100"))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{page}");
-        page["items"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// A websocket of the conversation's events; `query` is appended.
-    async fn follow(
-        &self,
-        id: &str,
-        query: &str,
-    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
-    {
-        let url = format!(
-            "{}/sockets/events/{id}?session_api_key={TOKEN}{query}",
-            self.url.replace("http://", "ws://")
-        );
-        tokio_tungstenite::connect_async(url)
-            .await
-            .expect("the websocket opens")
-            .0
-    }
-}
-
-/// Reads events from `socket` until one says the conversation finished.
+/// Reads stored events from `socket` until one says the conversation
+/// finished; the `full_state` snapshots between them are left out.
 async fn until_finished(
     socket: &mut tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
@@ -153,6 +26,9 @@ async fn until_finished(
         while let Some(Ok(message)) = socket.next().await {
             if let Message::Text(text) = message {
                 let event: Value = serde_json::from_str(&text).expect("a JSON event");
+                if event["key"] == "full_state" {
+                    continue;
+                }
                 let finished =
                     event["kind"] == "ConversationStateUpdateEvent" && event["value"] == "finished";
                 seen.push(event);
@@ -292,22 +168,22 @@ async fn conversation_events_stream_in_order_and_late_clients_catch_up() {
     let id = info["id"].as_str().expect("an id").to_owned();
     assert_eq!(info["execution_status"], "idle");
 
-    let mut early = runner.follow(&id, "").await;
+    let mut early = runner.follow(&id, "&resend_mode=all").await;
     let (status, _) = runner
         .post(&format!("/api/conversations/{id}/run"), json!({}))
         .await;
     assert_eq!(status, StatusCode::OK);
     let seen = until_finished(&mut early).await;
 
-    let seqs: Vec<u64> = seen
+    let stamps: Vec<&str> = seen
         .iter()
-        .map(|e| e["seq"].as_u64().expect("a seq"))
+        .map(|e| e["timestamp"].as_str().expect("a timestamp"))
         .collect();
-    assert_eq!(
-        seqs,
-        (0..seen.len() as u64).collect::<Vec<_>>(),
-        "every event, in order"
+    assert!(
+        stamps.windows(2).all(|pair| pair[0] < pair[1]),
+        "every event, in order, later than the one before: {stamps:?}"
     );
+    assert!(seen.iter().all(|e| e.get("seq").is_none()));
     let kinds: Vec<String> = seen
         .iter()
         .map(|e| match e["kind"].as_str() {
@@ -331,7 +207,7 @@ async fn conversation_events_stream_in_order_and_late_clients_catch_up() {
     );
     assert_eq!(seen[2]["tool_name"], "bash");
     assert!(
-        seen[3]["observation"]["content"]
+        seen[3]["observation"]["content"][0]["text"]
             .as_str()
             .unwrap_or_default()
             .contains("streamed")
@@ -342,12 +218,19 @@ async fn conversation_events_stream_in_order_and_late_clients_catch_up() {
     );
     assert_eq!(seen[4]["source"], "agent");
 
-    let mut late = runner.follow(&id, "").await;
+    assert_eq!(seen[3]["action_id"], seen[2]["id"]);
+    let mut late = runner.follow(&id, "&resend_mode=all").await;
     let replayed = until_finished(&mut late).await;
     assert_eq!(replayed, seen, "a late client gets what it missed first");
-    let mut resumed = runner.follow(&id, "&after=3").await;
+    let third = seen[3]["id"].as_str().expect("an id");
+    let mut resumed = runner.follow(&id, &format!("&after={third}")).await;
     let rest = until_finished(&mut resumed).await;
     assert_eq!(rest, seen[4..].to_vec());
+    let since = seen[4]["timestamp"].as_str().expect("a timestamp");
+    let mut since = runner
+        .follow(&id, &format!("&resend_mode=since&after_timestamp={since}"))
+        .await;
+    assert_eq!(until_finished(&mut since).await, seen[4..].to_vec());
 
     assert_eq!(runner.events(&id).await, seen);
     let (_, page) = runner
@@ -356,6 +239,19 @@ async fn conversation_events_stream_in_order_and_late_clients_catch_up() {
         ))
         .await;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+    let (_, newest) = runner
+        .get(&format!(
+            "/api/conversations/{id}/events/search?sort_order=TIMESTAMP_DESC&limit=1"
+        ))
+        .await;
+    assert_eq!(newest["items"][0], seen[seen.len() - 1]);
+    for bad in ["sort_order=SIDEWAYS", "timestamp__gte=yesterday"] {
+        let (status, refused) = runner
+            .get(&format!("/api/conversations/{id}/events/search?{bad}"))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {refused}");
+        assert_eq!(refused["field"], bad.split('=').next().unwrap_or_default());
+    }
     let _ = early.close(None).await;
 }
 
@@ -447,8 +343,8 @@ async fn the_remote_workspace_runs_commands_moves_files_and_shows_git_changes() 
     let output = bash(&runner, "echo out; echo err >&2; exit 3", None).await;
     assert_eq!(output["kind"], "BashOutput");
     assert_eq!(output["exit_code"], 3);
-    let text = output["stdout"].as_str().unwrap_or_default();
-    assert!(text.contains("out") && text.contains("err"), "{output}");
+    assert_eq!(output["stdout"], "out\n", "{output}");
+    assert_eq!(output["stderr"], "err\n", "{output}");
 
     let began = Instant::now();
     let (_, slow) = runner
@@ -571,40 +467,55 @@ async fn paths_out_of_the_workspace_are_refused() {
     let root: PathBuf = dir.path().join("workspaces");
     std::os::unix::fs::symlink(outside.path(), root.join("link")).expect("a symlink out");
 
-    let upload = |path: String| {
+    let upload = |route: String| {
         let form = reqwest::multipart::Form::new().part(
             "file",
             reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("x"),
         );
         runner
             .http
-            .post(runner.at(&format!("/api/file/upload/{path}")))
+            .post(runner.at(&route))
             .bearer_auth(TOKEN)
             .multipart(form)
             .send()
     };
     // Encoded so that the client sends them as they are (a URL library
-    // would resolve a literal `..`); `//` makes a path absolute.
+    // would resolve a literal `..`); in the path form `//` makes a path
+    // absolute.
+    let outside_dir = outside.path().display().to_string();
     let escapes = [
         "..%2Fescape.txt".to_owned(),
         "a%2F..%2F..%2Fescape.txt".to_owned(),
-        format!("/{}/escape.txt", outside.path().display()),
+        format!("{outside_dir}/escape.txt"),
         "link/escape.txt".to_owned(),
     ];
     for path in &escapes {
-        let answer = upload(path.clone()).await.expect("an answer");
-        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "upload {path}");
+        let slash = if path.starts_with('/') { "/" } else { "" };
+        for route in [
+            format!("/api/file/upload?path={path}"),
+            format!("/api/file/upload/{slash}{path}"),
+        ] {
+            let answer = upload(route.clone()).await.expect("an answer");
+            assert_eq!(answer.status(), StatusCode::FORBIDDEN, "upload {route}");
+        }
     }
-    let outside_secret = format!("/{}/secret.txt", outside.path().display());
-    for path in ["link/secret.txt", "..%2Fconversations", &outside_secret] {
+    let outside_secret = format!("{outside_dir}/secret.txt");
+    for route in [
+        "/api/file/download/link/secret.txt".to_owned(),
+        "/api/file/download/..%2Fconversations".to_owned(),
+        format!("/api/file/download//{outside_secret}"),
+        "/api/file/download?path=link/secret.txt".to_owned(),
+        "/api/file/download?path=..%2Fconversations%2Fx".to_owned(),
+        format!("/api/file/download?path={outside_secret}"),
+    ] {
         let answer = runner
             .http
-            .get(runner.at(&format!("/api/file/download/{path}")))
+            .get(runner.at(&route))
             .bearer_auth(TOKEN)
             .send()
             .await
             .expect("an answer");
-        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "download {path}");
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "download {route}");
         assert_ne!(answer.text().await.unwrap_or_default(), "outside");
     }
     let (status, _) = runner
@@ -614,8 +525,21 @@ async fn paths_out_of_the_workspace_are_refused() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = runner.get("/api/git/changes/link").await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    for route in [
+        "/api/git/changes/link",
+        "/api/git/changes?path=link",
+        "/api/git/diff?path=link/secret.txt",
+    ] {
+        let (status, _) = runner.get(route).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{route}");
+    }
+    let (status, refused) = runner
+        .post(
+            "/api/conversations",
+            json!({ "workspace": { "kind": "LocalWorkspace", "working_dir": outside_dir } }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
 
     assert!(!dir.path().join("escape.txt").exists());
     assert_eq!(

@@ -1,8 +1,12 @@
-//! The runner's token: every route but `/alive` and `/health` requires it,
-//! as `Authorization: Bearer <token>`, as the `X-Session-API-Key` header
-//! OpenHands clients send, or, on the websocket routes only (a browser
-//! cannot set their headers), as `session_api_key` in the query. A page a
-//! developer visits can send none of these, so it cannot drive the runner.
+//! The runner's token: every route but the probes (`/alive`, `/health`,
+//! `/ready`, `/server_info`) requires it, as `Authorization: Bearer <token>`
+//! or as the `X-Session-API-Key` header OpenHands clients send. A page a
+//! developer visits can send neither, so it cannot drive the runner.
+//!
+//! The websockets check it themselves, after the upgrade, as the
+//! agent-server does: from a header, from `session_api_key` in the query (a
+//! browser cannot set a websocket's headers), or from the client's first
+//! frame, `{"type": "auth", "session_api_key": ...}`, which SDK clients send.
 
 use std::sync::Arc;
 
@@ -15,15 +19,20 @@ use subtle::ConstantTimeEq;
 
 use super::Refusal;
 
-/// Routes anyone may call: liveness for probes.
-const OPEN: &[&str] = &["/alive", "/health"];
+/// Routes anyone may call: probes, and what the server is.
+const OPEN: &[&str] = &["/alive", "/health", "/ready", "/server_info"];
 
-/// Routes that take the token in the query: the websockets.
+/// Routes that check the token themselves: the websockets.
 const SOCKETS: &str = "/sockets/";
+
+/// Whether `given` is the token.
+pub fn valid(token: &SecretString, given: &[u8]) -> bool {
+    bool::from(given.ct_eq(token.expose_secret().as_bytes()))
+}
 
 /// The token presented by a request, wherever it carries it; `query` only
 /// for a websocket route.
-fn presented<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a [u8]> {
+pub fn presented<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a [u8]> {
     let header = |name: &str| headers.get(name).map(|v| v.as_bytes());
     header("authorization")
         .and_then(|v| v.strip_prefix(b"Bearer "))
@@ -43,14 +52,11 @@ pub async fn require(
     next: Next,
 ) -> Response {
     let path = request.uri().path();
-    if OPEN.contains(&path) {
+    if OPEN.contains(&path) || path.starts_with(SOCKETS) {
         return next.run(request).await;
     }
-    let expected = token.expose_secret().as_bytes();
-    let query = request.uri().query().filter(|_| path.starts_with(SOCKETS));
-    let given = presented(request.headers(), query);
-    match given {
-        Some(given) if bool::from(given.ct_eq(expected)) => next.run(request).await,
+    match presented(request.headers(), None) {
+        Some(given) if valid(&token, given) => next.run(request).await,
         _ => Refusal::new(
             StatusCode::UNAUTHORIZED,
             "a valid token is required: Authorization: Bearer <SMOLPAWS_RUNNER_TOKEN>",

@@ -1,6 +1,11 @@
-//! Conversation events, in the shapes OpenHands agent-server clients read
-//! (`kind` names the event), and their append-only log: one JSON line per
-//! event in `events.jsonl`, so a restarted runner has the whole history.
+//! Conversation events, in the shapes the OpenHands SDK's own event models
+//! accept (they forbid unknown fields, so nothing smolpaws-only is added),
+//! and their append-only log: one JSON line per event in `events.jsonl`, so
+//! a restarted runner has the whole history.
+//!
+//! Order is carried by what the SDK already reads: within a conversation
+//! every event's `timestamp` is later than the one before (the SDK sorts its
+//! cache by it), and the log's line order is the conversation's order.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -54,18 +59,68 @@ pub struct LlmMessage {
     pub content: Vec<TextContent>,
 }
 
+/// The text of `parts`, a line between two.
+fn text_of(parts: &[TextContent]) -> String {
+    parts
+        .iter()
+        .map(|c| c.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 impl LlmMessage {
     /// All its text.
     pub fn text(&self) -> String {
-        self.content
-            .iter()
-            .map(|c| c.text.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+        text_of(&self.content)
     }
 }
 
-/// What happened.
+/// The tool call as the model sent it (the SDK's `MessageToolCall`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ToolCall {
+    /// The call's id.
+    pub id: String,
+    /// The tool.
+    pub name: String,
+    /// Its arguments, a JSON string as the model wrote them.
+    pub arguments: String,
+    /// Which LLM API it came from: always chat completions here.
+    pub origin: String,
+}
+
+/// A tool's answer, as the SDK's `MCPToolObservation`: the one observation
+/// kind every SDK client knows without importing tool packages, and whose
+/// shape (text content, an error flag, the tool) fits every smolpaws tool.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Observation {
+    /// Always `MCPToolObservation`.
+    pub kind: String,
+    /// The tool.
+    pub tool_name: String,
+    /// What the model saw.
+    pub content: Vec<TextContent>,
+    /// Whether the tool failed (a command's non-zero exit).
+    pub is_error: bool,
+}
+
+impl Observation {
+    /// `tool`'s answer `text`.
+    pub fn new(tool: &str, text: &str, is_error: bool) -> Self {
+        Self {
+            kind: "MCPToolObservation".to_owned(),
+            tool_name: tool.to_owned(),
+            content: vec![TextContent::new(text)],
+            is_error,
+        }
+    }
+
+    /// All its text.
+    pub fn text(&self) -> String {
+        text_of(&self.content)
+    }
+}
+
+/// What happened, tagged by `kind` as the SDK's event models are.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind")]
 pub enum EventBody {
@@ -76,12 +131,17 @@ pub enum EventBody {
     },
     /// The model called a tool.
     ActionEvent {
+        /// What the model said along with the call.
+        thought: Vec<TextContent>,
         /// The tool.
         tool_name: String,
         /// The call's id.
         tool_call_id: String,
-        /// Its arguments.
-        action: Value,
+        /// The call itself.
+        tool_call: ToolCall,
+        /// The LLM response the call came in. smolpaws's sessions do not
+        /// expose the provider's completion id, so each call gets its own.
+        llm_response_id: String,
     },
     /// A tool answered.
     ObservationEvent {
@@ -89,30 +149,26 @@ pub enum EventBody {
         tool_name: String,
         /// The call's id.
         tool_call_id: String,
+        /// The id of the [`EventBody::ActionEvent`] it answers.
+        action_id: String,
         /// What it answered.
         observation: Observation,
     },
-    /// The conversation's state changed.
+    /// The conversation's state changed (`execution_status`), or, never
+    /// stored, a client is told all of it (`full_state`).
     ConversationStateUpdateEvent {
-        /// Which field, e.g. `execution_status`.
+        /// Which field, or `full_state`.
         key: String,
         /// Its new value.
         value: Value,
     },
-    /// The agent failed.
-    AgentErrorEvent {
-        /// Why.
-        error: String,
+    /// The agent's run failed.
+    ConversationErrorEvent {
+        /// The kind of failure.
+        code: String,
+        /// What failed.
+        detail: String,
     },
-}
-
-/// A tool's answer.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Observation {
-    /// A command's exit code.
-    pub exit_code: Option<i32>,
-    /// What the model saw.
-    pub content: String,
 }
 
 /// One event of a conversation.
@@ -120,9 +176,8 @@ pub struct Observation {
 pub struct Event {
     /// Its id.
     pub id: String,
-    /// Its place in the conversation, from 0.
-    pub seq: u64,
-    /// When it happened (RFC 3339).
+    /// When it happened: UTC, always with microseconds, so that the text
+    /// order is the time order.
     pub timestamp: String,
     /// Who it comes from.
     pub source: Source,
@@ -139,7 +194,17 @@ impl Event {
             EventBody::ActionEvent { .. } => "ActionEvent",
             EventBody::ObservationEvent { .. } => "ObservationEvent",
             EventBody::ConversationStateUpdateEvent { .. } => "ConversationStateUpdateEvent",
-            EventBody::AgentErrorEvent { .. } => "AgentErrorEvent",
+            EventBody::ConversationErrorEvent { .. } => "ConversationErrorEvent",
+        }
+    }
+
+    /// Whether it is a message whose text contains `needle` (lowercase).
+    pub fn mentions(&self, needle: &str) -> bool {
+        match &self.body {
+            EventBody::MessageEvent { llm_message } => {
+                llm_message.text().to_lowercase().contains(needle)
+            }
+            _ => false,
         }
     }
 }
@@ -151,8 +216,9 @@ pub struct EventLog {
 }
 
 impl EventLog {
-    /// Opens (creating) the log at `path`, with the events it holds. A line
-    /// cut short by a crash is removed, so the next event starts a line.
+    /// Opens (creating) the log at `path`, with the events it holds (those
+    /// an older runner wrote read in today's shapes). A line cut short by a
+    /// crash is removed, so the next event starts a line.
     pub fn open(path: &Path) -> io::Result<(Self, Vec<Event>)> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let bytes = std::fs::read(path)?;
@@ -160,10 +226,17 @@ impl EventLog {
         if whole < bytes.len() {
             file.set_len(whole as u64)?;
         }
-        let events = bytes[..whole]
-            .split(|&b| b == b'\n')
-            .filter_map(|line| serde_json::from_slice(line).ok())
-            .collect();
+        let mut events: Vec<Event> = Vec::new();
+        for line in bytes[..whole].split(|&b| b == b'\n') {
+            let Ok(value) = serde_json::from_slice::<Value>(line) else {
+                continue;
+            };
+            let event = match serde_json::from_value(value.clone()) {
+                Ok(event) => Some(event),
+                Err(_) => super::legacy::event(value, &events),
+            };
+            events.extend(event);
+        }
         Ok((Self { file }, events))
     }
 
@@ -182,11 +255,10 @@ impl EventLog {
 mod tests {
     use super::*;
 
-    fn message(seq: u64, text: &str) -> Event {
+    fn message(n: u64, text: &str) -> Event {
         Event {
-            id: format!("e{seq}"),
-            seq,
-            timestamp: "2026-11-26T00:00:00Z".into(),
+            id: format!("e{n}"),
+            timestamp: format!("2026-11-26T00:00:00.00000{n}Z"),
             source: Source::User,
             body: EventBody::MessageEvent {
                 llm_message: LlmMessage {
@@ -207,11 +279,12 @@ mod tests {
         log.append(&message(1, "again")).expect("append");
         drop(log);
         let mut file = OpenOptions::new().append(true).open(&path).expect("open");
-        file.write_all(b"{\"id\":\"e2\",\"se").expect("a torn line");
+        file.write_all(b"{\"id\":\"e2\",\"ti").expect("a torn line");
         let (_, events) = EventLog::open(&path).expect("reopen");
         assert_eq!(events, vec![message(0, "hello"), message(1, "again")]);
         let json = serde_json::to_value(&events[0]).expect("JSON");
         assert_eq!(json["kind"], "MessageEvent");
         assert_eq!(json["llm_message"]["content"][0]["type"], "text");
+        assert!(json.get("seq").is_none(), "the SDK forbids unknown fields");
     }
 }

@@ -1,13 +1,15 @@
 //! `smolpaws agent serve`: the runner. The old TypeScript runner's API
 //! (`POST /run`) on the agent entry, plus the OpenHands agent-server routes
-//! its clients speak: conversations with persisted events, a websocket that
-//! streams them, and a remote workspace (`/api/bash`, `/api/file`,
-//! `/api/git`).
+//! the `openhands-sdk` clients (1.58) speak: conversations with persisted
+//! events, a websocket that streams them, a remote workspace (`/api/bash`,
+//! `/api/file`, `/api/git`), and `/server_info` and `/ready`.
 
 pub mod auth;
+pub mod bash;
 pub mod conversations;
 pub mod events;
 mod job;
+mod legacy;
 pub mod models;
 mod socket;
 mod workspace_api;
@@ -90,7 +92,9 @@ pub struct Runner {
     slots: Arc<Semaphore>,
     conversations: Arc<Conversations>,
     models: Arc<models::Models>,
-    bash: workspace_api::BashEvents,
+    bash: Arc<bash::Bash>,
+    /// When the runner started, for `/server_info`.
+    started: std::time::Instant,
 }
 
 /// A refused request: its status and why, answered in FastAPI's shape
@@ -231,7 +235,8 @@ pub async fn serve(mut config: RunnerArgs, stop: CancellationToken) -> anyhow::R
         slots,
         conversations: conversations.clone(),
         models,
-        bash: workspace_api::BashEvents::default(),
+        bash: Arc::default(),
+        started: std::time::Instant::now(),
     });
     axum::serve(listener, router(runner))
         .with_graceful_shutdown(stop.cancelled_owned())
@@ -241,9 +246,66 @@ pub async fn serve(mut config: RunnerArgs, stop: CancellationToken) -> anyhow::R
     Ok(())
 }
 
-/// Now, as event timestamps are written (RFC 3339).
+/// Now, in microseconds since the epoch.
+fn now_micros() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_microsecond()
+}
+
+/// The timestamp `micros` as events carry it: UTC, RFC 3339, always with
+/// six fractional digits, so that text order is time order.
+fn timestamp(micros: i64) -> String {
+    let second = k8s_openapi::jiff::Timestamp::from_second(micros.div_euclid(1_000_000))
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    format!(
+        "{}.{:06}Z",
+        second.strftime("%Y-%m-%dT%H:%M:%S"),
+        micros.rem_euclid(1_000_000)
+    )
+}
+
+/// Now, as event timestamps are written.
 fn now() -> String {
-    k8s_openapi::jiff::Timestamp::now().to_string()
+    timestamp(now_micros())
+}
+
+/// A timestamp a client gives (RFC 3339, or the SDK's offset-less ISO
+/// form, read as UTC) in microseconds.
+fn micros(text: &str) -> Option<i64> {
+    use k8s_openapi::jiff::{Timestamp, civil::DateTime, tz::TimeZone};
+    text.parse::<Timestamp>()
+        .ok()
+        .or_else(|| {
+            let civil: DateTime = text.parse().ok()?;
+            civil.to_zoned(TimeZone::UTC).ok().map(|z| z.timestamp())
+        })
+        .map(|t| t.as_microsecond())
+}
+
+/// Whether `timestamp` is at or after `from` and before `until` (each
+/// bound when given and readable).
+fn within(timestamp: &str, from: Option<&str>, until: Option<&str>) -> bool {
+    let at = micros(timestamp);
+    let after = from
+        .and_then(micros)
+        .is_none_or(|from| at.is_some_and(|t| t >= from));
+    let before = until
+        .and_then(micros)
+        .is_none_or(|until| at.is_some_and(|t| t < until));
+    after && before
+}
+
+/// Refuses time bounds that are not timestamps, naming the field.
+fn readable(bounds: &[(&str, Option<&str>)]) -> Result<(), Refusal> {
+    match bounds
+        .iter()
+        .find(|(_, bound)| bound.is_some_and(|b| micros(b).is_none()))
+    {
+        Some((field, _)) => Err(Refusal::field(
+            field,
+            "must be an ISO 8601 timestamp, e.g. 2026-11-28T17:00:00Z",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Every route.
@@ -259,13 +321,20 @@ pub fn router(runner: Arc<Runner>) -> Router {
     Router::new()
         .route("/alive", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/health", get(|| async { "OK" }))
+        .route(
+            "/ready",
+            get(|| async { Json(json!({ "status": "ready" })) }),
+        )
+        .route("/server_info", get(server_info))
         .route("/run", post(job::run))
-        .route("/api/conversations", post(create))
+        .route("/api/conversations", post(create).get(batch))
         .route("/api/conversations/search", get(search))
         .route("/api/conversations/count", get(count))
         .route("/api/conversations/{id}", get(one).delete(delete))
         .route("/api/conversations/{id}/run", post(run))
         .route("/api/conversations/{id}/pause", post(pause))
+        // A pause stops the run at once already, the model's call included.
+        .route("/api/conversations/{id}/interrupt", post(pause))
         .route("/api/conversations/{id}/events", post(send))
         .route("/api/conversations/{id}/events/search", get(search_events))
         .route("/api/conversations/{id}/events/count", get(count_events))
@@ -282,7 +351,20 @@ pub fn router(runner: Arc<Runner>) -> Router {
             "/api/bash/bash_events/search",
             get(workspace_api::search_bash),
         )
+        .route(
+            "/api/bash/bash_events",
+            axum::routing::delete(workspace_api::clear_bash),
+        )
         .route("/api/bash/bash_events/{id}", get(workspace_api::bash_event))
+        .route(
+            "/api/bash/bash_commands/{id}/stop",
+            post(workspace_api::stop_bash),
+        )
+        .route("/api/file/upload", post(workspace_api::upload))
+        .route("/api/file/download", get(workspace_api::download))
+        .route("/api/git/changes", get(workspace_api::changes))
+        .route("/api/git/diff", get(workspace_api::diff))
+        // The path forms SDK clients before 1.15 send, kept for them.
         .route("/api/file/upload/{*path}", post(workspace_api::upload))
         .route("/api/file/download/{*path}", get(workspace_api::download))
         .route("/api/git/changes/{*path}", get(workspace_api::changes))
@@ -294,16 +376,23 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .with_state(runner)
 }
 
+impl From<ConversationError> for Refusal {
+    fn from(error: ConversationError) -> Self {
+        let status = match &error {
+            ConversationError::NotFound(_) => StatusCode::NOT_FOUND,
+            ConversationError::Running(_) => StatusCode::CONFLICT,
+            ConversationError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            ConversationError::Empty | ConversationError::BadId(_) => StatusCode::BAD_REQUEST,
+            ConversationError::Outside(_) => StatusCode::FORBIDDEN,
+            ConversationError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Refusal::new(status, error.to_string())
+    }
+}
+
 impl IntoResponse for ConversationError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Running(_) => StatusCode::CONFLICT,
-            Self::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Empty => StatusCode::BAD_REQUEST,
-            Self::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        Refusal::new(status, self.to_string()).into_response()
+        Refusal::from(self).into_response()
     }
 }
 
@@ -337,7 +426,7 @@ async fn create(State(runner): State<Arc<Runner>>, bytes: axum::body::Bytes) -> 
     }
 }
 
-/// Paging of searches: `page_id` is where the page starts.
+/// Paging and filters of searches: `page_id` is where the page starts.
 #[derive(Debug, Deserialize)]
 struct Page {
     #[serde(default)]
@@ -348,25 +437,118 @@ struct Page {
     status: Option<ExecutionStatus>,
     #[serde(default)]
     kind: Option<String>,
+    #[serde(default)]
+    source: Option<events::Source>,
+    /// Only messages containing this text (any case).
+    #[serde(default)]
+    body: Option<String>,
+    /// Events: `TIMESTAMP` (the default) or `TIMESTAMP_DESC`; conversations:
+    /// `CREATED_AT`, `UPDATED_AT`, each with `_DESC` (`CREATED_AT_DESC`
+    /// the default).
+    #[serde(default)]
+    sort_order: Option<String>,
+    #[serde(default, rename = "timestamp__gte")]
+    from: Option<String>,
+    #[serde(default, rename = "timestamp__lt")]
+    until: Option<String>,
 }
 
 impl Page {
     fn cut<T: serde::Serialize>(&self, items: Vec<T>) -> Response {
+        if self.limit.is_some_and(|limit| !(1..=100).contains(&limit)) {
+            return Refusal::field("limit", "must be from 1 to 100").into_response();
+        }
         let start = self
             .page_id
             .as_deref()
             .and_then(|p| p.parse::<usize>().ok())
             .unwrap_or(0);
-        let limit = self.limit.unwrap_or(100).clamp(1, 100);
+        let limit = self.limit.unwrap_or(100);
         let end = (start + limit).min(items.len());
         let next = (end < items.len()).then(|| end.to_string());
         let page: Vec<&T> = items.iter().skip(start).take(limit).collect();
         Json(json!({ "items": page, "next_page_id": next })).into_response()
     }
+
+    fn keeps(&self, event: &events::Event) -> bool {
+        self.kind.as_deref().is_none_or(|k| event.kind() == k)
+            && self.source.is_none_or(|s| event.source == s)
+            && self
+                .body
+                .as_deref()
+                .is_none_or(|b| event.mentions(&b.to_lowercase()))
+            && within(
+                &event.timestamp,
+                self.from.as_deref(),
+                self.until.as_deref(),
+            )
+    }
+}
+
+/// `GET /server_info`: what this server is, for clients that check
+/// versions; open, as the agent-server's is.
+async fn server_info(State(runner): State<Arc<Runner>>) -> Response {
+    Json(json!({
+        "title": "smolpaws runner",
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime": runner.started.elapsed().as_secs_f64(),
+        "conversation_runtime": "local",
+        "usable_tools": crate::agent::toolbox::definitions()
+            .into_iter()
+            .map(|tool| tool.name.to_string())
+            .collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+/// `GET /api/conversations?ids=..&ids=..`: those conversations, `null` for
+/// each unknown one, as the agent-server answers (at most 99 ids).
+async fn batch(State(runner): State<Arc<Runner>>, uri: axum::http::Uri) -> Response {
+    let ids: Vec<String> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("ids="))
+        .map(|id| {
+            percent_encoding::percent_decode_str(id)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    if ids.len() > 99 {
+        return Refusal::field("ids", "at most 99 ids at once").into_response();
+    }
+    let infos: Vec<Option<conversations::ConversationInfo>> = ids
+        .iter()
+        .map(|id| runner.conversations.get(id).ok().map(|c| c.info()))
+        .collect();
+    Json(infos).into_response()
 }
 
 async fn search(State(runner): State<Arc<Runner>>, Query(page): Query<Page>) -> Response {
-    page.cut(runner.conversations.list(page.status))
+    let mut infos = runner.conversations.list(page.status);
+    let order = page.sort_order.as_deref().unwrap_or("CREATED_AT_DESC");
+    let (by_update, descending) = match order {
+        "CREATED_AT" => (false, false),
+        "CREATED_AT_DESC" => (false, true),
+        "UPDATED_AT" => (true, false),
+        "UPDATED_AT_DESC" => (true, true),
+        _ => {
+            return Refusal::field(
+                "sort_order",
+                "must be CREATED_AT or UPDATED_AT, or either _DESC",
+            )
+            .into_response();
+        }
+    };
+    infos.sort_by(|a, b| match by_update {
+        true => a.updated_at.cmp(&b.updated_at),
+        false => a.created_at.cmp(&b.created_at),
+    });
+    if descending {
+        infos.reverse();
+    }
+    page.cut(infos)
 }
 
 async fn count(State(runner): State<Arc<Runner>>, Query(page): Query<Page>) -> Response {
@@ -416,17 +598,17 @@ async fn send(
     }
 }
 
-fn events_of(
-    runner: &Runner,
-    id: &str,
-    page: &Page,
-) -> Result<Vec<Arc<events::Event>>, ConversationError> {
+fn events_of(runner: &Runner, id: &str, page: &Page) -> Result<Vec<Arc<events::Event>>, Refusal> {
+    readable(&[
+        ("timestamp__gte", page.from.as_deref()),
+        ("timestamp__lt", page.until.as_deref()),
+    ])?;
     Ok(runner
         .conversations
         .get(id)?
         .events()
         .into_iter()
-        .filter(|e| page.kind.as_deref().is_none_or(|k| e.kind() == k))
+        .filter(|e| page.keeps(e))
         .collect())
 }
 
@@ -435,9 +617,22 @@ async fn search_events(
     Path(id): Path<String>,
     Query(page): Query<Page>,
 ) -> Response {
+    let descending = match page.sort_order.as_deref() {
+        None | Some("TIMESTAMP") => false,
+        Some("TIMESTAMP_DESC") => true,
+        Some(_) => {
+            return Refusal::field("sort_order", "must be TIMESTAMP or TIMESTAMP_DESC")
+                .into_response();
+        }
+    };
     match events_of(&runner, &id, &page) {
-        Ok(events) => page.cut(events),
-        Err(error) => error.into_response(),
+        Ok(mut events) => {
+            if descending {
+                events.reverse();
+            }
+            page.cut(events)
+        }
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -448,6 +643,6 @@ async fn count_events(
 ) -> Response {
     match events_of(&runner, &id, &page) {
         Ok(events) => Json(events.len()).into_response(),
-        Err(error) => error.into_response(),
+        Err(refusal) => refusal.into_response(),
     }
 }

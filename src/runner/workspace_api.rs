@@ -1,61 +1,70 @@
 //! The remote workspace: `/api/bash`, `/api/file` and `/api/git`, in the
-//! OpenHands agent-server's shapes. Every path (a file, a command's working
-//! directory, a repository) is confined to the workspace root: `..`,
-//! absolute paths elsewhere and symlinks leading out are refused with 403.
+//! OpenHands agent-server's shapes. Files and repositories are named by a
+//! `?path=` query, as SDK clients since 1.15 send it; the path-in-the-URL
+//! forms older clients send (`/api/file/download/{path}`, ...) are served
+//! too. Every path (a file, a command's working directory, a repository) is
+//! confined to the workspace root: `..`, absolute paths elsewhere and
+//! symlinks leading out are refused with 403.
 
-use std::collections::VecDeque;
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Multipart, Path, Query, State};
-use axum::http::{StatusCode, Uri, header};
+use axum::extract::{FromRequestParts, Multipart, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::process::Command;
 
-use super::{Refusal, Runner, now};
-use crate::agent::tools::shell;
-use crate::agent::tools::workspace::Workspace;
+use super::{Refusal, Runner, bash};
 
-/// How many bash events are kept for `bash_events/search`.
-const KEPT_BASH_EVENTS: usize = 1000;
-
-/// The bash events of commands started in the background.
-#[derive(Default)]
-pub struct BashEvents(Mutex<VecDeque<Value>>);
-
-impl BashEvents {
-    fn push(&self, event: Value) {
-        let mut events = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if events.len() == KEPT_BASH_EVENTS {
-            events.pop_front();
-        }
-        events.push_back(event);
-    }
-
-    fn matching(&self, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let events = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        events.iter().filter(|e| keep(e)).cloned().collect()
-    }
-}
+/// How long `start_bash_command` waits for a command to end before it
+/// answers: longer than a quick command takes, short next to the SDK's
+/// 100 ms poll interval.
+const QUICK: Duration = Duration::from_millis(50);
 
 fn forbidden(error: impl std::fmt::Display) -> Refusal {
     Refusal::new(StatusCode::FORBIDDEN, error.to_string())
 }
 
-/// The path a request names after `route` (its prefix), decoded. The raw
-/// URI is read because a path parameter loses the leading `/` that `//` in
-/// the URL carries: an absolute path stays absolute, and is refused when it
-/// is not inside the workspace.
-fn named(uri: &Uri, route: &str) -> String {
-    let raw = uri.path().strip_prefix(route).unwrap_or_default();
-    percent_encoding::percent_decode_str(raw)
-        .decode_utf8_lossy()
-        .into_owned()
+/// The routes that take the path in the URL, after their prefix: the form
+/// SDK clients before 1.15 send, kept for them.
+const PATH_FORMS: &[&str] = &[
+    "/api/file/upload/",
+    "/api/file/download/",
+    "/api/git/changes/",
+    "/api/git/diff/",
+];
+
+/// The path a request names: its `?path=`, or on a path-form route what
+/// follows the prefix, decoded. There the raw URI is read because a path
+/// parameter loses the leading `/` that `//` in the URL carries: an
+/// absolute path stays absolute, and is refused when it is not inside the
+/// workspace.
+pub struct Named(String);
+
+#[derive(Deserialize)]
+struct PathQuery {
+    path: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Named {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Refusal> {
+        let route = parts.uri.path();
+        if let Some(raw) = PATH_FORMS.iter().find_map(|p| route.strip_prefix(p)) {
+            let path = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+            return Ok(Self(path.into_owned()));
+        }
+        Query::<PathQuery>::try_from_uri(&parts.uri)
+            .map(|Query(query)| Self(query.path))
+            .map_err(|_| Refusal::field("path", "is required: ?path=<absolute path>"))
+    }
 }
 
 /// `path` inside the workspace, or the 403 that refuses it.
@@ -63,137 +72,86 @@ fn confined(runner: &Runner, path: &str) -> Result<PathBuf, Refusal> {
     runner.root.resolve(path).map_err(forbidden)
 }
 
-/// A bash command request.
-#[derive(Debug, Deserialize)]
-pub struct ExecuteBash {
-    command: String,
-    #[serde(default)]
-    cwd: Option<String>,
-    /// Seconds.
-    #[serde(default)]
-    timeout: Option<u64>,
-}
-
-impl ExecuteBash {
-    fn timeout(&self, most: Duration) -> Duration {
-        self.timeout.map_or(most, Duration::from_secs).min(most)
-    }
-}
-
-/// Runs `request` to its end: the `BashOutput` event.
-async fn execute(
-    runner: &Runner,
-    request: &ExecuteBash,
-    command_id: &str,
-) -> Result<Value, Refusal> {
+/// The confined working directory of a bash request (the root when none).
+fn cwd_of(runner: &Runner, request: &bash::Request) -> Result<PathBuf, Refusal> {
     let cwd = confined(runner, request.cwd.as_deref().unwrap_or("."))?;
-    let workspace = Workspace::new(&cwd).map_err(|e| {
-        Refusal::new(
-            StatusCode::BAD_REQUEST,
-            format!("cwd: {} is not a directory ({e})", cwd.display()),
-        )
-    })?;
-    let timeout = request.timeout(runner.config.command_timeout);
-    let ran = shell::run(&workspace, &request.command, timeout)
-        .await
-        .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let (exit_code, stderr) = match (ran.timed_out, ran.exit_code) {
-        (true, _) => (
-            Some(-1),
-            Some(format!(
-                "timed out after {}s; the command was stopped",
-                timeout.as_secs()
-            )),
-        ),
-        (false, code) => (code.or(Some(-1)), None),
-    };
-    Ok(json!({
-        "kind": "BashOutput",
-        "id": crate::random::uuid(),
-        "timestamp": now(),
-        "command_id": command_id,
-        "order": 0,
-        "exit_code": exit_code,
-        "stdout": ran.output,
-        "stderr": stderr,
-    }))
+    if !cwd.is_dir() {
+        return Err(Refusal::field(
+            "cwd",
+            &format!("{} is not a directory", cwd.display()),
+        ));
+    }
+    Ok(cwd)
 }
 
-/// `POST /api/bash/execute_bash_command`: runs a command and waits.
+fn timeout_of(runner: &Runner, request: &bash::Request) -> Duration {
+    let most = runner.config.command_timeout;
+    request.timeout.map_or(most, Duration::from_secs).min(most)
+}
+
+/// `POST /api/bash/execute_bash_command`: runs a command and waits; its
+/// outputs joined into one `BashOutput`.
 pub async fn execute_bash(
     State(runner): State<Arc<Runner>>,
-    Json(request): Json<ExecuteBash>,
+    Json(request): Json<bash::Request>,
 ) -> Response {
-    match execute(&runner, &request, &crate::random::uuid()).await {
-        Ok(output) => Json(output).into_response(),
-        Err(refusal) => refusal.into_response(),
-    }
+    let cwd = match cwd_of(&runner, &request) {
+        Ok(cwd) => cwd,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let timeout = timeout_of(&runner, &request);
+    let (started, ended) = runner.bash.start(request, cwd, timeout);
+    ended.cancelled().await;
+    Json(runner.bash.joined(started.id())).into_response()
 }
 
-/// `POST /api/bash/start_bash_command`: starts a command; its output is a
-/// bash event found with `bash_events/search`.
+/// `POST /api/bash/start_bash_command`: starts a command; its outputs are
+/// bash events found with `bash_events/search`. The answer waits for the
+/// command for [`QUICK`], so that a quick command's output is there on the
+/// client's first poll (the SDK otherwise sleeps a 100 ms poll interval).
 pub async fn start_bash(
     State(runner): State<Arc<Runner>>,
-    Json(request): Json<ExecuteBash>,
+    Json(request): Json<bash::Request>,
 ) -> Response {
-    if let Err(refusal) = confined(&runner, request.cwd.as_deref().unwrap_or(".")) {
-        return refusal.into_response();
-    }
-    let id = crate::random::uuid();
-    let started = json!({
-        "kind": "BashCommand",
-        "id": id,
-        "timestamp": now(),
-        "command": request.command,
-        "cwd": request.cwd,
-        "timeout": request.timeout(runner.config.command_timeout).as_secs(),
-    });
-    runner.bash.push(started.clone());
-    let background = runner.clone();
-    tokio::spawn(async move {
-        let output = match execute(&background, &request, &id).await {
-            Ok(output) => output,
-            Err(_) => json!({
-                "kind": "BashOutput", "id": crate::random::uuid(), "timestamp": now(),
-                "command_id": id, "order": 0, "exit_code": -1, "stdout": null,
-                "stderr": "the command could not run",
-            }),
-        };
-        background.bash.push(output);
-    });
+    let cwd = match cwd_of(&runner, &request) {
+        Ok(cwd) => cwd,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let timeout = timeout_of(&runner, &request);
+    let (started, ended) = runner.bash.start(request, cwd, timeout);
+    let _ = tokio::time::timeout(QUICK, ended.cancelled()).await;
     Json(started).into_response()
-}
-
-/// Filters of `bash_events/search`.
-#[derive(Debug, Deserialize)]
-pub struct BashSearch {
-    #[serde(default, rename = "command_id__eq")]
-    command_id_eq: Option<String>,
-    #[serde(default)]
-    command_id: Option<String>,
-    #[serde(default, rename = "kind__eq")]
-    kind_eq: Option<String>,
 }
 
 /// `GET /api/bash/bash_events/search`.
 pub async fn search_bash(
     State(runner): State<Arc<Runner>>,
-    Query(search): Query<BashSearch>,
+    Query(search): Query<bash::Search>,
 ) -> Response {
-    let command = search.command_id_eq.or(search.command_id);
-    let items = runner.bash.matching(|event| {
-        let of_command = command
-            .as_deref()
-            .is_none_or(|c| event["id"] == c || event["command_id"] == c);
-        let of_kind = search.kind_eq.as_deref().is_none_or(|k| event["kind"] == k);
-        of_command && of_kind
-    });
-    Json(json!({ "items": items, "next_page_id": null })).into_response()
+    if search
+        .limit
+        .is_some_and(|limit| !(1..=100).contains(&limit))
+    {
+        return Refusal::field("limit", "must be from 1 to 100").into_response();
+    }
+    let bounds = [
+        ("timestamp__gte", search.from.as_deref()),
+        ("timestamp__lt", search.until.as_deref()),
+    ];
+    if let Err(refusal) = super::readable(&bounds) {
+        return refusal.into_response();
+    }
+    Json(runner.bash.search(&search)).into_response()
+}
+
+/// `DELETE /api/bash/bash_events`: forgets every bash event.
+pub async fn clear_bash(State(runner): State<Arc<Runner>>) -> Response {
+    Json(json!({ "cleared_count": runner.bash.clear() })).into_response()
 }
 
 /// `GET /api/bash/bash_events/{id}`.
 pub async fn bash_event(State(runner): State<Arc<Runner>>, Path(id): Path<String>) -> Response {
-    match runner.bash.matching(|e| e["id"] == id.as_str()).pop() {
+    match runner.bash.get(&id) {
         Some(event) => Json(event).into_response(),
         None => Refusal::new(
             StatusCode::NOT_FOUND,
@@ -203,9 +161,22 @@ pub async fn bash_event(State(runner): State<Arc<Runner>>, Path(id): Path<String
     }
 }
 
-/// `POST /api/file/upload/{path}`: writes the `file` part to `path`.
-pub async fn upload(State(runner): State<Arc<Runner>>, uri: Uri, mut form: Multipart) -> Response {
-    let path = named(&uri, "/api/file/upload/");
+/// `POST /api/bash/bash_commands/{id}/stop`: stops a command (and what it
+/// started); stopping one that already ended succeeds, an unknown id is 404.
+pub async fn stop_bash(State(runner): State<Arc<Runner>>, Path(id): Path<String>) -> Response {
+    match runner.bash.stop(&id).await {
+        Ok(()) => Json(json!({ "success": true })).into_response(),
+        Err(unknown) => Refusal::new(StatusCode::NOT_FOUND, unknown.to_string()).into_response(),
+    }
+}
+
+/// `POST /api/file/upload?path=` (or `/api/file/upload/{path}`): writes
+/// the `file` part to `path`.
+pub async fn upload(
+    State(runner): State<Arc<Runner>>,
+    Named(path): Named,
+    mut form: Multipart,
+) -> Response {
     let target = match confined(&runner, &path) {
         Ok(target) => target,
         Err(refusal) => return refusal.into_response(),
@@ -242,7 +213,7 @@ pub async fn upload(State(runner): State<Arc<Runner>>, uri: Uri, mut form: Multi
         tokio::fs::write(&target, &content).await
     };
     match written.await {
-        Ok(()) => Json(json!({ "success": true })).into_response(),
+        Ok(()) => Json(json!({ "success": true, "file_size": content.len() })).into_response(),
         Err(error) => Refusal::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("{} could not be written: {error}", target.display()),
@@ -251,9 +222,8 @@ pub async fn upload(State(runner): State<Arc<Runner>>, uri: Uri, mut form: Multi
     }
 }
 
-/// `GET /api/file/download/{path}`.
-pub async fn download(State(runner): State<Arc<Runner>>, uri: Uri) -> Response {
-    let path = named(&uri, "/api/file/download/");
+/// `GET /api/file/download?path=` (or `/api/file/download/{path}`).
+pub async fn download(State(runner): State<Arc<Runner>>, Named(path): Named) -> Response {
     let source = match confined(&runner, &path) {
         Ok(source) => source,
         Err(refusal) => return refusal.into_response(),
@@ -293,10 +263,9 @@ async fn git(dir: &FsPath, args: &[&str]) -> Result<Vec<u8>, String> {
     }
 }
 
-/// `GET /api/git/changes/{path}`: the files changed in the repository at
-/// `path`.
-pub async fn changes(State(runner): State<Arc<Runner>>, uri: Uri) -> Response {
-    let path = named(&uri, "/api/git/changes/");
+/// `GET /api/git/changes?path=` (or `/api/git/changes/{path}`): the files
+/// changed in the repository at `path`.
+pub async fn changes(State(runner): State<Arc<Runner>>, Named(path): Named) -> Response {
     let repository = match confined(&runner, &path) {
         Ok(repository) => repository,
         Err(refusal) => return refusal.into_response(),
@@ -336,9 +305,9 @@ pub async fn changes(State(runner): State<Arc<Runner>>, uri: Uri) -> Response {
     Json(changes).into_response()
 }
 
-/// `GET /api/git/diff/{path}`: a file's content at HEAD and now.
-pub async fn diff(State(runner): State<Arc<Runner>>, uri: Uri) -> Response {
-    let path = named(&uri, "/api/git/diff/");
+/// `GET /api/git/diff?path=` (or `/api/git/diff/{path}`): a file's content
+/// at HEAD and now.
+pub async fn diff(State(runner): State<Arc<Runner>>, Named(path): Named) -> Response {
     let file = match confined(&runner, &path) {
         Ok(file) => file,
         Err(refusal) => return refusal.into_response(),

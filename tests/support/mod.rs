@@ -16,6 +16,7 @@ pub mod kubelet_api;
 pub mod log;
 pub mod operator;
 pub mod python;
+pub mod runner;
 pub mod runs;
 
 use std::io::Write;
