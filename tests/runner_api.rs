@@ -704,3 +704,60 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[tokio::test]
+async fn web_pages_cannot_drive_the_runner_even_with_the_token() {
+    let llm = FakeLlm::start([]).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let runner = Runner::start(
+        dir.path(),
+        &llm,
+        &[("SMOLPAWS_RUNNER_ALLOWED_ORIGINS", "http://localhost:3001")],
+    )
+    .await;
+    let marker = dir.path().join("workspaces/ran");
+    let command = json!({ "command": format!("touch {}", marker.display()) });
+    let from = |origin: Option<&str>| {
+        let mut request = runner
+            .http
+            .post(runner.at("/api/bash/execute_bash_command"))
+            .bearer_auth(TOKEN)
+            .json(&command);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    // A page on another site, and one whose DNS name was rebound to
+    // 127.0.0.1 (same port, its own origin).
+    for origin in ["https://evil.example", "http://rebound.example:3000"] {
+        let answer = from(Some(origin)).await.expect("an answer");
+        assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{origin}");
+    }
+    let socket = tokio_tungstenite::connect_async(
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "{}/sockets/events/00000000-0000-0000-0000-000000000000?session_api_key={TOKEN}",
+            runner.url.replacen("http", "ws", 1)
+        ))
+        .map(|mut request| {
+            request
+                .headers_mut()
+                .insert("origin", "https://evil.example".parse().expect("a header"));
+            request
+        })
+        .expect("a request"),
+    )
+    .await;
+    assert!(socket.is_err(), "a page's websocket is refused");
+    assert!(!marker.exists(), "nothing ran for a page");
+
+    let allowed = from(Some("http://localhost:3001"))
+        .await
+        .expect("an answer");
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    let tool = from(None).await.expect("an answer");
+    assert!(
+        tool.status().is_success(),
+        "clients without Origin are served"
+    );
+}

@@ -65,6 +65,34 @@ pub async fn require(
     }
 }
 
+/// The browser origins allowed to call the runner; none by default.
+pub type Origins = Arc<[String]>;
+
+/// Refuses what a browser sends on a web page's behalf. Browsers mark every
+/// cross-site request and every websocket with `Origin`; the SDK clients
+/// and curl send none. So a page the developer visits, including one that
+/// rebinds its own DNS name to 127.0.0.1, is refused before anything runs,
+/// token or not, unless its origin is allowed.
+pub async fn no_foreign_origin(
+    State(allowed): State<Origins>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let foreign = request.headers().get("origin").is_some_and(|origin| {
+        !allowed
+            .iter()
+            .any(|allowed| allowed.as_bytes().eq_ignore_ascii_case(origin.as_bytes()))
+    });
+    if foreign {
+        return Refusal::new(
+            StatusCode::FORBIDDEN,
+            "requests from web pages are refused: allow the page's origin with SMOLPAWS_RUNNER_ALLOWED_ORIGINS",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,6 +79,12 @@ pub struct RunnerArgs {
     #[arg(long, env = "SMOLPAWS_RUNNER_COMMAND_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
     pub command_timeout: Duration,
 
+    /// Browser origins allowed to call the runner (comma separated, e.g.
+    /// `http://localhost:3001`); a request from any other web page is
+    /// refused.
+    #[arg(long, env = "SMOLPAWS_RUNNER_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
     /// How the agent works.
     #[command(flatten)]
     pub agent: WorkArgs,
@@ -318,6 +324,7 @@ pub fn router(runner: Arc<Runner>) -> Router {
             .expect("serve sets a token before routing"),
     );
     let limit = runner.config.max_body_bytes;
+    let origins: auth::Origins = runner.config.allowed_origins.clone().into();
     Router::new()
         .route("/alive", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/health", get(|| async { "OK" }))
@@ -372,6 +379,10 @@ pub fn router(runner: Arc<Runner>) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(axum::middleware::from_fn_with_state(token, auth::require))
+        .layer(axum::middleware::from_fn_with_state(
+            origins,
+            auth::no_foreign_origin,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(runner)
 }
