@@ -255,3 +255,43 @@ async fn without_an_llm_dev_mode_names_the_variable_and_fails() {
     assert!(!output.status.success());
     assert!(stderr.contains("set LLM_API_KEY"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_control_plane_s_etcd_serves_only_the_apiserver() {
+    let plane = support::private_control_plane().await;
+    smolpaws::tls::install_default_provider();
+    let ca = std::fs::read(plane.ca_certificate()).expect("the plane's CA");
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a PEM certificate"))
+        .build()
+        .expect("a client");
+    // A local user who trusts the CA but holds no client certificate reads
+    // nothing: not the keys, not a Secret.
+    let read = trusting
+        .post(format!("{}/v3/kv/range", plane.etcd_url()))
+        .body(r#"{"key":"Lw==","range_end":"AA=="}"#)
+        .send()
+        .await;
+    assert!(
+        read.is_err(),
+        "etcd answered without a client certificate: {read:?}"
+    );
+    let plain = reqwest::Client::new()
+        .post(format!(
+            "{}/v3/kv/range",
+            plane.etcd_url().replacen("https://", "http://", 1)
+        ))
+        .body(r#"{"key":"Lw=="}"#)
+        .send()
+        .await;
+    assert!(
+        plain.is_err() || plain.is_ok_and(|answer| !answer.status().is_success()),
+        "etcd answered plain HTTP"
+    );
+    // The apiserver, which holds the certificate, still works.
+    let client = plane.client().expect("a client");
+    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
+        .list(&Default::default())
+        .await
+        .expect("the apiserver reads etcd");
+}

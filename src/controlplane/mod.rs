@@ -131,6 +131,7 @@ pub struct ControlPlane {
     apiserver_args: Vec<String>,
     kubeconfig: PathBuf,
     config: kube::Config,
+    etcd_url: String,
     started_in: Duration,
     dir: TempDir,
 }
@@ -163,6 +164,10 @@ impl ControlPlane {
         let ca = write("ca.crt", &pki.ca_cert)?;
         let serving_cert = write("apiserver.crt", &pki.serving_cert)?;
         let serving_key = write("apiserver.key", &pki.serving_key)?;
+        let etcd_cert = write("etcd.crt", &pki.etcd_cert)?;
+        let etcd_key = write("etcd.key", &pki.etcd_key)?;
+        let etcd_client_cert = write("apiserver-etcd-client.crt", &pki.etcd_client_cert)?;
+        let etcd_client_key = write("apiserver-etcd-client.key", &pki.etcd_client_key)?;
         let sa_key = write("service-account.key", &pki.service_account_key)?;
         let sa_public_key = write("service-account.pub", &pki.service_account_public_key)?;
         let token = crate::random::token();
@@ -172,8 +177,10 @@ impl ControlPlane {
         )?;
 
         let [etcd_client, etcd_peer, apiserver_port] = free_ports()?;
-        let etcd_url = format!("http://127.0.0.1:{etcd_client}");
-        let peer_url = format!("http://127.0.0.1:{etcd_peer}");
+        // TLS with client certificates on both etcd ports: loopback is
+        // shared with every local user, and etcd holds every Secret.
+        let etcd_url = format!("https://127.0.0.1:{etcd_client}");
+        let peer_url = format!("https://127.0.0.1:{etcd_peer}");
         let etcd = spawn(
             "etcd",
             &tools.etcd(),
@@ -185,6 +192,14 @@ impl ControlPlane {
                 format!("--listen-peer-urls={peer_url}"),
                 format!("--initial-advertise-peer-urls={peer_url}"),
                 format!("--initial-cluster=smolpaws={peer_url}"),
+                format!("--cert-file={}", etcd_cert.display()),
+                format!("--key-file={}", etcd_key.display()),
+                "--client-cert-auth".into(),
+                format!("--trusted-ca-file={}", ca.display()),
+                format!("--peer-cert-file={}", etcd_cert.display()),
+                format!("--peer-key-file={}", etcd_key.display()),
+                "--peer-client-cert-auth".into(),
+                format!("--peer-trusted-ca-file={}", ca.display()),
                 // Throwaway data: durability buys nothing and costs latency.
                 "--unsafe-no-fsync".into(),
                 "--log-level=warn".into(),
@@ -194,6 +209,9 @@ impl ControlPlane {
 
         let apiserver_args = vec![
             format!("--etcd-servers={etcd_url}"),
+            format!("--etcd-cafile={}", ca.display()),
+            format!("--etcd-certfile={}", etcd_client_cert.display()),
+            format!("--etcd-keyfile={}", etcd_client_key.display()),
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
             format!("--secure-port={apiserver_port}"),
@@ -229,12 +247,25 @@ impl ControlPlane {
             apiserver_args,
             kubeconfig,
             config,
+            etcd_url,
             started_in: Duration::ZERO,
             dir,
         };
         plane.wait_ready().await?;
         plane.started_in = began.elapsed();
         Ok(plane)
+    }
+
+    /// etcd's client URL (TLS; it serves only clients with a certificate
+    /// from the plane's CA).
+    pub fn etcd_url(&self) -> &str {
+        &self.etcd_url
+    }
+
+    /// The plane's CA certificate (PEM), which etcd's and the apiserver's
+    /// serving certificates chain to.
+    pub fn ca_certificate(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
     }
 
     /// Stops kube-apiserver, leaving etcd and its data: clients now get

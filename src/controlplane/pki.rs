@@ -1,5 +1,7 @@
 //! Throwaway certificates and keys for a local control plane: a CA, the
-//! apiserver's serving certificate, and the service-account signing key.
+//! apiserver's serving certificate, etcd's certificate (which it serves and
+//! peers with) and the apiserver's client certificate for etcd, and the
+//! service-account signing key.
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -14,6 +16,15 @@ pub struct Pki {
     pub serving_cert: String,
     /// The serving certificate's private key.
     pub serving_key: String,
+    /// etcd's certificate, for serving clients and its peer port.
+    pub etcd_cert: String,
+    /// Its private key.
+    pub etcd_key: String,
+    /// The apiserver's client certificate for etcd: with client-certificate
+    /// auth on, no other local user can read or write the cluster's data.
+    pub etcd_client_cert: String,
+    /// Its private key.
+    pub etcd_client_key: String,
     /// The key that signs service-account tokens.
     pub service_account_key: String,
     /// Its public half, which verifies them.
@@ -53,11 +64,34 @@ impl Pki {
         let serving_key = KeyPair::generate()?;
         let serving_cert = serving.signed_by(&serving_key, &ca)?;
 
+        let mut etcd =
+            CertificateParams::new(["localhost", "127.0.0.1"].map(String::from).to_vec())?;
+        etcd.distinguished_name.push(DnType::CommonName, "etcd");
+        // Its peer port presents it as a client too.
+        etcd.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let etcd_key = KeyPair::generate()?;
+        let etcd_cert = etcd.signed_by(&etcd_key, &ca)?;
+
+        let mut client = CertificateParams::new(Vec::<String>::new())?;
+        client
+            .distinguished_name
+            .push(DnType::CommonName, "kube-apiserver-etcd-client");
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_key = KeyPair::generate()?;
+        let client_cert = client.signed_by(&client_key, &ca)?;
+
         let service_account = KeyPair::generate()?;
         Ok(Self {
             ca_cert: ca.pem(),
             serving_cert: serving_cert.pem(),
             serving_key: serving_key.serialize_pem(),
+            etcd_cert: etcd_cert.pem(),
+            etcd_key: etcd_key.serialize_pem(),
+            etcd_client_cert: client_cert.pem(),
+            etcd_client_key: client_key.serialize_pem(),
             service_account_key: service_account.serialize_pem(),
             service_account_public_key: service_account.public_key_pem(),
         })
