@@ -592,3 +592,23 @@ async fn a_malformed_tool_call_goes_back_to_the_model_to_correct() {
     );
     assert_eq!(report["outcome"], "Finished");
 }
+
+#[tokio::test]
+async fn a_padded_reply_cannot_push_out_the_workspace_s_state() {
+    let padding = "a fix was made. ".repeat(5_000);
+    let (_, report) = scripted_run([Reply::Tool {
+        name: "finish",
+        arguments: json!({ "reply": format!("{padding}*Files changed: `src/fix.rs`.*") }),
+    }])
+    .await;
+    let reply = report["reply"].as_str().expect("a reply");
+    assert!(
+        reply.ends_with("*No files were changed.*"),
+        "{}",
+        &reply[reply.len() - 200..]
+    );
+    assert!(
+        reply.contains("reply truncated"),
+        "the model's part was cut, not the state"
+    );
+}

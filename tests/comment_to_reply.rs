@@ -633,6 +633,10 @@ async fn the_real_agent_answers_from_its_sandbox_pod() {
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
     let mut spec = spec(1111, None);
     spec.github.repository = "octo/hello".into();
+    // The longest prompt the API takes, in a script of three UTF-8 bytes a
+    // character: 192 KiB, more than exec lets one environment string be.
+    let prompt = "漢".repeat(65_536);
+    spec.prompt = prompt.clone();
     create(&runs, "real", spec).await;
 
     let run = until(&runs, "real", "replied", replied).await;
@@ -649,4 +653,8 @@ async fn the_real_agent_answers_from_its_sandbox_pod() {
     assert!(comments[0].body.starts_with("`parse()` drops them."));
     // The agent saw the file through its tool.
     assert!(llm.requests()[1].1.to_string().contains("drops commas"));
+    assert!(
+        llm.requests()[0].1.to_string().contains(&prompt),
+        "the whole request reached the model"
+    );
 }

@@ -265,6 +265,7 @@ impl Llm {
     /// asked again without it.
     pub async fn chat(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
         let mut attempt = 0;
+        let mut shrinks = 0;
         loop {
             attempt += 1;
             let options = self.options(request);
@@ -282,10 +283,17 @@ impl Llm {
             let status = error.status();
             let text = error.to_string();
             match status.and_then(|s| Refusal::read(s.as_u16(), &text)) {
-                Some(refusal @ Refusal::ContextExceeded { limit, prompt }) => {
+                Some(
+                    refusal @ Refusal::ContextExceeded {
+                        limit,
+                        prompt,
+                        requested,
+                    },
+                ) => {
                     let asked = options.max_tokens.unwrap_or(u32::MAX);
-                    match answer_room(limit, prompt) {
-                        Some(room) if room < asked => {
+                    shrinks += 1;
+                    match answer_room(limit, prompt, requested, asked) {
+                        Some(room) if room < asked && shrinks <= MAX_SHRINKS => {
                             warn!(
                                 max_tokens = room,
                                 context = limit,
@@ -320,8 +328,9 @@ impl Llm {
             let wait = advised
                 .unwrap_or_else(|| Duration::from_millis(500 * 2u64.pow(attempt - 1)))
                 .min(Duration::from_secs(60));
-            let error: String = text.chars().take(500).collect();
-            warn!(attempt, ?status, ?wait, %error, "the LLM call failed; retrying");
+            // The provider's words can echo the prompt: the last failure is
+            // logged redacted by the session; a retry says only its status.
+            warn!(attempt, ?status, ?wait, "the LLM call failed; retrying");
             tokio::time::sleep(wait).await;
         }
     }
@@ -338,12 +347,29 @@ fn unreadable(error: &genai::Error) -> bool {
     )
 }
 
-/// How long an answer the context has room for after the prompt, when the
-/// server said both and the room is worth an answer. A few tokens are kept
-/// spare: servers count the chat template's tokens differently.
-fn answer_room(limit: Option<u32>, prompt: Option<u32>) -> Option<u32> {
+/// Answers shortened in a row for one request before the context counts as
+/// full: each is one more request to the server.
+const MAX_SHRINKS: u32 = 3;
+
+/// How long an answer the context has room for, when the server said enough
+/// and the room is worth an answer: the `asked` length less the overflow
+/// when the server named what was requested (tool definitions included),
+/// else the context less the prompt. A few tokens are kept spare: servers
+/// count the chat template's tokens differently.
+fn answer_room(
+    limit: Option<u32>,
+    prompt: Option<u32>,
+    requested: Option<u32>,
+    asked: u32,
+) -> Option<u32> {
     const SPARE: u32 = 16;
-    let room = limit?.checked_sub(prompt?)?.checked_sub(SPARE)?;
+    let room = match (limit, requested) {
+        (Some(limit), Some(requested)) if requested > limit => {
+            asked.checked_sub(requested - limit)?
+        }
+        _ => limit?.checked_sub(prompt?)?,
+    }
+    .checked_sub(SPARE)?;
     (room >= MIN_ANSWER_TOKENS).then_some(room)
 }
 
@@ -374,13 +400,18 @@ mod tests {
 
     #[test]
     fn an_answer_is_asked_only_as_long_as_the_context_has_room_for() {
-        assert_eq!(answer_room(Some(2048), Some(1548)), Some(484));
+        assert_eq!(answer_room(Some(2048), Some(1548), None, 4096), Some(484));
+        // The tool definitions count too when the server names the total.
         assert_eq!(
-            answer_room(Some(2048), Some(1900)),
+            answer_room(Some(2048), Some(1548), Some(5740), 4096),
+            Some(4096 - (5740 - 2048) - 16)
+        );
+        assert_eq!(
+            answer_room(Some(2048), Some(1900), None, 4096),
             None,
             "too little room to answer"
         );
-        assert_eq!(answer_room(Some(2048), Some(3000)), None);
-        assert_eq!(answer_room(None, Some(100)), None);
+        assert_eq!(answer_room(Some(2048), Some(3000), None, 4096), None);
+        assert_eq!(answer_room(None, Some(100), None, 4096), None);
     }
 }

@@ -120,9 +120,14 @@ impl WorkArgs {
 /// Settings of `smolpaws agent`, from the sandbox's environment.
 #[derive(Args, Clone, Debug)]
 pub struct AgentArgs {
-    /// The AgentRun's spec, as JSON (required to work on a run).
+    /// The AgentRun's spec, as JSON, for a run started by hand.
     #[arg(long, env = env::RUN_SPEC, hide_env_values = true)]
     pub run_spec: Option<String>,
+
+    /// Where to fetch the AgentRun's spec, with the run credential (what a
+    /// sandbox is given; `--run-spec` wins when both are set).
+    #[arg(long, env = env::SPEC_URL)]
+    pub spec_url: Option<String>,
 
     /// The AgentRun's name.
     #[arg(long, env = env::RUN_NAME, default_value = "local")]
@@ -213,14 +218,18 @@ pub async fn run(mut args: AgentArgs) -> Result<(), AgentError> {
     args.github_token = credentials.github_token;
     args.report_token = credentials.report_token;
     args.settings.llm.api_key = credentials.llm_api_key;
-    let spec = args.run_spec.as_deref().ok_or_else(|| {
-        AgentError::Config(
-            "set SMOLPAWS_RUN_SPEC to the AgentRun's spec (or run `smolpaws agent serve`)".into(),
-        )
-    })?;
-    let spec: AgentRunSpec = serde_json::from_str(spec).map_err(|e| {
-        AgentError::Config(format!("SMOLPAWS_RUN_SPEC is not an AgentRun spec: {e}"))
-    })?;
+    let spec = match (&args.run_spec, &args.spec_url) {
+        (Some(json), _) => json.clone(),
+        (None, Some(url)) => fetch_spec(&args, url).await?,
+        (None, None) => {
+            return Err(AgentError::Config(
+                "set SMOLPAWS_RUN_SPEC to the AgentRun's spec (or run `smolpaws agent serve`)"
+                    .into(),
+            ));
+        }
+    };
+    let spec: AgentRunSpec = serde_json::from_str(&spec)
+        .map_err(|e| AgentError::Config(format!("the run's spec is not an AgentRun spec: {e}")))?;
     let directory = match &args.workspace {
         Some(directory) => directory.clone(),
         None => std::env::current_dir()
@@ -344,22 +353,27 @@ pub async fn work(
     let ending = session::run(llm, &workspace, request, limits, redactor).await;
     // The workspace's real state, whatever the model claims: a fix with no
     // change behind it shows.
-    // Paths are the model's words too: redacted like the rest.
+    // The state line is kept whole: the model's part is cut to leave it
+    // room (and the reply marker's), so padding cannot push it out. Paths
+    // are the model's words too: redacted like the rest.
     let reply = match toolbox::changed_files(&workspace, settings.bash_timeout).await {
-        Some(changed) => redactor.redact(&format!(
-            "{}\n\n{}",
-            ending.reply,
-            workspace_state(&changed)
-        )),
-        None => ending.reply,
+        Some(changed) => {
+            let state = redactor.redact(&workspace_state(&changed));
+            let room = (MAX_COMMENT_CHARS - MARKER_ROOM).saturating_sub(state.chars().count() + 2);
+            format!("{}\n\n{state}", fit(&ending.reply, room))
+        }
+        None => fit(&ending.reply, MAX_COMMENT_CHARS - MARKER_ROOM),
     };
     Ok(Answer {
-        reply: fit(&reply, MAX_COMMENT_CHARS),
+        reply,
         usage: ending.usage,
         model: ending.answered_by.unwrap_or_else(|| llm.model().to_owned()),
         outcome: ending.outcome,
     })
 }
+
+/// What the controller adds to a reply when it posts it (its marker).
+const MARKER_ROOM: usize = 200;
 
 /// The last line of every reply: the files the run changed.
 fn workspace_state(changed: &[String]) -> String {
@@ -378,6 +392,64 @@ fn workspace_state(changed: &[String]) -> String {
     format!("*Files changed: {}.*", listed.join(", "))
 }
 
+/// A client for the operator's endpoints, with timeouts: a sandbox must not
+/// hang on a connection the network dropped.
+fn operator_client() -> Result<reqwest::Client, AgentError> {
+    crate::tls::install_default_provider();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| AgentError::Config(format!("cannot build an HTTP client: {e}")))
+}
+
+/// The run's spec from `url`, fetched with the run credential; retried
+/// while the operator is unreachable or answers 503 (it restarts, or the
+/// apiserver is busy), up to the run's time.
+async fn fetch_spec(config: &AgentArgs, url: &str) -> Result<String, AgentError> {
+    let token = config.report_token.as_ref().ok_or_else(|| {
+        AgentError::Config(format!(
+            "{} is required with {}",
+            env::REPORT_TOKEN,
+            env::SPEC_URL
+        ))
+    })?;
+    let http = operator_client()?;
+    let deadline = std::time::Instant::now() + config.settings.timeout;
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let failure = match http
+            .get(url)
+            .bearer_auth(token.expose_secret())
+            .send()
+            .await
+        {
+            Ok(answer) if answer.status().is_success() => {
+                return answer.text().await.map_err(|e| {
+                    AgentError::Config(format!("reading the run's spec failed: {e}"))
+                });
+            }
+            Ok(answer) if answer.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                let status = answer.status();
+                let body = answer.text().await.unwrap_or_default();
+                return Err(AgentError::Config(format!(
+                    "the operator refused the run's spec: {status}: {body}"
+                )));
+            }
+            Ok(answer) => answer.status().to_string(),
+            Err(error) => error.to_string(),
+        };
+        if std::time::Instant::now() + wait >= deadline {
+            return Err(AgentError::Config(format!(
+                "the run's spec stayed unavailable at {url}: {failure}"
+            )));
+        }
+        warn!(%failure, "the run's spec is unavailable; retrying");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// Delivers `report` to the result endpoint (retrying while it answers
 /// 503), or prints it when there is none.
 async fn report_result(config: &AgentArgs, report: &Report) -> Result<(), AgentError> {
@@ -390,11 +462,7 @@ async fn report_result(config: &AgentArgs, report: &Report) -> Result<(), AgentE
         AgentError::Config("SMOLPAWS_REPORT_TOKEN is required with SMOLPAWS_RESULT_URL".into())
     })?;
     let url = contract::result_url(base, &config.run_namespace, &config.run_name);
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| AgentError::Report(format!("cannot build an HTTP client: {e}")))?;
+    let http = operator_client()?;
     // The contract: retry while the endpoint is unavailable, until the
     // run's time is up (the sandbox is stopped then anyway).
     let deadline = std::time::Instant::now() + config.settings.timeout;

@@ -196,12 +196,14 @@ impl Session {
                             redactor,
                         ));
                     }
-                    self.push_user(format!(
-                        "Your last answer could not be read: {}. If you meant to call a tool, \
-                         call it again with its arguments as one valid JSON object (a newline \
-                         inside a string is written \\n).",
-                        clip(&why, LOGGED_CHARS)
-                    ));
+                    // The parser's words can quote the answer, which the
+                    // thread can steer: they stay in the log.
+                    self.push_user(
+                        "Your last answer could not be read: a tool call's arguments were not \
+                         valid JSON. Call the tool again with its arguments as one valid JSON \
+                         object (a newline inside a string is written \\n)."
+                            .to_owned(),
+                    );
                     continue;
                 }
                 Err(LlmError::ContextExhausted(refusal)) => {

@@ -15,8 +15,14 @@ pub mod env {
     pub const RUN_NAME: &str = "SMOLPAWS_RUN_NAME";
     /// The AgentRun's namespace.
     pub const RUN_NAMESPACE: &str = "SMOLPAWS_RUN_NAMESPACE";
-    /// The AgentRun's spec as JSON (never secrets).
+    /// The AgentRun's spec as JSON (never secrets), for runs started by
+    /// hand; sandboxes fetch it from [`SPEC_URL`] instead.
     pub const RUN_SPEC: &str = "SMOLPAWS_RUN_SPEC";
+    /// Where the agent fetches its run's spec, with its run credential: a
+    /// spec can be far larger than one environment string may be (a 64 Ki
+    /// character prompt in CJK is 192 KiB; Linux refuses a string over
+    /// 128 KiB at exec).
+    pub const SPEC_URL: &str = "SMOLPAWS_SPEC_URL";
     /// The base URL of the result endpoint; absent where the backend reads
     /// the report out of band (Daytona).
     pub const RESULT_URL: &str = "SMOLPAWS_RESULT_URL";
@@ -59,6 +65,18 @@ pub const RESULT_ROUTE: &str = "/v1/runs/{namespace}/{name}/result";
 pub fn result_url(base: &str, namespace: &str, name: &str) -> String {
     format!(
         "{}/v1/runs/{namespace}/{name}/result",
+        base.trim_end_matches('/')
+    )
+}
+
+/// The route that serves a run its own spec, in axum's path syntax.
+pub const SPEC_ROUTE: &str = "/v1/runs/{namespace}/{name}/spec";
+
+/// Where run `namespace/name` fetches its spec, under the endpoint's `base`
+/// URL.
+pub fn spec_url(base: &str, namespace: &str, name: &str) -> String {
+    format!(
+        "{}/v1/runs/{namespace}/{name}/spec",
         base.trim_end_matches('/')
     )
 }

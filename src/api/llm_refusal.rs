@@ -19,6 +19,9 @@ pub enum Refusal {
         limit: Option<u32>,
         /// The prompt's size, in tokens, when the server said.
         prompt: Option<u32>,
+        /// The prompt, the tool definitions and the answer asked for
+        /// together, when the server said.
+        requested: Option<u32>,
     },
     /// The server refuses `tool_choice` (vLLM started without
     /// `--enable-auto-tool-choice`, and others).
@@ -43,8 +46,10 @@ impl Refusal {
     /// Reads a refusal out of an error answer's status and text (the body,
     /// or an error message that quotes it).
     pub fn read(status: u16, text: &str) -> Option<Self> {
-        // Some servers answer an overflow with 413 or 500 rather than 400.
-        if !matches!(status, 400 | 413 | 422 | 500) {
+        // Some servers answer an overflow with 413 or 422 rather than 400. A
+        // 500 is never read as one: its text can be an echoed prompt, and a
+        // server error is worth a retry.
+        if !matches!(status, 400 | 413 | 422) {
             return None;
         }
         let lower = text.to_ascii_lowercase();
@@ -52,9 +57,10 @@ impl Refusal {
             return Some(Self::ContextExceeded {
                 limit: first_number(&LIMIT, &lower),
                 prompt: first_number(&PROMPT, &lower),
+                requested: first_number(&REQUESTED, &lower),
             });
         }
-        if status != 500 && (lower.contains("tool_choice") || lower.contains("tool choice")) {
+        if lower.contains("tool_choice") || lower.contains("tool choice") {
             return Some(Self::ToolChoiceUnsupported);
         }
         None
@@ -64,7 +70,11 @@ impl Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::ContextExceeded { limit, prompt } => {
+            Self::ContextExceeded {
+                limit,
+                prompt,
+                requested,
+            } => {
                 f.write_str(
                     "context_length_exceeded: the request does not fit the model's context",
                 )?;
@@ -73,6 +83,9 @@ impl fmt::Display for Refusal {
                 }
                 if let Some(prompt) = prompt {
                     write!(f, "; {prompt} tokens in your prompt")?;
+                }
+                if let Some(requested) = requested {
+                    write!(f, "; you requested {requested} tokens")?;
                 }
                 Ok(())
             }
@@ -120,6 +133,9 @@ static PROMPT: LazyLock<Regex> = LazyLock::new(|| {
     .expect("a valid pattern")
 });
 
+static REQUESTED: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"you requested (\d+) tokens").expect("a valid pattern"));
+
 fn first_number(pattern: &Regex, text: &str) -> Option<u32> {
     pattern
         .captures(text)?
@@ -133,10 +149,11 @@ fn first_number(pattern: &Regex, text: &str) -> Option<u32> {
 mod tests {
     use super::*;
 
-    fn exceeded(limit: u32, prompt: u32) -> Option<Refusal> {
+    fn exceeded(limit: u32, prompt: u32, requested: Option<u32>) -> Option<Refusal> {
         Some(Refusal::ContextExceeded {
             limit: Some(limit),
             prompt: Some(prompt),
+            requested,
         })
     }
 
@@ -145,23 +162,23 @@ mod tests {
         let table = [
             (
                 r#"{"error":{"message":"This model's maximum context length is 2048 tokens. However, you requested 5644 tokens (1548 in the messages, 4096 in the completion). Please reduce the length of the messages or completion.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#,
-                exceeded(2048, 1548),
+                exceeded(2048, 1548, Some(5644)),
             ),
             (
                 r#"{"error":{"message":"'max_tokens' or 'max_completion_tokens' is too large: 4096. This model's maximum context length is 2048 tokens and your request has 904 input tokens (4096 > 2048 - 904).","type":"BadRequestError","code":400}}"#,
-                exceeded(2048, 904),
+                exceeded(2048, 904, None),
             ),
             (
                 r#"{"error":{"code":400,"message":"the request exceeds the available context size, try increasing it","type":"exceed_context_size_error","n_prompt_tokens":3120,"n_ctx":2048}}"#,
-                exceeded(2048, 3120),
+                exceeded(2048, 3120, None),
             ),
             (
                 r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210012 tokens > 200000 maximum"}}"#,
-                exceeded(200_000, 210_012),
+                exceeded(200_000, 210_012, None),
             ),
             (
                 r#"{"type":"error","error":{"type":"invalid_request_error","message":"input length and `max_tokens` exceed context limit: 197000 + 8192 > 200000, decrease input length or `max_tokens` and try again"}}"#,
-                exceeded(200_000, 197_000),
+                exceeded(200_000, 197_000, None),
             ),
         ];
         for (body, expected) in table {
@@ -175,10 +192,12 @@ mod tests {
             Refusal::ContextExceeded {
                 limit: Some(2048),
                 prompt: Some(1548),
+                requested: Some(5644),
             },
             Refusal::ContextExceeded {
                 limit: None,
                 prompt: None,
+                requested: None,
             },
             Refusal::ToolChoiceUnsupported,
         ] {

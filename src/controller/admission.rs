@@ -16,9 +16,10 @@ pub struct Limits {
     pub global: usize,
     /// In one repository.
     pub per_repository: usize,
-    /// Runs waiting in Pending for a slot; a run that would wait behind
-    /// more ends at once, so a flood cannot queue without bound.
-    pub pending: usize,
+    /// Runs of one repository waiting in Pending for a slot; a run that
+    /// would wait behind more ends at once, so a flood cannot queue without
+    /// bound, and one repository's flood does not turn others away.
+    pub pending_per_repository: usize,
 }
 
 /// `namespace/name`, the key runs are tracked by.
@@ -82,14 +83,17 @@ pub fn admits(
     false
 }
 
-/// How many Pending runs wait ahead of `candidate` (made before it).
+/// How many Pending runs of `candidate`'s repository wait ahead of it
+/// (made before it).
 pub fn waiting_ahead(runs: &[Arc<AgentRun>], candidate: &AgentRun) -> usize {
     let created = |run: &AgentRun| run.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let candidate_key = key(candidate);
+    let repository = candidate.spec.github.repository.to_ascii_lowercase();
     runs.iter()
         .map(Arc::as_ref)
         .filter(|run| {
             run.phase() == Phase::Pending
+                && run.spec.github.repository.to_ascii_lowercase() == repository
                 && run.metadata.deletion_timestamp.is_none()
                 && key(run) != candidate_key
                 && (created(run), key(run)) < (created(candidate), candidate_key.clone())
@@ -115,20 +119,26 @@ mod tests {
     const LIMITS: Limits = Limits {
         global: 2,
         per_repository: 1,
-        pending: 100,
+        pending_per_repository: 100,
     };
 
     #[test]
-    fn the_queue_ahead_counts_older_pending_runs_only() {
+    fn the_queue_ahead_counts_the_repository_s_older_pending_runs_only() {
         let runs = vec![
             run("a", "o/one", 1, Phase::Pending),
             run("b", "o/two", 2, Phase::Running),
             run("c", "o/one", 3, Phase::Pending),
-            run("d", "o/one", 5, Phase::Pending),
+            run("d", "O/One", 5, Phase::Pending),
+            run("e", "o/two", 6, Phase::Pending),
         ];
         assert_eq!(waiting_ahead(&runs, &runs[0]), 0);
         assert_eq!(waiting_ahead(&runs, &runs[2]), 1);
         assert_eq!(waiting_ahead(&runs, &runs[3]), 2);
+        assert_eq!(
+            waiting_ahead(&runs, &runs[4]),
+            0,
+            "another repository's queue"
+        );
     }
 
     #[test]

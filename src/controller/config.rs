@@ -14,7 +14,7 @@ use crate::sandbox::daytona::DaytonaArgs;
 
 const DEFAULT_MAX_RUNS: usize = 10;
 const DEFAULT_MAX_RUNS_PER_REPO: usize = 2;
-const DEFAULT_MAX_PENDING_RUNS: usize = 100;
+const DEFAULT_MAX_PENDING_RUNS_PER_REPO: usize = 20;
 const DEFAULT_RECONCILE_CONCURRENCY: u16 = 16;
 const DEFAULT_PENDING_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -66,7 +66,7 @@ impl Default for ControllerConfig {
             limits: Limits {
                 global: DEFAULT_MAX_RUNS,
                 per_repository: DEFAULT_MAX_RUNS_PER_REPO,
-                pending: DEFAULT_MAX_PENDING_RUNS,
+                pending_per_repository: DEFAULT_MAX_PENDING_RUNS_PER_REPO,
             },
             reconcile_concurrency: DEFAULT_RECONCILE_CONCURRENCY,
             pending_timeout: DEFAULT_PENDING_TIMEOUT,
@@ -124,10 +124,10 @@ pub struct ControllerArgs {
     #[arg(long, env = "SMOLPAWS_MAX_RUNS_PER_REPO", default_value_t = DEFAULT_MAX_RUNS_PER_REPO)]
     pub max_runs_per_repo: usize,
 
-    /// Runs that may wait for a slot; a run that would wait behind more
-    /// fails at once (QueueFull) and says so in its thread.
-    #[arg(long, env = "SMOLPAWS_MAX_PENDING_RUNS", default_value_t = DEFAULT_MAX_PENDING_RUNS)]
-    pub max_pending_runs: usize,
+    /// Runs of one repository that may wait for a slot; a run that would
+    /// wait behind more fails at once (QueueFull) and says so in its thread.
+    #[arg(long, env = "SMOLPAWS_MAX_PENDING_RUNS_PER_REPO", default_value_t = DEFAULT_MAX_PENDING_RUNS_PER_REPO)]
+    pub max_pending_runs_per_repo: usize,
 
     /// Reconciles in flight at once.
     #[arg(long, env = "SMOLPAWS_RECONCILE_CONCURRENCY", default_value_t = DEFAULT_RECONCILE_CONCURRENCY)]
@@ -182,7 +182,7 @@ impl ControllerArgs {
             limits: Limits {
                 global: self.max_concurrent_runs,
                 per_repository: self.max_runs_per_repo,
-                pending: self.max_pending_runs,
+                pending_per_repository: self.max_pending_runs_per_repo,
             },
             reconcile_concurrency: self.reconcile_concurrency,
             pending_timeout: self.pending_timeout.into(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Resource, ResourceExt};
@@ -41,8 +41,11 @@ pub async fn reconcile(run: Arc<AgentRun>, ctx: Arc<Context>) -> Result<Action, 
     let started = std::time::Instant::now();
     let namespace = run.namespace().ok_or(Error::NoNamespace)?;
     // A run already held was taken under the settings of its time, and is
-    // finished as usual.
-    if !ctx.serves(&namespace) && !run.finalizers().iter().any(|f| f == FINALIZER) {
+    // finished as usual. Held means this controller's finalizer and a
+    // status: whoever creates a run can put the finalizer on it, but only
+    // the controller writes status.
+    let held = run.finalizers().iter().any(|f| f == FINALIZER) && run.status.is_some();
+    if !ctx.serves(&namespace) && !held {
         return refuse(&run, &ctx, &namespace).await;
     }
     let run_key = key(&run);
@@ -67,6 +70,30 @@ pub async fn reconcile(run: Arc<AgentRun>, ctx: Arc<Context>) -> Result<Action, 
 /// token would be minted, the repository's thread, the image), and left
 /// alone after.
 async fn refuse(run: &AgentRun, ctx: &Context, namespace: &str) -> Result<Action, Error> {
+    ctx.failures.succeeded(&key(run));
+    if run.finalizers().iter().any(|f| f == FINALIZER) {
+        // Put there by whoever made the run, not by this controller: it
+        // would hold the run's deletion on a cleanup that never comes.
+        let others: Vec<&String> = run
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .collect();
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": run.metadata.resource_version,
+                "finalizers": others,
+            }
+        });
+        runs(run, ctx)
+            .patch(
+                &run.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        return Ok(Action::await_change());
+    }
     if !run.phase().is_terminal() {
         let message = format!(
             "the controller does not serve namespace {namespace} (SMOLPAWS_ALLOWED_NAMESPACES, \
@@ -178,10 +205,13 @@ async fn admit(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         (ok, waiting_ahead(&store, run))
     };
     let (admitted, ahead) = admitted;
-    if !admitted && ahead >= ctx.limits.pending && condition(run, conditions::ADMITTED).is_none() {
+    if !admitted
+        && ahead >= ctx.limits.pending_per_repository
+        && condition(run, conditions::ADMITTED).is_none()
+    {
         let message = format!(
-            "{ahead} requests are already waiting for a sandbox (at most {}); ask again later",
-            ctx.limits.pending
+            "{ahead} requests in {} are already waiting for a sandbox (at most {}); ask again later",
+            run.spec.github.repository, ctx.limits.pending_per_repository
         );
         return fail(run, ctx, "QueueFull", message).await;
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
@@ -21,18 +22,32 @@ use tracing::info;
 
 use super::credential::{Refusal as Answer, authenticate, unavailable};
 use super::status::FIELD_MANAGER;
-use crate::api::contract::{MAX_REPORT_BYTES, RESULT_ROUTE, Report};
+use crate::api::contract::{MAX_REPORT_BYTES, RESULT_ROUTE, Report, SPEC_ROUTE};
 use crate::api::{AgentRun, RunResult};
 
 /// The result endpoint's routes.
 pub fn router(client: Client) -> Router {
     Router::new()
         .route(RESULT_ROUTE, post(report))
+        .route(SPEC_ROUTE, get(spec))
         .layer(RequestBodyLimitLayer::new(MAX_REPORT_BYTES))
         .layer(DefaultBodyLimit::disable())
         .route("/healthz", get(|| async { "ok" }))
         .layer(TraceLayer::new_for_http())
         .with_state(Arc::new(client))
+}
+
+/// The run's spec, for its own agent only.
+#[tracing::instrument(skip_all, fields(run = %format!("{namespace}/{name}")))]
+async fn spec(
+    State(client): State<Arc<Client>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    match authenticate(&client, &namespace, &name, &headers).await {
+        Ok(run) => axum::Json(run.spec).into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
 }
 
 #[tracing::instrument(skip_all, fields(run = %format!("{namespace}/{name}")))]

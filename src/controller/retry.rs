@@ -12,6 +12,9 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 /// The longest wait between tries.
 const MAX_WAIT: Duration = Duration::from_secs(5 * 60);
 
+/// Runs whose failures are counted at once.
+const MAX_TRACKED: usize = 10_000;
+
 /// Failures in a row, per run.
 #[derive(Default)]
 pub struct Failures {
@@ -24,6 +27,11 @@ impl Failures {
     pub fn failed(&self, key: String, base: Duration) -> Duration {
         let attempt = {
             let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            // Runs deleted while failing are never seen again: past this
+            // many, counts start over rather than grow without bound.
+            if counts.len() >= MAX_TRACKED {
+                counts.clear();
+            }
             let count = counts.entry(key).or_default();
             *count = count.saturating_add(1);
             *count
@@ -40,8 +48,13 @@ impl Failures {
     }
 }
 
+/// The shortest first wait: an error asking for none (`Retry-After: 0`)
+/// would otherwise never grow.
+const MIN_WAIT: Duration = Duration::from_millis(200);
+
 /// The wait before try `attempt + 1` (the first failure is attempt 1).
 fn wait(base: Duration, attempt: u32) -> Duration {
+    let base = base.max(MIN_WAIT);
     let most = MAX_WAIT.max(base);
     ExponentialBuilder::default()
         .with_min_delay(base)
@@ -67,6 +80,10 @@ mod tests {
         let fifth = wait(base, 5);
         assert!(fifth >= base * 16 && fifth <= base * 32, "{fifth:?}");
         assert_eq!(wait(base, 40), MAX_WAIT);
+        assert!(
+            wait(Duration::ZERO, 5) >= MIN_WAIT * 16,
+            "no wait asked still grows"
+        );
         let asked = Duration::from_secs(600);
         assert!(
             wait(asked, 1) >= asked,

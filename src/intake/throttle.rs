@@ -106,20 +106,23 @@ impl Throttle {
     /// Takes one run from `actor`'s and `repository`'s allowance, or says
     /// which is spent. Logins and repository names count without case, as
     /// GitHub compares them.
+    ///
+    /// The author is asked first: an author over their limit spends none
+    /// of their repository's allowance, which others share.
     pub fn admit(&self, actor: &str, repository: &str) -> Result<(), Throttled> {
-        if let Some(limit) = &self.repositories
-            && !limit.admit(repository.to_ascii_lowercase())
-        {
-            return Err(Throttled::Repository {
-                repository: repository.to_owned(),
-                per_hour: limit.per_hour,
-            });
-        }
         if let Some(limit) = &self.actors
             && !limit.admit(actor.to_ascii_lowercase())
         {
             return Err(Throttled::Actor {
                 login: actor.to_owned(),
+                per_hour: limit.per_hour,
+            });
+        }
+        if let Some(limit) = &self.repositories
+            && !limit.admit(repository.to_ascii_lowercase())
+        {
+            return Err(Throttled::Repository {
+                repository: repository.to_owned(),
                 per_hour: limit.per_hour,
             });
         }
@@ -152,6 +155,26 @@ mod tests {
             throttle.admit("carol", "o/r"),
             Err(Throttled::Repository { per_hour: 3, .. })
         ));
+    }
+
+    #[test]
+    fn an_author_over_their_limit_spends_nothing_of_the_repository_s() {
+        let throttle = Throttle::new(RunRates {
+            per_actor: 1,
+            per_repository: 2,
+        });
+        assert_eq!(throttle.admit("mallory", "o/r"), Ok(()));
+        for _ in 0..10 {
+            assert!(matches!(
+                throttle.admit("mallory", "o/r"),
+                Err(Throttled::Actor { .. })
+            ));
+        }
+        assert_eq!(
+            throttle.admit("ada", "o/r"),
+            Ok(()),
+            "the repository has room left"
+        );
     }
 
     #[test]

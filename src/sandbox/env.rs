@@ -47,14 +47,20 @@ fn secret_var(run: &AgentRun, key: &str) -> EnvVar {
 impl AgentEnvironment {
     /// The agent's variables with the Secret's keys as references to it.
     pub fn for_pod(&self, run: &AgentRun) -> Vec<EnvVar> {
-        let spec_json = serde_json::to_string(&run.spec).expect("an AgentRun spec serializes");
         let mut vars = vec![
             var(env::RUN_NAME, owned::run_name(run)),
             var(
                 env::RUN_NAMESPACE,
                 run.metadata.namespace.clone().unwrap_or_default(),
             ),
-            var(env::RUN_SPEC, spec_json),
+            var(
+                env::SPEC_URL,
+                contract::spec_url(
+                    &self.result_url,
+                    run.metadata.namespace.as_deref().unwrap_or_default(),
+                    &owned::run_name(run),
+                ),
+            ),
             var(env::RESULT_URL, &self.result_url),
             var(
                 env::LLM_GATEWAY,

@@ -191,7 +191,7 @@ fn context(
         limits: Limits {
             global: 10,
             per_repository: 1,
-            pending: 100,
+            pending_per_repository: 100,
         },
         ..ControllerConfig::default()
     };
@@ -333,7 +333,10 @@ async fn a_run_behind_a_full_queue_fails_at_once_and_says_why() {
     calls.extend(transition(&late));
     let sandbox = scripted(&log, waiting(), None);
     let (mut ctx, served) = context(&log, calls, sandbox, &[holder, earlier, late.clone()], None);
-    Arc::get_mut(&mut ctx).expect("one owner").limits.pending = 1;
+    Arc::get_mut(&mut ctx)
+        .expect("one owner")
+        .limits
+        .pending_per_repository = 1;
     let (_, bodies) = reconcile_once(late, (ctx, served)).await;
     let patch = bodies
         .iter()
@@ -345,7 +348,7 @@ async fn a_run_behind_a_full_queue_fails_at_once_and_says_why() {
     assert!(
         finished["message"]
             .as_str()
-            .is_some_and(|m| m.starts_with("1 requests are already waiting")),
+            .is_some_and(|m| m.starts_with("1 requests in octo/hello are already waiting")),
         "{finished}"
     );
 }
@@ -725,6 +728,37 @@ async fn a_github_outage_does_not_hold_a_run_at_its_acknowledgement() {
     assert_eq!(condition["type"], conditions::ACKNOWLEDGED);
     assert_eq!(condition["status"], "False");
     assert_eq!(condition["reason"], "ReactionFailed");
+}
+
+#[tokio::test]
+async fn a_finalizer_put_on_by_a_run_s_maker_does_not_pass_the_namespace_check() {
+    let log = Log::default();
+    // Made with the controller's finalizer already on it, as anyone who may
+    // create an AgentRun can; no status, which only the controller writes.
+    let mut forged = run("run-1", AgentRunStatus::default());
+    forged.status = None;
+    forged.spec.github.comment = Some(trigger_comment());
+    assert!(
+        kube::ResourceExt::finalizers(&forged)
+            .iter()
+            .any(|f| f == super::FINALIZER)
+    );
+    let stored = serde_json::to_value(&forged).expect("JSON");
+    let calls =
+        vec![call(Method::PATCH, format!("{RUNS}/run-1"), StatusCode::OK).answering(stored)];
+    let stub = github(&log, json!([])).await;
+    let sandbox = scripted(&log, waiting(), None);
+    let (ctx, served) = context(&log, calls, sandbox, &[], Some(stub));
+    let mut ctx = Arc::into_inner(ctx).expect("the only reference");
+    ctx.allowed_namespaces = vec!["smolpaws".into()];
+    let (_, bodies) = reconcile_once(forged, (Arc::new(ctx), served)).await;
+
+    assert_eq!(
+        entries(&log),
+        [format!("PATCH {RUNS}/run-1")],
+        "no GitHub call, no sandbox: only the forged finalizer goes"
+    );
+    assert_eq!(bodies[0]["metadata"]["finalizers"], json!([]));
 }
 
 #[tokio::test]
