@@ -79,6 +79,7 @@ async fn created_to_pod(client: &Client) -> anyhow::Result<()> {
     args.watch_namespace = Some("latency".into());
     args.max_concurrent_runs = 100_000;
     args.max_runs_per_repo = 100_000;
+    args.max_pending_runs_per_repo = 100_000;
     let mut config = args.config();
     config.lease = None;
     let environment = operator::agent_environment(&args, "http://127.0.0.1:9");

@@ -441,6 +441,8 @@ async fn fifty_runs_share_five_sandboxes_and_each_replies_once() {
     let _operator = Operator::start(client.clone(), &ns, Some(&github.url), |args| {
         args.max_concurrent_runs = 5;
         args.max_runs_per_repo = 5;
+        // All fifty wait in one repository's queue.
+        args.max_pending_runs_per_repo = 50;
     })
     .await;
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
