@@ -134,3 +134,17 @@ pub fn kill_group(group: u32) {
         let _ = nix::sys::signal::killpg(Pid::from_raw(group), Signal::SIGKILL);
     }
 }
+
+/// Whether process `pid` still runs. A zombie has finished, though it stays
+/// listed until its parent reaps it.
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the command name, which may hold anything
+            // but ends at the last `)`.
+            let (_, rest) = stat.rsplit_once(") ")?;
+            Some(!rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}

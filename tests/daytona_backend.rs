@@ -207,15 +207,9 @@ fn kills_widely(command: &str) -> bool {
     .any(|wide| command.contains(wide))
 }
 
-/// Whether `pid` lives (a zombie is dead: nobody may reap it here).
+/// Whether the process `pid` (as the sandbox wrote it) lives.
 fn alive(pid: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(") ")
-                .map(|(_, rest)| !rest.starts_with('Z'))
-        })
-        .unwrap_or(false)
+    pid.trim().parse().is_ok_and(smolpaws::process::running)
 }
 
 /// Every tool output the model was sent, first seen first.

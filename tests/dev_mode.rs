@@ -71,22 +71,6 @@ fn descendants(pid: u32) -> Vec<u32> {
     found
 }
 
-/// Whether `pid` still runs (a zombie has finished).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .next()?
-                .to_owned();
-            Some(state != "Z")
-        })
-        .unwrap_or(false)
-}
-
 async fn wait_for_session(dir: &Path, lines: &Mutex<Vec<String>>) -> Session {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
@@ -225,7 +209,10 @@ async fn a_comment_on_a_local_repository_is_answered_and_ctrl_c_leaves_nothing_b
         .expect("dev mode stops after Ctrl-C")
         .expect("its exit status");
     assert!(exited.success(), "dev mode exited with {exited}");
-    let left: Vec<u32> = children.into_iter().filter(|p| alive(*p)).collect();
+    let left: Vec<u32> = children
+        .into_iter()
+        .filter(|p| smolpaws::process::running(*p))
+        .collect();
     assert!(left.is_empty(), "processes left behind: {left:?}");
     assert!(
         Session::load(dev_dir.path()).is_err(),

@@ -243,13 +243,7 @@ pub async fn run(mut args: AgentArgs) -> Result<(), AgentError> {
     if let Some(gateway) = args.llm_gateway.clone() {
         // The operator's gateway holds the provider's key; the run's own
         // credential opens it.
-        let credential = args.report_token.clone().ok_or_else(|| {
-            AgentError::Config(format!(
-                "{} is required with {}",
-                env::REPORT_TOKEN,
-                env::LLM_GATEWAY
-            ))
-        })?;
+        let credential = run_credential(&args, env::LLM_GATEWAY)?.clone();
         args.settings.llm.base_url = Some(gateway);
         args.settings.llm.api_key = Some(credential);
     }
@@ -403,100 +397,106 @@ fn operator_client() -> Result<reqwest::Client, AgentError> {
         .map_err(|e| AgentError::Config(format!("cannot build an HTTP client: {e}")))
 }
 
-/// The run's spec from `url`, fetched with the run credential; retried
-/// while the operator is unreachable or answers 503 (it restarts, or the
-/// apiserver is busy), up to the run's time.
-async fn fetch_spec(config: &AgentArgs, url: &str) -> Result<String, AgentError> {
-    let token = config.report_token.as_ref().ok_or_else(|| {
-        AgentError::Config(format!(
-            "{} is required with {}",
-            env::REPORT_TOKEN,
-            env::SPEC_URL
-        ))
-    })?;
+/// Why a call to the operator got no useful answer.
+enum OperatorError {
+    /// It answered, and refused: `status: body`.
+    Refused(String),
+    /// It stayed unreachable or unavailable until the run's time was up;
+    /// the last failure.
+    Unavailable(String),
+}
+
+/// Sends what `request` builds, with the run credential, until the operator
+/// answers other than 503: the contract's rule for every call a sandbox
+/// makes to it. While it is unreachable or answers 503 (it restarts, or the
+/// apiserver is busy) the call is retried with backoff until the run's time
+/// is up (the sandbox is stopped then anyway).
+async fn call_operator(
+    config: &AgentArgs,
+    token: &SecretString,
+    what: &str,
+    request: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+) -> Result<Result<reqwest::Response, OperatorError>, AgentError> {
     let http = operator_client()?;
     let deadline = std::time::Instant::now() + config.settings.timeout;
     let mut wait = Duration::from_secs(1);
+    let mut attempt = 0u32;
     loop {
-        let failure = match http
-            .get(url)
+        attempt += 1;
+        let failure = match request(&http)
             .bearer_auth(token.expose_secret())
             .send()
             .await
         {
-            Ok(answer) if answer.status().is_success() => {
-                return answer.text().await.map_err(|e| {
-                    AgentError::Config(format!("reading the run's spec failed: {e}"))
-                });
-            }
+            Ok(answer) if answer.status().is_success() => return Ok(Ok(answer)),
             Ok(answer) if answer.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE => {
                 let status = answer.status();
                 let body = answer.text().await.unwrap_or_default();
-                return Err(AgentError::Config(format!(
-                    "the operator refused the run's spec: {status}: {body}"
-                )));
+                return Ok(Err(OperatorError::Refused(format!("{status}: {body}"))));
             }
             Ok(answer) => answer.status().to_string(),
             Err(error) => error.to_string(),
         };
         if std::time::Instant::now() + wait >= deadline {
-            return Err(AgentError::Config(format!(
-                "the run's spec stayed unavailable at {url}: {failure}"
-            )));
+            return Ok(Err(OperatorError::Unavailable(failure)));
         }
-        warn!(%failure, "the run's spec is unavailable; retrying");
+        warn!(attempt, %failure, "{what} is unavailable; retrying");
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(30));
     }
 }
 
-/// Delivers `report` to the result endpoint (retrying while it answers
-/// 503), or prints it when there is none.
+/// The run credential, which `setting` needs.
+fn run_credential<'a>(
+    config: &'a AgentArgs,
+    setting: &str,
+) -> Result<&'a SecretString, AgentError> {
+    config.report_token.as_ref().ok_or_else(|| {
+        AgentError::Config(format!("{} is required with {setting}", env::REPORT_TOKEN))
+    })
+}
+
+/// The run's spec from `url`, fetched with the run credential.
+async fn fetch_spec(config: &AgentArgs, url: &str) -> Result<String, AgentError> {
+    let token = run_credential(config, env::SPEC_URL)?;
+    match call_operator(config, token, "the run's spec", |http| http.get(url)).await? {
+        Ok(answer) => answer
+            .text()
+            .await
+            .map_err(|e| AgentError::Config(format!("reading the run's spec failed: {e}"))),
+        Err(OperatorError::Refused(refusal)) => Err(AgentError::Config(format!(
+            "the operator refused the run's spec: {refusal}"
+        ))),
+        Err(OperatorError::Unavailable(failure)) => Err(AgentError::Config(format!(
+            "the run's spec stayed unavailable at {url}: {failure}"
+        ))),
+    }
+}
+
+/// Delivers `report` to the result endpoint, or prints it when there is
+/// none.
 async fn report_result(config: &AgentArgs, report: &Report) -> Result<(), AgentError> {
     let body = serde_json::to_string(report).expect("a report serializes");
     let Some(base) = &config.result_url else {
         println!("{body}");
         return Ok(());
     };
-    let token = config.report_token.as_ref().ok_or_else(|| {
-        AgentError::Config("SMOLPAWS_REPORT_TOKEN is required with SMOLPAWS_RESULT_URL".into())
-    })?;
+    let token = run_credential(config, env::RESULT_URL)?;
     let url = contract::result_url(base, &config.run_namespace, &config.run_name);
-    let http = operator_client()?;
-    // The contract: retry while the endpoint is unavailable, until the
-    // run's time is up (the sandbox is stopped then anyway).
-    let deadline = std::time::Instant::now() + config.settings.timeout;
-    let mut wait = Duration::from_secs(1);
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let sent = http
-            .post(&url)
-            .bearer_auth(token.expose_secret())
+    let sent = call_operator(config, token, "the result endpoint", |http| {
+        http.post(&url)
             .header("content-type", "application/json")
             .body(body.clone())
-            .send()
-            .await;
-        match sent {
-            Ok(response) if response.status().is_success() => {
-                info!("reported the result");
-                return Ok(());
-            }
-            Ok(response) if response.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE => {
-                let status = response.status();
-                let body = response.text().await.unwrap_or_default();
-                return Err(AgentError::Report(format!("{status}: {body}")));
-            }
-            Ok(response) => {
-                warn!(attempt, status = %response.status(), "the result endpoint is unavailable; retrying")
-            }
-            Err(error) => warn!(attempt, %error, "the result endpoint is unreachable; retrying"),
+    })
+    .await?;
+    match sent {
+        Ok(_) => {
+            info!("reported the result");
+            Ok(())
         }
-        if std::time::Instant::now() + wait >= deadline {
-            break;
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(Duration::from_secs(30));
+        Err(OperatorError::Refused(refusal)) => Err(AgentError::Report(refusal)),
+        Err(OperatorError::Unavailable(failure)) => Err(AgentError::Report(format!(
+            "{url} stayed unavailable: {failure}"
+        ))),
     }
-    Err(AgentError::Report(format!("{url} stayed unavailable")))
 }

@@ -40,10 +40,7 @@ fn remove_abandoned_dirs() {
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with(DIR_PREFIX));
         let alive = match std::fs::read_to_string(path.join(OWNER_FILE)) {
-            Ok(pid) => pid
-                .trim()
-                .parse::<u32>()
-                .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists()),
+            Ok(pid) => pid.trim().parse::<u32>().is_ok_and(crate::process::running),
             // Being set up right now, unless it has been so for long.
             Err(_) => entry
                 .metadata()

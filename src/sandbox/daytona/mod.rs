@@ -827,16 +827,9 @@ mod tests {
         assert!(CLEANUP.ends_with("rm -rf .smolpaws\n)"));
     }
 
-    /// Whether `pid` lives (a zombie is dead: nobody may reap it here).
-    #[cfg(target_os = "linux")]
+    /// Whether the process `pid` (as the sandbox wrote it) lives.
     fn alive(pid: &str) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| {
-                stat.rsplit_once(") ")
-                    .map(|(_, rest)| !rest.starts_with('Z'))
-            })
-            .unwrap_or(false)
+        pid.trim().parse().is_ok_and(crate::process::running)
     }
 
     /// The scripts for real, with `sh` and a stand-in agent in a directory
