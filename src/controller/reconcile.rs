@@ -202,21 +202,19 @@ async fn admit(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         if ok {
             admitted.insert(key(run));
         }
-        (ok, waiting_ahead(&store, run))
+        ok
     };
-    let (admitted, ahead) = admitted;
-    if !admitted
-        && ahead >= ctx.limits.pending_per_repository
-        && condition(run, conditions::ADMITTED).is_none()
-    {
-        let message = format!(
-            "{ahead} requests in {} are already waiting for a sandbox (at most {}); ask again later",
-            run.spec.github.repository, ctx.limits.pending_per_repository
-        );
-        return fail(run, ctx, "QueueFull", message).await;
-    }
     if !admitted {
+        // A run joining the queue is measured against it once, here.
         if condition(run, conditions::ADMITTED).is_none() {
+            let ahead = waiting_ahead(&ctx.runs.state(), run);
+            if ahead >= ctx.limits.pending_per_repository {
+                let message = format!(
+                    "{ahead} requests in {} are already waiting for a sandbox (at most {}); ask again later",
+                    run.spec.github.repository, ctx.limits.pending_per_repository
+                );
+                return fail(run, ctx, "QueueFull", message).await;
+            }
             let queued = Transition::new(
                 conditions::ADMITTED,
                 "Queued",
