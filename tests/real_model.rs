@@ -11,18 +11,20 @@ mod support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use smolpaws::process::Process;
 use support::git_remote::server;
 use support::python;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-/// A llama-cpp-python server, stopped when dropped.
+/// A llama-cpp-python server, killed when dropped and, through its
+/// parent-death signal, when the test process dies however it dies.
 struct ModelServer {
-    child: Child,
+    _server: Process,
     base_url: String,
+    _log: tempfile::TempDir,
 }
 
 impl ModelServer {
@@ -32,7 +34,8 @@ impl ModelServer {
         let interpreter = python::interpreter("llama");
         let model = model_file(&interpreter);
         let port = support::free_port();
-        let child = Command::new(&interpreter)
+        let mut command = std::process::Command::new(&interpreter);
+        command
             .args(["-m", "llama_cpp.server", "--model"])
             .arg(&model)
             .args(["--model_alias", "smollm2"])
@@ -40,11 +43,9 @@ impl ModelServer {
             .args(["--n_ctx", &context.to_string()])
             .args(["--seed", "7"])
             .args(["--n_threads", "2"])
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+        let log = tempfile::tempdir().expect("a log directory");
+        let mut server = Process::spawn("llama-server", command, &log.path().join("server.log"))
             .expect("the model server starts");
         let base_url = format!("http://127.0.0.1:{port}/v1");
         smolpaws::tls::install_default_provider();
@@ -60,18 +61,17 @@ impl ModelServer {
                 break;
             }
             assert!(
-                Instant::now() < deadline,
-                "the model server did not answer within 120 s"
+                server.exited().is_none() && Instant::now() < deadline,
+                "the model server did not answer within 120 s: {}",
+                server.log_tail(20)
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        Self { child, base_url }
-    }
-}
-
-impl Drop for ModelServer {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        Self {
+            _server: server,
+            base_url,
+            _log: log,
+        }
     }
 }
 
