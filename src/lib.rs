@@ -14,6 +14,7 @@ pub mod dev;
 pub mod follow;
 pub mod github;
 pub mod intake;
+pub mod keyed_limit;
 pub mod logs;
 pub mod operator;
 pub mod process;

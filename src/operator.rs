@@ -20,9 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::api::{AgentRun, SandboxBackend};
+use crate::controller::credential::RunAuth;
 use crate::controller::gateway::{Gateway, GatewayConfig};
 use crate::controller::leader::{self, LeaderError};
 use crate::controller::metrics::ControllerMetrics;
+use crate::controller::run_key::{RunKey, RunKeyError};
 use crate::controller::{self, ControllerArgs, ControllerConfig, ControllerParts};
 use crate::github::GitHub;
 use crate::intake::metrics::IntakeMetrics;
@@ -46,6 +48,9 @@ pub enum OperatorError {
     /// Leading ended badly.
     #[error(transparent)]
     Leader(#[from] LeaderError),
+    /// The key for run credentials could not be had.
+    #[error(transparent)]
+    RunKey(#[from] RunKeyError),
 }
 
 /// A controller to run, with where its sandboxes report and call the LLM.
@@ -149,11 +154,26 @@ impl Operator {
         let Some(role) = self.controller else {
             return front.await;
         };
+        let key_namespace = role
+            .config
+            .lease
+            .as_ref()
+            .and_then(|lease| lease.namespace.clone())
+            .unwrap_or_else(|| self.client.default_namespace().to_owned());
+        let key = Arc::new(RunKey::shared(&self.client, &key_namespace).await?);
+        let auth = Arc::new(RunAuth::new(self.client.clone(), key.clone()));
         // Sandboxes reach one listener: the result endpoint and the gateway.
         let sandbox_facing =
-            controller::report::router(self.client.clone()).merge(role.gateway.router());
+            controller::report::router(auth.clone()).merge(role.gateway.router(auth));
         let results = serve(role.results, sandbox_facing, stop.clone());
-        let reconcile = reconcile(self.client, role.config, role.parts, role.metrics, stop);
+        let reconcile = reconcile(
+            self.client,
+            role.config,
+            role.parts,
+            key,
+            role.metrics,
+            stop,
+        );
         tokio::try_join!(front, results, reconcile)?;
         Ok(())
     }
@@ -178,16 +198,20 @@ async fn reconcile(
     client: Client,
     config: ControllerConfig,
     parts: ControllerParts,
+    key: Arc<RunKey>,
     metrics: ControllerMetrics,
     stop: CancellationToken,
 ) -> Result<(), OperatorError> {
     let outcome = match &config.lease {
-        Some(lease) => leader::lead(client, &config, lease, parts, metrics, stop.clone()).await,
+        Some(lease) => {
+            leader::lead(client, &config, lease, parts, key, metrics, stop.clone()).await
+        }
         None => {
             controller::run(
                 client,
                 &config,
                 parts,
+                key,
                 metrics,
                 stop.clone().cancelled_owned(),
             )

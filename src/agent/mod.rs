@@ -429,7 +429,13 @@ async fn call_operator(
             .await
         {
             Ok(answer) if answer.status().is_success() => return Ok(Ok(answer)),
-            Ok(answer) if answer.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+            Ok(answer)
+                if !matches!(
+                    answer.status(),
+                    reqwest::StatusCode::SERVICE_UNAVAILABLE
+                        | reqwest::StatusCode::TOO_MANY_REQUESTS
+                ) =>
+            {
                 let status = answer.status();
                 let body = answer.text().await.unwrap_or_default();
                 return Ok(Err(OperatorError::Refused(format!("{status}: {body}"))));

@@ -1,21 +1,31 @@
 //! The run credential: how the result endpoint and the LLM gateway know a
-//! request comes from the agent of the run it names. The credential is the
-//! report token in the run's own Secret, presented as a bearer token (or,
-//! the way Anthropic's clients send a key, as `x-api-key`).
+//! request comes from the agent of the run it names. The agent presents the
+//! credential from its run's Secret as a bearer token (or, the way
+//! Anthropic's clients send a key, as `x-api-key`); it is checked against
+//! the operator's [`RunKey`] before the apiserver hears of the request.
 //!
 //! The namespace and name come from the URL, so they are checked as
 //! Kubernetes names before they reach any apiserver path.
 
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, StatusCode, header};
-use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
+use governor::Quota;
 use kube::api::Api;
-use subtle::ConstantTimeEq;
+use kube::{Client, ResourceExt};
 use tracing::warn;
 
+use super::run_key::RunKey;
 use crate::api::AgentRun;
-use crate::api::contract::env;
-use crate::sandbox::secret::{secret_name, value};
+use crate::keyed_limit::KeyedLimit;
+
+/// Calls one run may make per second, sustained: an agent reports once,
+/// fetches its spec once and asks the LLM one step at a time.
+const CALLS_PER_SECOND: NonZeroU32 = NonZeroU32::new(10).expect("non-zero");
+
+/// Calls one run may make in a burst, after a quiet spell.
+const CALL_BURST: NonZeroU32 = NonZeroU32::new(60).expect("non-zero");
 
 /// A refused request: its status and what to tell the caller.
 pub type Refusal = (StatusCode, String);
@@ -44,45 +54,71 @@ pub fn is_kubernetes_name(name: &str) -> bool {
         })
 }
 
-/// The run `namespace/name`, when `headers` carry its credential.
-pub async fn authenticate(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    headers: &HeaderMap,
-) -> Result<AgentRun, Refusal> {
-    let unauthorized = || {
-        (
-            StatusCode::UNAUTHORIZED,
-            "a valid run credential is required".to_owned(),
-        )
-    };
-    if !is_kubernetes_name(namespace) || !is_kubernetes_name(name) {
-        return Err(unauthorized());
+/// Checks run credentials and paces each run's calls.
+pub struct RunAuth {
+    client: Client,
+    key: Arc<RunKey>,
+    calls: KeyedLimit,
+}
+
+impl RunAuth {
+    /// Checks credentials made with `key`, reading runs through `client`.
+    pub fn new(client: Client, key: Arc<RunKey>) -> Self {
+        let quota = Quota::per_second(CALLS_PER_SECOND).allow_burst(CALL_BURST);
+        Self {
+            client,
+            key,
+            calls: KeyedLimit::new(quota),
+        }
     }
-    let Some(presented) = presented(headers) else {
-        return Err(unauthorized());
-    };
-    let runs: Api<AgentRun> = Api::namespaced(client.clone(), namespace);
-    let run = match runs.get_opt(name).await {
-        Ok(Some(run)) => run,
-        // Not found and not allowed look alike to a caller without a token.
-        Ok(None) => return Err(unauthorized()),
-        Err(error) => return Err(unavailable(error)),
-    };
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let secret = match secrets.get_opt(&secret_name(&run)).await {
-        Ok(secret) => secret,
-        Err(error) => return Err(unavailable(error)),
-    };
-    let Some(expected) = secret.as_ref().and_then(|s| value(s, env::REPORT_TOKEN)) else {
-        return Err(unauthorized());
-    };
-    if !bool::from(expected.ct_eq(presented)) {
-        warn!("refused a wrong run credential");
-        return Err(unauthorized());
+
+    /// The Kubernetes client runs are read through.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
-    Ok(run)
+
+    /// The run `namespace/name`, when `headers` carry its credential. The
+    /// credential is checked first, so a caller without one costs no
+    /// apiserver call; the run's uid must then match the credential's, so a
+    /// run deleted and made again under the same name is not opened by
+    /// the old one's.
+    pub async fn authenticate(
+        &self,
+        namespace: &str,
+        name: &str,
+        headers: &HeaderMap,
+    ) -> Result<AgentRun, Refusal> {
+        let unauthorized = || {
+            (
+                StatusCode::UNAUTHORIZED,
+                "a valid run credential is required".to_owned(),
+            )
+        };
+        if !is_kubernetes_name(namespace) || !is_kubernetes_name(name) {
+            return Err(unauthorized());
+        }
+        let Some(presented) = presented(headers) else {
+            return Err(unauthorized());
+        };
+        let Some(uid) = self.key.verify(namespace, name, presented) else {
+            warn!("refused a wrong run credential");
+            return Err(unauthorized());
+        };
+        if !self.calls.admit(format!("{namespace}/{name}")) {
+            return Err((
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("this run calls more than {CALLS_PER_SECOND} times a second; slow down"),
+            ));
+        }
+        let runs: Api<AgentRun> = Api::namespaced(self.client.clone(), namespace);
+        match runs.get_opt(name).await {
+            Ok(Some(run)) if run.uid().as_deref() == Some(uid) => Ok(run),
+            // Gone, or another run under the same name: the credential
+            // opens nothing.
+            Ok(_) => Err(unauthorized()),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
 }
 
 /// The apiserver could not answer: the caller should try again.

@@ -33,7 +33,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::credential::authenticate;
+use super::credential::RunAuth;
 use super::status::FIELD_MANAGER;
 use crate::api::contract::BUDGET_EXHAUSTED;
 use crate::api::llm_refusal::Refusal;
@@ -185,14 +185,14 @@ impl Gateway {
         }
     }
 
-    /// The gateway's routes.
-    pub fn router(self: Arc<Self>) -> Router {
+    /// The gateway's routes, for runs `auth` lets in.
+    pub fn router(self: Arc<Self>, auth: Arc<RunAuth>) -> Router {
         Router::new()
             .route("/v1/runs/{namespace}/{name}/llm/{*path}", post(forward))
             // The body is read only after the credential is checked, by the
             // handler, within its own cap and timeout.
             .layer(DefaultBodyLimit::disable())
-            .with_state(self)
+            .with_state((self, auth))
     }
 
     fn count(&self, outcome: &'static str) {
@@ -451,7 +451,7 @@ impl Gateway {
 
 #[tracing::instrument(skip_all, fields(run = %format!("{namespace}/{name}"), route = %path))]
 async fn forward(
-    State(gateway): State<Arc<Gateway>>,
+    State((gateway, auth)): State<(Arc<Gateway>, Arc<RunAuth>)>,
     Path((namespace, name, path)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -464,7 +464,7 @@ async fn forward(
         )
             .into_response();
     };
-    let run = match authenticate(&gateway.client, &namespace, &name, &headers).await {
+    let run = match auth.authenticate(&namespace, &name, &headers).await {
         Ok(run) => run,
         Err((status, message)) => {
             gateway.count("refused");

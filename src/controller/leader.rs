@@ -1,11 +1,14 @@
 //! Leader election: only the replica holding the `smolpaws-controller`
 //! Lease reconciles, so two replicas never act on one run at once.
 
+use std::sync::Arc;
+
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::metrics::ControllerMetrics;
+use super::run_key::RunKey;
 use super::{ControllerConfig, ControllerParts, LeaseConfig};
 
 /// Why leading ended.
@@ -27,6 +30,7 @@ pub async fn lead(
     config: &ControllerConfig,
     lease: &LeaseConfig,
     parts: ControllerParts,
+    key: Arc<RunKey>,
     metrics: ControllerMetrics,
     stop: CancellationToken,
 ) -> Result<(), LeaderError> {
@@ -60,7 +64,7 @@ pub async fn lead(
         }
     };
     let outcome = tokio::select! {
-        () = super::run(client, config, parts, metrics, stop.clone().cancelled_owned()) => Ok(()),
+        () = super::run(client, config, parts, key, metrics, stop.clone().cancelled_owned()) => Ok(()),
         () = lost => Err(LeaderError::Lost),
     };
     // Dropping the watch lets the lease manager release the Lease.

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod reconcile;
 pub mod report;
 pub mod retry;
+pub mod run_key;
 pub mod status;
 
 use std::collections::HashSet;
@@ -53,6 +54,9 @@ pub enum Error {
     /// An AgentRun without a namespace (the CRD is namespaced).
     #[error("the AgentRun has no namespace")]
     NoNamespace,
+    /// An AgentRun without a uid: not one the apiserver stored.
+    #[error("the AgentRun has no uid")]
+    NoUid,
     /// A sandbox backend call failed.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
@@ -73,7 +77,7 @@ impl Error {
                 | kube::runtime::finalizer::Error::CleanupFailed(error) => error.is_transient(),
                 _ => true,
             },
-            Self::NoNamespace | Self::GitHubDisabled => false,
+            Self::NoNamespace | Self::NoUid | Self::GitHubDisabled => false,
         }
     }
 
@@ -108,6 +112,7 @@ impl Error {
             Self::GitHub(_) => "github",
             Self::Sandbox(_) => "sandbox",
             Self::NoNamespace => "no_namespace",
+            Self::NoUid => "no_uid",
             Self::GitHubDisabled => "github_disabled",
             Self::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(error)
@@ -137,6 +142,8 @@ pub struct Context {
     pub github: Option<GitHub>,
     /// The sandbox backends.
     pub sandboxes: Sandboxes,
+    /// What run credentials are made with.
+    pub key: Arc<run_key::RunKey>,
     /// The namespaces whose runs are served; any when empty.
     pub allowed_namespaces: Vec<String>,
     /// Concurrency limits.
@@ -184,6 +191,7 @@ pub async fn run(
     client: Client,
     config: &ControllerConfig,
     parts: ControllerParts,
+    key: Arc<run_key::RunKey>,
     metrics: ControllerMetrics,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -220,6 +228,7 @@ pub async fn run(
         client,
         github: parts.github,
         sandboxes: parts.sandboxes,
+        key,
         allowed_namespaces: config.allowed_namespaces.clone(),
         limits: config.limits,
         pending_timeout: config.pending_timeout,

@@ -272,9 +272,12 @@ async fn ensure_secret(run: &AgentRun, ctx: &Context) -> Result<Result<Secret, A
             }
         }
     };
+    let Some(report_token) = ctx.key.credential(run) else {
+        return Err(Error::NoUid);
+    };
     let credentials = RunCredentials {
         github_token,
-        report_token: SecretString::from(crate::random::token()),
+        report_token,
     };
     match api
         .create(&PostParams::default(), &secret(run, &credentials))

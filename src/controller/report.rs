@@ -1,9 +1,10 @@
 //! The result endpoint: where a sandbox reports its agent's reply.
 //!
 //! `POST /v1/runs/{namespace}/{name}/result` with `Authorization: Bearer
-//! <SMOLPAWS_REPORT_TOKEN>` and a JSON [`Report`]. The token is the one in the
-//! run's own Secret, so a sandbox can report only for its own run; the
-//! endpoint stores the reply in the run's status and nothing else. The
+//! <SMOLPAWS_REPORT_TOKEN>` and a JSON [`Report`]. The token is the run's
+//! own credential (see [`super::credential`]), so a sandbox can report only
+//! for its own run; the endpoint stores the reply in the run's status and
+//! nothing else. The
 //! contract is written down in `docs/result-contract.md`.
 
 use std::sync::Arc;
@@ -13,20 +14,20 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, ResourceExt};
 use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 use tracing::info;
 
-use super::credential::{Refusal as Answer, authenticate, unavailable};
+use super::credential::{Refusal as Answer, RunAuth, unavailable};
 use super::status::FIELD_MANAGER;
 use crate::api::contract::{MAX_REPORT_BYTES, RESULT_ROUTE, Report, SPEC_ROUTE};
 use crate::api::{AgentRun, RunResult};
 
 /// The result endpoint's routes.
-pub fn router(client: Client) -> Router {
+pub fn router(auth: Arc<RunAuth>) -> Router {
     Router::new()
         .route(RESULT_ROUTE, post(report))
         .route(SPEC_ROUTE, get(spec))
@@ -34,17 +35,17 @@ pub fn router(client: Client) -> Router {
         .layer(DefaultBodyLimit::disable())
         .route("/healthz", get(|| async { "ok" }))
         .layer(TraceLayer::new_for_http())
-        .with_state(Arc::new(client))
+        .with_state(auth)
 }
 
 /// The run's spec, for its own agent only.
 #[tracing::instrument(skip_all, fields(run = %format!("{namespace}/{name}")))]
 async fn spec(
-    State(client): State<Arc<Client>>,
+    State(auth): State<Arc<RunAuth>>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    match authenticate(&client, &namespace, &name, &headers).await {
+    match auth.authenticate(&namespace, &name, &headers).await {
         Ok(run) => axum::Json(run.spec).into_response(),
         Err(refusal) => refusal.into_response(),
     }
@@ -52,12 +53,12 @@ async fn spec(
 
 #[tracing::instrument(skip_all, fields(run = %format!("{namespace}/{name}")))]
 async fn report(
-    State(client): State<Arc<Client>>,
+    State(auth): State<Arc<RunAuth>>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Answer {
-    let run = match authenticate(&client, &namespace, &name, &headers).await {
+    let run = match auth.authenticate(&namespace, &name, &headers).await {
         Ok(run) => run,
         Err(refusal) => return refusal,
     };
@@ -80,7 +81,7 @@ async fn report(
             );
         }
     };
-    let runs: Api<AgentRun> = Api::namespaced(client.as_ref().clone(), &namespace);
+    let runs: Api<AgentRun> = Api::namespaced(auth.client().clone(), &namespace);
     let mut run = run;
     // The controller writes the status too (the run starting, say): a
     // conflict means the run changed since it was read, and the decision

@@ -6,7 +6,9 @@
 use std::fmt;
 use std::num::NonZeroU32;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::Quota;
+
+use crate::keyed_limit::KeyedLimit;
 
 /// Runs per hour, each limit off when zero.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,12 +65,9 @@ impl fmt::Display for Throttled {
     }
 }
 
-/// Keys past this many are pruned of those whose hour is over.
-const PRUNE_ABOVE: usize = 10_000;
-
 struct Limit {
     per_hour: u32,
-    limiter: DefaultKeyedRateLimiter<String>,
+    limit: KeyedLimit,
 }
 
 impl Limit {
@@ -76,15 +75,12 @@ impl Limit {
         let rate = NonZeroU32::new(per_hour)?;
         Some(Self {
             per_hour,
-            limiter: RateLimiter::keyed(Quota::per_hour(rate)),
+            limit: KeyedLimit::new(Quota::per_hour(rate)),
         })
     }
 
     fn admit(&self, key: String) -> bool {
-        if self.limiter.len() > PRUNE_ABOVE {
-            self.limiter.retain_recent();
-        }
-        self.limiter.check_key(&key).is_ok()
+        self.limit.admit(key)
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::routing::{get, post};
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
@@ -25,6 +26,7 @@ use crate::api::{
 };
 use crate::controller::admission::Limits;
 use crate::controller::metrics::ControllerMetrics;
+use crate::controller::run_key::RunKey;
 use crate::controller::status::conditions;
 use crate::controller::{Context, ControllerConfig};
 use crate::github::{GitHub, GitHubConfig};
@@ -204,6 +206,7 @@ fn context(
         client,
         github,
         sandboxes: Sandboxes::new().with(SandboxBackend::Pod, Arc::new(sandbox)),
+        key: Arc::new(test_key()),
         allowed_namespaces: config.allowed_namespaces,
         limits: config.limits,
         pending_timeout: config.pending_timeout,
@@ -216,6 +219,11 @@ fn context(
         wake: futures::channel::mpsc::unbounded().0,
     };
     (Arc::new(context), served)
+}
+
+/// The run key of every test context.
+fn test_key() -> RunKey {
+    RunKey::new([7; 32])
 }
 
 /// Reconciles `run` once in a context from [`context`]: the step's action
@@ -385,9 +393,14 @@ async fn provisioning_makes_the_secret_then_the_sandbox_then_runs() {
         ]
     );
     let secret = &bodies[1];
-    assert!(
-        secret["data"]["SMOLPAWS_REPORT_TOKEN"].is_string(),
-        "the run's report token is minted: {secret}"
+    let token = secret["data"]["SMOLPAWS_REPORT_TOKEN"]
+        .as_str()
+        .and_then(|token| BASE64_STANDARD.decode(token).ok())
+        .expect("the run's report token is minted");
+    assert_eq!(
+        test_key().verify("ns", "run-1", &token),
+        Some("uid-run-1"),
+        "the credential is the run's own, under the controller's key"
     );
     assert_eq!(
         secret["metadata"]["ownerReferences"][0]["name"], "run-1",
