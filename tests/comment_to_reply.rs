@@ -15,7 +15,7 @@ use smolpaws::controller::ControllerArgs;
 use support::fake_github::{FakeGitHub, Scripted};
 use support::fake_llm::{FakeLlm, Reply};
 use support::kubelet::{Behaviour, Kubelet};
-use support::operator::{Agent, Operator, stand_in_agent};
+use support::operator::{Agent, Operator, stand_in_agent, with_real_agent};
 use support::runs::{issue_spec, replied, until};
 
 const REPO: &str = "Codertocat/Hello-World";
@@ -607,30 +607,20 @@ async fn the_real_agent_answers_from_its_sandbox_pod() {
     let github = FakeGitHub::start().await;
     let (remote, _) =
         support::git_remote::server(&[("parser.rs", "fn parse() { /* drops commas */ }\n")]);
-    let llm = FakeLlm::start([
-        Reply::Tool {
-            name: "view",
-            arguments: serde_json::json!({ "path": "parser.rs" }),
-        },
-        Reply::Tool {
-            name: "finish",
-            arguments: serde_json::json!({ "reply": "`parse()` drops them." }),
-        },
-    ])
+    let llm = FakeLlm::start(Reply::view_then_finish(
+        "parser.rs",
+        "`parse()` drops them.",
+    ))
     .await;
     // The pod's own command, `/opt/smolpaws/bin/smolpaws agent`, runs this
     // build of smolpaws.
-    let agent = std::path::PathBuf::from(env!("CARGO_BIN_EXE_smolpaws"));
-    let _kubelet = Kubelet::start(client.clone(), &ns, move |_| Behaviour::Run(agent.clone()));
-    let server_url = format!("file://{}", remote.path().display());
-    let _operator = Operator::start(client.clone(), &ns, Some(&github.url), |args| {
-        args.sandbox.llm.model = Some("scripted-model".into());
-        args.sandbox.llm.base_url = Some(llm.base_url.clone());
-        args.sandbox.extra_env = vec![
-            ("GITHUB_SERVER_URL".into(), server_url),
-            ("GITHUB_API_URL".into(), "http://127.0.0.1:9".into()),
-        ];
-    })
+    let _running = with_real_agent(
+        &client,
+        &ns,
+        Some(&github.url),
+        &llm.base_url,
+        remote.path(),
+    )
     .await;
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), &ns);
     let mut spec = spec(1111, None);

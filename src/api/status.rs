@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Phase, SandboxBackend};
+use super::{AgentRunSpec, Phase, PullRequestHead, SandboxBackend};
 
 /// The observed state of an AgentRun.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
@@ -23,6 +23,12 @@ pub struct AgentRunStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+
+    /// The pull request head the agent checks out, read when the run was
+    /// first seen, for a comment whose webhook did not carry it: what the
+    /// commenter saw, not whatever is pushed while the run waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<PullRequestHead>,
 
     /// The sandbox that runs, or ran, the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -185,5 +191,16 @@ impl super::AgentRun {
             .as_ref()
             .and_then(|status| status.phase)
             .unwrap_or_default()
+    }
+
+    /// The spec the run's agent works from: as written, with the pull
+    /// request head pinned when the run was first seen, if the webhook did
+    /// not carry one.
+    pub fn agent_spec(&self) -> AgentRunSpec {
+        let mut spec = self.spec.clone();
+        if spec.github.head.is_none() {
+            spec.github.head = self.status.as_ref().and_then(|s| s.head.clone());
+        }
+        spec
     }
 }

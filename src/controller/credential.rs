@@ -132,7 +132,64 @@ pub fn unavailable(error: kube::Error) -> Refusal {
 
 #[cfg(test)]
 mod tests {
-    use super::is_kubernetes_name;
+    use std::time::Duration;
+
+    use axum::http::HeaderValue;
+    use http::{Request, Response};
+    use kube::client::Body;
+    use secrecy::ExposeSecret;
+
+    use super::*;
+    use crate::api::{Phase, fixtures};
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).expect("a header value");
+        headers.insert(header::AUTHORIZATION, value);
+        headers
+    }
+
+    #[tokio::test]
+    async fn only_a_valid_credential_reaches_the_apiserver() {
+        let (service, mut apiserver) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let key = Arc::new(RunKey::new([3; 32]));
+        let auth = RunAuth::new(Client::new(service, "ns"), key.clone());
+        let mut run = fixtures::run("a", "o/r", Phase::Running);
+        run.metadata.uid = Some("u-1".into());
+        let credential = key.credential(&run).expect("a stored run");
+
+        let (uid, _) = credential.expose_secret().split_once('.').expect("uid.mac");
+        let forged = format!("{uid}.{}", "0".repeat(64));
+        for (namespace, name, headers) in [
+            ("ns", "a", bearer(&forged)),
+            ("ns", "b", bearer(credential.expose_secret())),
+            ("ns", "..%2Fsecrets", bearer(credential.expose_secret())),
+            ("ns", "a", HeaderMap::new()),
+        ] {
+            let refused = auth.authenticate(namespace, name, &headers).await;
+            assert_eq!(
+                refused.map(|_| ()).map_err(|(status, _)| status),
+                Err(StatusCode::UNAUTHORIZED),
+                "{namespace}/{name}"
+            );
+        }
+        let asked = tokio::time::timeout(Duration::from_millis(50), apiserver.next_request()).await;
+        assert!(asked.is_err(), "a refused caller made the apiserver work");
+
+        let answer = tokio::spawn(async move {
+            let (request, respond) = apiserver.next_request().await.expect("one request");
+            let body = serde_json::to_vec(&run).expect("JSON");
+            respond.send_response(Response::new(Body::from(body)));
+            request.uri().path().to_owned()
+        });
+        let headers = bearer(credential.expose_secret());
+        let opened = auth.authenticate("ns", "a", &headers).await;
+        assert_eq!(opened.map(|run| run.name_any()), Ok("a".to_owned()));
+        assert_eq!(
+            answer.await.expect("the apiserver task"),
+            "/apis/smolpaws.dev/v1alpha1/namespaces/ns/agentruns/a"
+        );
+    }
 
     #[test]
     fn only_kubernetes_names_pass() {

@@ -164,7 +164,7 @@ async fn acknowledge(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
             .map_err(Error::from),
         Err(error) => Err(error),
     };
-    let transition = match acknowledged {
+    let mut transition = match acknowledged {
         Ok(()) => Transition::new(
             conditions::ACKNOWLEDGED,
             "Reacted",
@@ -179,8 +179,38 @@ async fn acknowledge(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         )
         .failing(),
     };
+    if let Some(head) = pin_head(run, ctx, github).await {
+        transition = transition.head(head);
+    }
     write(ctx, run, transition).await?;
     Ok(Action::await_change())
+}
+
+/// The head of the run's pull request now, when its webhook did not carry
+/// it (a conversation comment's does not): read as the run is first seen,
+/// so the agent works on the commit the commenter saw rather than on
+/// whatever is pushed while the run waits. Best effort, as the reaction: if
+/// GitHub cannot say, the agent checks out the pull request's head ref.
+async fn pin_head(
+    run: &AgentRun,
+    ctx: &Context,
+    github: &crate::github::GitHub,
+) -> Option<crate::api::PullRequestHead> {
+    let thread = &run.spec.github;
+    if !thread.pull_request || thread.head.is_some() {
+        return None;
+    }
+    let installation = installation(run, ctx).await.ok()?;
+    match github
+        .pull_request_head(installation, &thread.repository, thread.number)
+        .await
+    {
+        Ok(head) => Some(head),
+        Err(error) => {
+            warn!(%error, "could not pin the pull request's head; the agent takes its head ref");
+            None
+        }
+    }
 }
 
 async fn admit(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {

@@ -46,7 +46,7 @@ async fn spec(
     headers: HeaderMap,
 ) -> Response {
     match auth.authenticate(&namespace, &name, &headers).await {
-        Ok(run) => axum::Json(run.spec).into_response(),
+        Ok(run) => axum::Json(run.agent_spec()).into_response(),
         Err(refusal) => refusal.into_response(),
     }
 }

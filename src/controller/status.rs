@@ -10,7 +10,9 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 
 use super::{Context, Error};
-use crate::api::{AgentRun, AgentRunStatus, Phase, PostedComment, SandboxRef, now};
+use crate::api::{
+    AgentRun, AgentRunStatus, Phase, PostedComment, PullRequestHead, SandboxRef, now,
+};
 
 /// The field manager of every controller write.
 pub const FIELD_MANAGER: &str = "smolpaws-controller";
@@ -65,6 +67,12 @@ impl Transition {
     /// Sets the condition false instead.
     pub fn failing(mut self) -> Self {
         self.holds = false;
+        self
+    }
+
+    /// Records the pull request head the agent checks out.
+    pub fn head(mut self, head: PullRequestHead) -> Self {
+        self.fields.head = Some(head);
         self
     }
 

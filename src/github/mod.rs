@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::api::{CommentKind, GitHubContext, PostedComment};
+use crate::api::{CommentKind, GitHubContext, PostedComment, PullRequestHead};
 
 /// How to reach and authenticate to GitHub as the App.
 #[derive(Clone, Debug)]
@@ -293,6 +293,29 @@ impl GitHub {
         )
         .await?;
         Ok(())
+    }
+
+    /// The head of pull request `number` of `repository` now.
+    pub async fn pull_request_head(
+        &self,
+        installation: u64,
+        repository: &str,
+        number: i64,
+    ) -> Result<PullRequestHead, Error> {
+        #[derive(Deserialize)]
+        struct PullRequest {
+            head: PullRequestHead,
+        }
+        let action = format!("read the head of pull request {number} in {repository}");
+        let pull: PullRequest = send(
+            &self.installation(installation)?,
+            http::Method::GET,
+            &format!("/repos/{repository}/pulls/{number}"),
+            None,
+            &action,
+        )
+        .await?;
+        Ok(pull.head)
     }
 
     /// The reply carrying `marker` in `thread`, if one was posted since

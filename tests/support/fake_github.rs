@@ -54,6 +54,12 @@ struct State_ {
     post_attempts: Vec<(Instant, u16)>,
     unauthorized: Vec<String>,
     revoked: Vec<String>,
+    /// Pull request heads by (repository, number): (ref, sha).
+    heads: std::collections::HashMap<(String, i64), (String, String)>,
+    /// Every how many calls one fails, when chaos is on.
+    chaos_every: Option<u64>,
+    calls: u64,
+    chaos_failures: u64,
 }
 
 /// The fake GitHub, serving on loopback until dropped.
@@ -79,6 +85,7 @@ impl FakeGitHub {
             .route("/repos/{owner}/{repo}/installation", get(installation))
             .route("/installation/token", delete(revoke))
             .route("/repos/{owner}/{repo}/issues/{number}", get(issue))
+            .route("/repos/{owner}/{repo}/pulls/{number}", get(pull_request))
             .route(
                 "/repos/{owner}/{repo}/issues/comments/{id}/reactions",
                 post(react),
@@ -104,6 +111,7 @@ impl FakeGitHub {
                 "/repos/{owner}/{repo}/pulls/{number}/comments/{id}/replies",
                 post(reply_to_review_comment),
             )
+            .layer(axum::middleware::from_fn_with_state(state.clone(), chaos))
             .with_state((state.clone(), notify.clone()));
         let (url, _) = super::serve(router).await;
         Self { state, url, notify }
@@ -146,6 +154,27 @@ impl FakeGitHub {
     /// Requests refused for a missing or unknown token.
     pub fn unauthorized(&self) -> Vec<String> {
         self.with(|s| s.unauthorized.clone())
+    }
+
+    /// Makes pull request `number` of `repository` have this head.
+    pub fn set_pull_request_head(&self, repository: &str, number: i64, git_ref: &str, sha: &str) {
+        self.with(|s| {
+            s.heads.insert(
+                (repository.to_owned(), number),
+                (git_ref.to_owned(), sha.to_owned()),
+            );
+        });
+    }
+
+    /// Fails every `every`th call, whatever it is, with a server error or a
+    /// secondary rate limit in turn (GitHub's real words and headers).
+    pub fn chaos(&self, every: u64) {
+        self.with(|s| s.chaos_every = Some(every));
+    }
+
+    /// The calls chaos failed.
+    pub fn chaos_failures(&self) -> u64 {
+        self.with(|s| s.chaos_failures)
     }
 
     /// Queues answers for the next comment posts.
@@ -306,6 +335,79 @@ async fn issue(
         "author_association": "OWNER",
     }))
     .into_response()
+}
+
+/// `GET /repos/{owner}/{repo}/pulls/{number}`: the head a test set, in
+/// GitHub's shape (the fields smolpaws reads, and some it does not).
+async fn pull_request(
+    State((state, _)): State<AppState>,
+    Path((owner, repo, number)): Path<(String, String, i64)>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &headers, "read a pull request") {
+        return unauthorized();
+    }
+    let repository = format!("{owner}/{repo}");
+    let head = state
+        .lock()
+        .expect("fake state")
+        .heads
+        .get(&(repository.clone(), number))
+        .cloned();
+    let Some((git_ref, sha)) = head else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "message": "Not Found", "status": "404" })),
+        )
+            .into_response();
+    };
+    Json(json!({
+        "number": number,
+        "state": "open",
+        "head": {
+            "label": format!("{owner}:{git_ref}"),
+            "ref": git_ref,
+            "sha": sha,
+            "repo": { "full_name": repository },
+        },
+        "base": { "ref": "main", "repo": { "full_name": repository } },
+    }))
+    .into_response()
+}
+
+/// Fails every `chaos_every`th call when chaos is on: a 502, then a 403
+/// secondary rate limit with `retry-after`, in turn.
+async fn chaos(
+    State(state): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let failure = {
+        let mut s = state.lock().expect("fake state");
+        s.calls += 1;
+        let failing = s.chaos_every.is_some_and(|every| s.calls % every == 0);
+        if failing {
+            s.chaos_failures += 1;
+        }
+        failing.then_some(s.chaos_failures % 2)
+    };
+    match failure {
+        None => next.run(request).await,
+        Some(0) => (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({ "message": "Server Error" })),
+        )
+            .into_response(),
+        Some(_) => (
+            StatusCode::FORBIDDEN,
+            [("retry-after", "1")],
+            Json(json!({
+                "message": "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+                "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits",
+            })),
+        )
+            .into_response(),
+    }
 }
 
 /// `DELETE /installation/token`: the token in the Authorization header

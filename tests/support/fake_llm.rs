@@ -37,6 +37,22 @@ pub enum Reply {
     },
 }
 
+impl Reply {
+    /// A model that views `path`, then finishes with `reply`.
+    pub fn view_then_finish(path: &str, reply: &str) -> [Reply; 2] {
+        [
+            Reply::Tool {
+                name: "view",
+                arguments: serde_json::json!({ "path": path }),
+            },
+            Reply::Tool {
+                name: "finish",
+                arguments: serde_json::json!({ "reply": reply }),
+            },
+        ]
+    }
+}
+
 #[derive(Default)]
 struct Script {
     replies: VecDeque<Reply>,

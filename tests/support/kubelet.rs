@@ -90,6 +90,8 @@ impl Kubelet {
         tokio::spawn(async move {
             let port = kubelet_api::serve(logs.clone()).await;
             register(&client, &node, port).await;
+            // By uid, as a kubelet tracks pods: a pod made again under a
+            // deleted one's name is a new pod.
             let live: Arc<Mutex<HashMap<String, CancellationToken>>> = Arc::default();
             let mut events = watcher(pods.clone(), watcher::Config::default()).boxed();
             loop {
@@ -100,10 +102,11 @@ impl Kubelet {
                 match event {
                     Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod))) => {
                         let name = pod.metadata.name.clone().unwrap_or_default();
+                        let uid = pod.metadata.uid.clone().unwrap_or_default();
                         if pod.metadata.deletion_timestamp.is_some() {
                             // A bound pod is deleted gracefully: its kubelet
                             // stops the container, then confirms at once.
-                            if let Some(token) = live.lock().expect("kubelet state").get(&name) {
+                            if let Some(token) = live.lock().expect("kubelet state").get(&uid) {
                                 token.cancel();
                             }
                             let now = DeleteParams {
@@ -115,11 +118,11 @@ impl Kubelet {
                         }
                         let token = {
                             let mut live = live.lock().expect("kubelet state");
-                            if live.contains_key(&name) {
+                            if live.contains_key(&uid) {
                                 continue;
                             }
                             let token = stop.child_token();
-                            live.insert(name.clone(), token.clone());
+                            live.insert(uid, token.clone());
                             token
                         };
                         started.fetch_add(1, Ordering::SeqCst);
@@ -142,8 +145,8 @@ impl Kubelet {
                         ));
                     }
                     Some(Ok(watcher::Event::Delete(pod))) => {
-                        let name = pod.metadata.name.unwrap_or_default();
-                        if let Some(token) = live.lock().expect("kubelet state").get(&name) {
+                        let uid = pod.metadata.uid.unwrap_or_default();
+                        if let Some(token) = live.lock().expect("kubelet state").remove(&uid) {
                             token.cancel();
                         }
                     }

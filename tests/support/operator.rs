@@ -216,3 +216,32 @@ pub fn stand_in_agent(dir: &Path, agent: Agent<'_>) -> PathBuf {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     path
 }
+
+/// A controller (GitHub at `github`) whose sandboxes run this build's real
+/// agent: it talks to the model server at `llm_base_url` and checks out from
+/// the git server directory `remote` (see `git_remote::server`); its own
+/// GitHub API calls go nowhere. The kubelet stand-in is returned with it.
+pub async fn with_real_agent(
+    client: &kube::Client,
+    namespace: &str,
+    github: Option<&str>,
+    llm_base_url: &str,
+    remote: &Path,
+) -> (super::kubelet::Kubelet, Operator) {
+    use super::kubelet::{Behaviour, Kubelet};
+    let agent = PathBuf::from(env!("CARGO_BIN_EXE_smolpaws"));
+    let kubelet = Kubelet::start(client.clone(), namespace, move |_| {
+        Behaviour::Run(agent.clone())
+    });
+    let server_url = format!("file://{}", remote.display());
+    let operator = Operator::start(client.clone(), namespace, github, |args| {
+        args.sandbox.llm.model = Some("scripted-model".into());
+        args.sandbox.llm.base_url = Some(llm_base_url.to_owned());
+        args.sandbox.extra_env = vec![
+            ("GITHUB_SERVER_URL".into(), server_url),
+            ("GITHUB_API_URL".into(), "http://127.0.0.1:9".into()),
+        ];
+    })
+    .await;
+    (kubelet, operator)
+}
