@@ -165,8 +165,14 @@ impl Cli {
                 results,
             } => {
                 telemetry::init(self.log_format, Output::Stderr);
+                let config = intake.config();
+                if let Some(gap) =
+                    operator::redelivery_gap(config.rules.max_age, controller.ttl.into())
+                {
+                    anyhow::bail!(gap);
+                }
                 let client = client().await?;
-                let operator = Operator::new(client.clone()).intake(intake.config());
+                let operator = Operator::new(client.clone()).intake(config);
                 let operator = with_controller(operator, &client, &controller, &results).await?;
                 Ok(operator
                     .run(bind(intake.listen).await?, stop_on_signal())

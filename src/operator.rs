@@ -27,6 +27,7 @@ use crate::controller::metrics::ControllerMetrics;
 use crate::controller::run_key::{RunKey, RunKeyError};
 use crate::controller::{self, ControllerArgs, ControllerConfig, ControllerParts};
 use crate::github::GitHub;
+use crate::intake::delivery::CLOCK_SKEW;
 use crate::intake::metrics::IntakeMetrics;
 use crate::intake::{Intake, IntakeConfig};
 use crate::sandbox::Sandboxes;
@@ -267,6 +268,29 @@ async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
     crate::telemetry::metrics_response(&admin.registry)
 }
 
+/// Why a run kept `ttl` could be asked for twice: a comment redelivered
+/// after its run is deleted would start a second run and post a second
+/// reply, unless the intake refuses it as too old first.
+pub fn redelivery_gap(max_comment_age: Option<Duration>, ttl: Duration) -> Option<String> {
+    let Some(max_age) = max_comment_age else {
+        return Some(
+            "SMOLPAWS_MAX_COMMENT_AGE is 0s (any age): a comment redelivered after its run's \
+             SMOLPAWS_RUN_TTL would be answered twice; set an age below the TTL"
+                .to_owned(),
+        );
+    };
+    let oldest = max_age + CLOCK_SKEW;
+    (ttl <= oldest).then(|| {
+        format!(
+            "SMOLPAWS_RUN_TTL ({}) must be longer than SMOLPAWS_MAX_COMMENT_AGE ({}) plus {} of \
+             clock skew: a comment redelivered after its run is deleted would be answered twice",
+            humantime::format_duration(ttl),
+            humantime::format_duration(max_age),
+            humantime::format_duration(CLOCK_SKEW),
+        )
+    })
+}
+
 /// The sandboxes a cluster runs: pods, and Daytona when its key is set.
 pub fn cluster_sandboxes(
     client: &Client,
@@ -307,4 +331,22 @@ pub fn agent_environment(args: &ControllerArgs, result_url: &str) -> Arc<AgentEn
         settings: args.sandbox.clone(),
         result_url: result_url.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_must_outlive_the_redeliveries_the_intake_accepts() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(redelivery_gap(Some(hour), 24 * hour), None);
+        let gap = redelivery_gap(Some(hour), hour).expect("a TTL of the comment age is too short");
+        assert!(gap.contains("SMOLPAWS_RUN_TTL (1h)"), "{gap}");
+        assert!(gap.contains("plus 5m of"), "{gap}");
+        assert!(
+            redelivery_gap(None, 24 * hour).is_some(),
+            "any age outlives any TTL"
+        );
+    }
 }

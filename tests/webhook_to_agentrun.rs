@@ -861,4 +861,20 @@ async fn an_author_past_the_hour_s_runs_is_throttled() {
         answers[2].1
     );
     assert_eq!(runs(&client, &ns).await.len(), 2);
+
+    // A redelivery of a comment that has its run adds no run: it is a
+    // duplicate even for an author past their hour's runs.
+    let mut payload = with_body(
+        support::fixture("issue_comment_created.json"),
+        "@smolpaws once more",
+    );
+    payload["comment"]["id"] = json!(7001);
+    let delivery = "70000000-0000-0000-0000-000000000001";
+    let (status, text) = send(
+        &router,
+        Delivery::signed("issue_comment", delivery, &payload).request(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(text.starts_with("duplicate: agentrun"), "{text}");
 }

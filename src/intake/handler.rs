@@ -141,7 +141,16 @@ async fn handle(
         .comment
         .as_ref()
         .map_or("", |c| c.author.as_str());
-    if let Err(throttled) = intake.throttle.admit(author, &run.spec.github.repository) {
+    let name = run.metadata.name.clone().unwrap_or_default();
+    let repo = &run.spec.github.repository;
+    if let Err(throttled) = intake.throttle.admit(author, repo) {
+        // A redelivery of a comment whose run exists is a duplicate, not a
+        // new run: it is never refused for a rate it does not add to.
+        let exists = tokio::time::timeout(STORE_TIMEOUT, intake.runs.get_metadata_opt(&name)).await;
+        if let Ok(Ok(Some(_))) = exists {
+            info!(run = %name, %repo, "duplicate delivery; the run exists");
+            return duplicate(&name);
+        }
         warn!(reason = %throttled, "throttled");
         return (
             Outcome::Throttled,
@@ -152,8 +161,6 @@ async fn handle(
         );
     }
 
-    let name = run.metadata.name.clone().unwrap_or_default();
-    let repo = &run.spec.github.repository;
     let stored = tokio::time::timeout(
         STORE_TIMEOUT,
         intake.runs.create(&PostParams::default(), &run),
@@ -169,10 +176,7 @@ async fn handle(
         }
         Ok(Err(kube::Error::Api(status))) if status.code == 409 => {
             info!(run = %name, %repo, "duplicate delivery; the run exists");
-            (
-                Outcome::Duplicate,
-                (StatusCode::OK, format!("duplicate: agentrun {name} exists")),
-            )
+            duplicate(&name)
         }
         Ok(Err(kube::Error::Api(status))) if status.code == 422 => invalid(format!(
             "the payload does not make a valid AgentRun: {}",
@@ -199,4 +203,12 @@ async fn handle(
             )
         }
     }
+}
+
+/// The answer to a delivery whose run exists already.
+fn duplicate(name: &str) -> (Outcome, (StatusCode, String)) {
+    (
+        Outcome::Duplicate,
+        (StatusCode::OK, format!("duplicate: agentrun {name} exists")),
+    )
 }
