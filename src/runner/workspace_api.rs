@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::process::Command;
+use tokio_util::io::ReaderStream;
 
 use super::{Refusal, Runner, bash};
 
@@ -177,10 +178,6 @@ pub async fn upload(
     Named(path): Named,
     mut form: Multipart,
 ) -> Response {
-    let target = match confined(&runner, &path) {
-        Ok(target) => target,
-        Err(refusal) => return refusal.into_response(),
-    };
     let mut content = None;
     loop {
         match form.next_field().await {
@@ -206,46 +203,43 @@ pub async fn upload(
         return Refusal::new(StatusCode::BAD_REQUEST, "file: the form has no file part")
             .into_response();
     };
-    let written = async {
-        if let Some(parent) = target.parent() {
-            tokio::fs::create_dir_all(parent).await?;
+    let size = content.len();
+    let root = runner.root.clone();
+    let written = tokio::task::spawn_blocking(move || root.write(&path, &content, false)).await;
+    match written {
+        Ok(Ok(())) => Json(json!({ "success": true, "file_size": size })).into_response(),
+        Ok(Err(refused)) => forbidden(refused).into_response(),
+        Err(error) => {
+            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
         }
-        tokio::fs::write(&target, &content).await
-    };
-    match written.await {
-        Ok(()) => Json(json!({ "success": true, "file_size": content.len() })).into_response(),
-        Err(error) => Refusal::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{} could not be written: {error}", target.display()),
-        )
-        .into_response(),
     }
 }
 
 /// `GET /api/file/download?path=` (or `/api/file/download/{path}`).
 pub async fn download(State(runner): State<Arc<Runner>>, Named(path): Named) -> Response {
-    let source = match confined(&runner, &path) {
-        Ok(source) => source,
-        Err(refusal) => return refusal.into_response(),
-    };
-    match tokio::fs::read(&source).await {
-        Ok(bytes) => (
-            [(header::CONTENT_TYPE, "application/octet-stream")],
-            Body::from(bytes),
-        )
-            .into_response(),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+    let root = runner.root.clone();
+    let asked = path.clone();
+    let opened = tokio::task::spawn_blocking(move || root.open(&asked)).await;
+    match opened {
+        // Streamed: a large file is never held in memory whole.
+        Ok(Ok(Some(file))) => {
+            let stream = ReaderStream::new(tokio::fs::File::from_std(file));
+            (
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                Body::from_stream(stream),
+            )
+                .into_response()
+        }
+        Ok(Ok(None)) => {
             Refusal::new(StatusCode::NOT_FOUND, format!("{path} does not exist")).into_response()
         }
-        Err(error) => Refusal::new(
-            StatusCode::BAD_REQUEST,
-            format!("{path} cannot be read: {error}"),
-        )
-        .into_response(),
+        Ok(Err(refused)) => forbidden(refused).into_response(),
+        Err(error) => {
+            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response()
+        }
     }
 }
 
-/// Runs git in `dir`; its stdout.
 async fn git(dir: &FsPath, args: &[&str]) -> Result<Vec<u8>, String> {
     let mut command = Command::new("git");
     let output = crate::agent::hardening::confine(&mut command, &[])

@@ -1,25 +1,12 @@
 //! The file editor: view (with line ranges), create, str_replace and insert.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use super::ToolError;
 use super::workspace::Workspace;
 
 /// The most a view shows; longer output is cut with a note.
 pub const MAX_VIEW_BYTES: usize = 32 * 1024;
-
-fn read(path: &Path, shown: &str) -> Result<String, ToolError> {
-    std::fs::read_to_string(path).map_err(|e| ToolError::new(format!("cannot read {shown}: {e}")))
-}
-
-fn write(path: &Path, shown: &str, text: &str) -> Result<(), ToolError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| ToolError::new(format!("cannot create the directory of {shown}: {e}")))?;
-    }
-    std::fs::write(path, text).map_err(|e| ToolError::new(format!("cannot write {shown}: {e}")))
-}
 
 /// Cuts `text` to [`MAX_VIEW_BYTES`] on a character boundary, saying so.
 fn capped(mut text: String) -> String {
@@ -45,24 +32,12 @@ pub fn view(
     path: &str,
     range: Option<(usize, usize)>,
 ) -> Result<String, ToolError> {
-    let resolved = workspace.resolve(path)?;
-    if resolved.is_dir() {
-        let mut entries: Vec<String> = std::fs::read_dir(&resolved)
-            .map_err(|e| ToolError::new(format!("cannot list {path}: {e}")))?
-            .flatten()
-            .map(|entry| {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if entry.path().is_dir() {
-                    format!("{name}/")
-                } else {
-                    name
-                }
-            })
-            .collect();
+    if workspace.is_dir(path)? {
+        let mut entries = workspace.entries(path)?;
         entries.sort();
         return Ok(capped(entries.join("\n")));
     }
-    let text = read(&resolved, path)?;
+    let text = workspace.read_to_string(path)?;
     let lines: Vec<&str> = text.lines().collect();
     let (start, end) = match range {
         None => (1, lines.len()),
@@ -85,13 +60,7 @@ pub fn view(
 
 /// Creates `path` with `text`; an existing file is not overwritten.
 pub fn create(workspace: &Workspace, path: &str, text: &str) -> Result<String, ToolError> {
-    let resolved = workspace.resolve(path)?;
-    if resolved.exists() {
-        return Err(ToolError::new(format!(
-            "{path} exists: change it with str_replace or insert"
-        )));
-    }
-    write(&resolved, path, text)?;
+    workspace.write(path, text.as_bytes(), true)?;
     Ok(format!("created {path} ({} lines)", text.lines().count()))
 }
 
@@ -107,8 +76,7 @@ pub fn str_replace(
             "old_str is empty: give the exact text to replace",
         ));
     }
-    let resolved = workspace.resolve(path)?;
-    let text = read(&resolved, path)?;
+    let text = workspace.read_to_string(path)?;
     let found: Vec<usize> = text.match_indices(old).map(|(at, _)| at).collect();
     let line_of = |at: usize| text[..at].matches('\n').count() + 1;
     match found.as_slice() {
@@ -118,7 +86,7 @@ pub fn str_replace(
         [at] => {
             let line = line_of(*at);
             let changed = format!("{}{new}{}", &text[..*at], &text[at + old.len()..]);
-            write(&resolved, path, &changed)?;
+            workspace.write(path, changed.as_bytes(), false)?;
             let last = line + new.lines().count().saturating_sub(1);
             let context = view(
                 workspace,
@@ -145,8 +113,7 @@ pub fn insert(
     after: usize,
     text: &str,
 ) -> Result<String, ToolError> {
-    let resolved = workspace.resolve(path)?;
-    let original = read(&resolved, path)?;
+    let original = workspace.read_to_string(path)?;
     let mut lines: Vec<&str> = original.lines().collect();
     if after > lines.len() {
         return Err(ToolError::new(format!(
@@ -162,7 +129,7 @@ pub fn insert(
     if original.ends_with('\n') || original.is_empty() {
         changed.push('\n');
     }
-    write(&resolved, path, &changed)?;
+    workspace.write(path, changed.as_bytes(), false)?;
     let context = view(
         workspace,
         path,
