@@ -543,6 +543,7 @@ async fn unsigned_oversize_and_malformed_deliveries_create_nothing() {
         .header("content-type", "application/json")
         .header("x-github-event", "issue_comment")
         .header("x-github-delivery", "20000000-0000-0000-0000-000000000001")
+        .header("x-hub-signature-256", WELL_FORMED)
         .body(Body::from_stream(futures::stream::iter(chunks)))
         .expect("a well-formed request");
     let (status, _) = send(&router, streamed).await;
@@ -583,15 +584,23 @@ async fn an_edit_is_ignored_whatever_else_its_payload_lacks() {
     assert!(runs(&client, &ns).await.is_empty());
 }
 
+/// A signature header of the right form whose digest no body has: what a
+/// client without the secret can send to get its body read.
+const WELL_FORMED: &str = "sha256=0000000000000000000000000000000000000000000000000000000000000000";
+
 /// A body that sends `first` and then never ends, as a client holding its
-/// connection open would.
-fn trickle(first: &'static [u8]) -> Request<Body> {
+/// connection open would, under a signature header if `signed`.
+fn trickle(first: &'static [u8], signed: bool) -> Request<Body> {
     let stream = futures::stream::iter([Ok::<_, std::io::Error>(first.to_vec())])
         .chain(futures::stream::pending());
-    Request::post("/webhooks/github")
+    let mut request = Request::post("/webhooks/github")
         .header("content-type", "application/json")
         .header("x-github-event", "issue_comment")
-        .header("x-github-delivery", "30000000-0000-0000-0000-000000000001")
+        .header("x-github-delivery", "30000000-0000-0000-0000-000000000001");
+    if signed {
+        request = request.header("x-hub-signature-256", WELL_FORMED);
+    }
+    request
         .body(Body::from_stream(stream))
         .expect("a well-formed request")
 }
@@ -607,9 +616,16 @@ async fn unsigned_clients_cannot_hold_the_intake() {
     };
     let router = intake_limited(client.clone(), &ns, allow_codertocat(), &[SECRET], limits);
 
+    // Without a signature header nothing of the body is read.
+    let unsigned =
+        tokio::time::timeout(Duration::from_secs(1), send(&router, trickle(b"{", false)))
+            .await
+            .expect("an unsigned delivery is refused at once");
+    assert_eq!(unsigned.0, StatusCode::UNAUTHORIZED, "{unsigned:?}");
+
     // A stalled body, and one dripping a byte every 100 ms (never pausing
     // as long as the timeout), are both cut off at the body's deadline.
-    let cut = tokio::time::timeout(Duration::from_secs(10), send(&router, trickle(b"{")))
+    let cut = tokio::time::timeout(Duration::from_secs(10), send(&router, trickle(b"{", true)))
         .await
         .expect("a stalled body is answered, not waited on forever");
     assert_eq!(cut.0, StatusCode::REQUEST_TIMEOUT, "{cut:?}");
@@ -621,6 +637,7 @@ async fn unsigned_clients_cannot_hold_the_intake() {
         .header("content-type", "application/json")
         .header("x-github-event", "issue_comment")
         .header("x-github-delivery", "30000000-0000-0000-0000-000000000003")
+        .header("x-hub-signature-256", WELL_FORMED)
         .body(Body::from_stream(drip))
         .expect("a well-formed request");
     let cut = tokio::time::timeout(Duration::from_secs(10), send(&router, dripping))
@@ -631,7 +648,7 @@ async fn unsigned_clients_cannot_hold_the_intake() {
     // While one delivery holds the only place, the next is shed at once.
     let holder = tokio::spawn({
         let router = router.clone();
-        async move { send(&router, trickle(b"{")).await }
+        async move { send(&router, trickle(b"{", true)).await }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let delivery = Delivery::signed(

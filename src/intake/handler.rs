@@ -3,16 +3,19 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use bytes::BytesMut;
+use futures::StreamExt;
 use kube::api::PostParams;
 use tracing::{Span, field, info, warn};
 
 use super::delivery::{self, Decision};
 use super::metrics::Outcome;
+use super::signature::Verifier;
 use super::{Intake, STORE_TIMEOUT};
 
 type Answer = (StatusCode, String);
@@ -38,17 +41,67 @@ pub(super) async fn record_latency(
     response
 }
 
+/// The body, its signature checked as it arrives.
+async fn read_signed(body: Body, mut verifier: Verifier) -> Result<Bytes, (Outcome, Answer)> {
+    let mut chunks = body.into_data_stream();
+    let mut read = BytesMut::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|error| {
+            let over = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if over {
+                (
+                    Outcome::Invalid,
+                    (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "the body is over the intake's limit".into(),
+                    ),
+                )
+            } else {
+                (
+                    Outcome::Invalid,
+                    (
+                        StatusCode::BAD_REQUEST,
+                        format!("the body could not be read: {error}"),
+                    ),
+                )
+            }
+        })?;
+        verifier.update(&chunk);
+        read.extend_from_slice(&chunk);
+    }
+    if let Err(error) = verifier.finish() {
+        warn!(%error, "refused a wrongly signed delivery");
+        return Err((
+            Outcome::BadSignature,
+            (StatusCode::UNAUTHORIZED, error.to_string()),
+        ));
+    }
+    Ok(read.freeze())
+}
+
 #[tracing::instrument(name = "delivery", skip_all, fields(delivery = field::Empty, event = field::Empty))]
 pub(super) async fn webhook(State(intake): State<Arc<Intake>>, request: Request) -> Answer {
-    let headers = request.headers().clone();
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    let signature = headers.get("x-hub-signature-256").map(|v| v.as_bytes());
+    // Without a well-formed signature nothing of the body is read.
+    let verifier = match intake.secrets.verifier(signature) {
+        Ok(verifier) => verifier,
+        Err(error) => {
+            warn!(%error, "refused an unsigned delivery");
+            intake.metrics.delivery(None, Outcome::BadSignature);
+            return (StatusCode::UNAUTHORIZED, error.to_string());
+        }
+    };
     // The whole body within the deadline: a client trickling bytes holds
     // a place for this long at most, however slowly it sends.
-    let reading = Bytes::from_request(request, &());
+    let reading = read_signed(body, verifier);
     let body = match tokio::time::timeout(intake.limits.body_timeout, reading).await {
         Ok(Ok(body)) => body,
-        Ok(Err(rejection)) => {
-            intake.metrics.delivery(None, Outcome::Invalid);
-            return (rejection.status(), rejection.body_text());
+        Ok(Err((outcome, answer))) => {
+            intake.metrics.delivery(None, outcome);
+            return answer;
         }
         Err(_) => {
             intake.metrics.delivery(None, Outcome::Invalid);
@@ -79,16 +132,6 @@ async fn handle(
     delivery: Option<&str>,
     body: &[u8],
 ) -> (Outcome, Answer) {
-    let signature = headers
-        .get("x-hub-signature-256")
-        .map(|value| value.as_bytes());
-    if let Err(error) = intake.secrets.verify(signature, body) {
-        warn!(%error, "refused an unsigned or wrongly signed delivery");
-        return (
-            Outcome::BadSignature,
-            (StatusCode::UNAUTHORIZED, error.to_string()),
-        );
-    }
     let invalid = |message: String| {
         warn!(%message, "refused an invalid delivery");
         (Outcome::Invalid, (StatusCode::BAD_REQUEST, message))

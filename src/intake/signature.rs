@@ -46,17 +46,50 @@ impl WebhookSecrets {
         self.0.is_empty()
     }
 
-    /// Checks `header` (the value of `X-Hub-Signature-256`) against `body`.
-    pub fn verify(&self, header: Option<&[u8]>, body: &[u8]) -> Result<(), SignatureError> {
+    /// A check of `header` (the value of `X-Hub-Signature-256`) to feed
+    /// the body to as it arrives; a missing or malformed header is refused
+    /// before any of the body is read.
+    pub fn verifier(&self, header: Option<&[u8]>) -> Result<Verifier, SignatureError> {
         let header = header.ok_or(SignatureError::Missing)?;
         let digest = header
             .strip_prefix(b"sha256=")
             .and_then(|hex_digest| hex::decode(hex_digest).ok())
-            .filter(|digest| digest.len() == 32)
+            .and_then(|digest| <[u8; 32]>::try_from(digest).ok())
             .ok_or(SignatureError::Malformed)?;
+        Ok(Verifier {
+            digest,
+            macs: self.0.iter().map(mac).collect(),
+        })
+    }
+
+    /// Checks `header` (the value of `X-Hub-Signature-256`) against `body`.
+    pub fn verify(&self, header: Option<&[u8]>, body: &[u8]) -> Result<(), SignatureError> {
+        let mut verifier = self.verifier(header)?;
+        verifier.update(body);
+        verifier.finish()
+    }
+}
+
+/// A signature checked as the body streams in, so the whole body is never
+/// gone over a second time.
+pub struct Verifier {
+    digest: [u8; 32],
+    macs: Vec<Hmac<Sha256>>,
+}
+
+impl Verifier {
+    /// Feeds the next part of the body.
+    pub fn update(&mut self, chunk: &[u8]) {
+        for mac in &mut self.macs {
+            mac.update(chunk);
+        }
+    }
+
+    /// Whether the body fed so far carries the signature.
+    pub fn finish(self) -> Result<(), SignatureError> {
         // Every secret is tried, so the time taken does not tell which matched.
-        let matched = self.0.iter().fold(false, |matched, secret| {
-            mac(secret).chain_update(body).verify_slice(&digest).is_ok() | matched
+        let matched = self.macs.into_iter().fold(false, |matched, mac| {
+            mac.verify_slice(&self.digest).is_ok() | matched
         });
         if matched {
             Ok(())
