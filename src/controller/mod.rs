@@ -18,7 +18,6 @@ pub mod retry;
 pub mod run_key;
 pub mod status;
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,7 +30,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 
-use crate::api::{AgentRun, Phase};
+use crate::api::AgentRun;
 use crate::github::GitHub;
 use crate::sandbox::owned::MANAGED_BY;
 use crate::sandbox::{SandboxError, Sandboxes};
@@ -158,8 +157,9 @@ pub struct Context {
     pub recorder: Recorder,
     /// The controller's view of all AgentRuns.
     pub runs: Store<AgentRun>,
-    /// Runs admitted by this controller that its view may not show yet.
-    pub admitted: Mutex<HashSet<String>>,
+    /// Runs this controller admitted or ended that its view may not show
+    /// so yet.
+    pub ahead: Mutex<admission::Ahead>,
     /// Failed reconciles in a row, per run, for their backoff.
     pub failures: retry::Failures,
     /// Metrics.
@@ -174,14 +174,22 @@ impl Context {
         self.allowed_namespaces.is_empty() || self.allowed_namespaces.iter().any(|n| n == namespace)
     }
 
-    /// A sandbox slot was freed: queued runs look at once rather than at
-    /// their next poll.
-    pub fn wake_queued(&self) {
-        for run in self.runs.state() {
-            if run.phase() == Phase::Pending {
-                // Fails only when the controller is shutting down.
-                let _ = self.wake.unbounded_send(ObjectRef::from_obj(run.as_ref()));
-            }
+    /// `run` ended and freed its sandbox slot: the queued runs that may
+    /// take it look at once rather than at their next poll.
+    pub fn slot_freed(&self, run: &AgentRun) {
+        let store = self.runs.state();
+        let woken = {
+            let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+            ahead.end(admission::key(run));
+            ahead.settle(&store);
+            admission::next_up(self.limits, &store, &ahead)
+                .into_iter()
+                .map(ObjectRef::from_obj)
+                .collect::<Vec<_>>()
+        };
+        for run in woken {
+            // Fails only when the controller is shutting down.
+            let _ = self.wake.unbounded_send(run);
         }
     }
 }
@@ -235,7 +243,7 @@ pub async fn run(
         run_timeout: config.run_timeout,
         ttl: config.ttl,
         runs: controller.store(),
-        admitted: Mutex::new(HashSet::new()),
+        ahead: Mutex::new(admission::Ahead::default()),
         failures: retry::Failures::default(),
         metrics,
         wake,

@@ -220,17 +220,11 @@ async fn admit(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     };
     let admitted = {
         let store = ctx.runs.state();
-        let mut admitted = ctx.admitted.lock().unwrap_or_else(|p| p.into_inner());
-        // Runs the store already shows past Pending (or gone) count by
-        // their phase from now on.
-        admitted.retain(|k| {
-            store
-                .iter()
-                .any(|r| key(r) == *k && r.phase() == Phase::Pending)
-        });
-        let ok = admits(ctx.limits, &store, &admitted, run);
+        let mut ahead = ctx.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        ahead.settle(&store);
+        let ok = admits(ctx.limits, &store, &ahead, run);
         if ok {
-            admitted.insert(key(run));
+            ahead.admit(key(run));
         }
         ok
     };
@@ -725,10 +719,10 @@ async fn reply_then_expire(run: &AgentRun, ctx: &Context) -> Result<Action, Erro
 
 /// A run being deleted: stop its sandbox and tell its thread.
 async fn cleanup(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
-    ctx.admitted
+    ctx.ahead
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .remove(&key(run));
+        .forget(&key(run));
     if run.phase().is_terminal() {
         // A run deleted before its reply went out still answers its thread.
         if posts_reply(run, ctx)

@@ -192,7 +192,7 @@ pub async fn write(ctx: &Context, run: &AgentRun, transition: Transition) -> Res
     if let Some(phase) = transition.phase {
         ctx.metrics.entered(phase);
         if phase.is_terminal() {
-            ctx.wake_queued();
+            ctx.slot_freed(run);
         }
     }
     let warning =

@@ -196,7 +196,7 @@ pub fn stand_in_agent(dir: &Path, agent: Agent<'_>) -> PathBuf {
         std::fs::write(&path, serde_json::to_vec(&body).expect("JSON"))
             .expect("writing the report");
         format!(
-            "curl -sS --fail-with-body --retry 60 --retry-connrefused --retry-delay 1 -X POST \\\n  -H \"Authorization: Bearer $SMOLPAWS_REPORT_TOKEN\" \\\n  -H 'Content-Type: application/json' \\\n  --data-binary @{} \\\n  \"$SMOLPAWS_RESULT_URL/v1/runs/$SMOLPAWS_RUN_NAMESPACE/$SMOLPAWS_RUN_NAME/result\"",
+            "curl -sS --fail-with-body --retry 60 --retry-all-errors --retry-delay 1 -X POST \\\n  -H \"Authorization: Bearer $SMOLPAWS_REPORT_TOKEN\" \\\n  -H 'Content-Type: application/json' \\\n  --data-binary @{} \\\n  \"$SMOLPAWS_RESULT_URL/v1/runs/$SMOLPAWS_RUN_NAMESPACE/$SMOLPAWS_RUN_NAME/result\"",
             path.display()
         )
     };

@@ -4,7 +4,6 @@
 //! The real-apiserver suite in `tests/` stays the proof; these make the
 //! state machine cheap to change.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -213,7 +212,7 @@ fn context(
         run_timeout: config.run_timeout,
         ttl: config.ttl,
         runs: store,
-        admitted: Mutex::new(HashSet::new()),
+        ahead: Mutex::new(crate::controller::admission::Ahead::default()),
         failures: crate::controller::retry::Failures::default(),
         metrics: ControllerMetrics::register(&mut Registry::default()),
         wake: futures::channel::mpsc::unbounded().0,
