@@ -167,3 +167,72 @@ async fn a_push_after_the_comment_does_not_change_what_the_agent_works_on() {
         "the agent read the commit the commenter saw: {viewed}"
     );
 }
+
+#[tokio::test]
+async fn an_agent_keeps_its_report_until_a_restarting_operator_takes_it() {
+    let (remote, _) = support::git_remote::server(&[]);
+    let workspace = tempfile::tempdir().expect("a workspace");
+    let llm = FakeLlm::start([Reply::Text("all done")]).await;
+    // The operator's port, closed while it "restarts".
+    let port = support::free_port();
+    let spec = serde_json::to_value(issue_spec("octo/hello", 3, "octocat")).expect("JSON");
+    let agent = tokio::process::Command::new(env!("CARGO_BIN_EXE_smolpaws"))
+        .arg("agent")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SMOLPAWS_RUN_SPEC", spec.to_string())
+        .env("SMOLPAWS_RUN_NAMESPACE", "ns")
+        .env("SMOLPAWS_RUN_NAME", "patient")
+        .env("SMOLPAWS_REPORT_TOKEN", "uid-1.credential")
+        .env("SMOLPAWS_RESULT_URL", format!("http://127.0.0.1:{port}"))
+        .env("SMOLPAWS_WORKSPACE", workspace.path())
+        .env(
+            "GITHUB_SERVER_URL",
+            format!("file://{}", remote.path().display()),
+        )
+        .env("GITHUB_API_URL", "http://127.0.0.1:9")
+        .env("LLM_MODEL", "scripted-model")
+        .env("LLM_BASE_URL", &llm.base_url)
+        .env("SMOLPAWS_LOG_FORMAT", "json")
+        .kill_on_drop(true)
+        .output();
+    let reports = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let operator = {
+        let reports = reports.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            let router = axum::Router::new().route(
+                "/v1/runs/ns/patient/result",
+                axum::routing::post(move |axum::Json(report): axum::Json<serde_json::Value>| {
+                    let reports = reports.clone();
+                    async move {
+                        reports.lock().expect("reports").push(report);
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .expect("the operator's port");
+            axum::serve(listener, router).await.expect("serves");
+        }
+    };
+    let output = tokio::select! {
+        output = agent => output.expect("the agent runs"),
+        () = operator => unreachable!("the operator serves until the test ends"),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let reports = reports.lock().expect("reports").clone();
+    assert_eq!(reports.len(), 1, "one report, once the operator was back");
+    assert!(
+        reports[0]["reply"]
+            .as_str()
+            .is_some_and(|reply| reply.starts_with("all done")),
+        "{reports:?}"
+    );
+    assert!(
+        stdout.contains("is unavailable; retrying"),
+        "the agent waited for the operator: {stdout}"
+    );
+}
