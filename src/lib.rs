@@ -15,6 +15,8 @@ pub mod follow;
 pub mod github;
 pub mod intake;
 pub mod logs;
+#[cfg(feature = "dev")]
+pub mod node;
 pub mod operator;
 pub mod process;
 pub mod random;
