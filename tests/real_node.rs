@@ -16,25 +16,11 @@ use serde_json::json;
 use smolpaws::api::{AgentRun, AgentRunSpec, Phase};
 use smolpaws::controller::ControllerArgs;
 use support::fake_github::FakeGitHub;
-use support::fake_llm::{FakeLlm, Reply};
+use support::fake_llm::{FakeLlm, Reply, bash, finish};
 use support::operator::Operator;
-use support::runs::{issue_spec, replied, until};
+use support::runs::{finished_reason, issue_spec, replied, until};
 
 const REPO: &str = "octo/hello";
-
-fn bash(command: &str) -> Reply {
-    Reply::Tool {
-        name: "bash",
-        arguments: json!({ "command": command }),
-    }
-}
-
-fn finish(reply: &str) -> Reply {
-    Reply::Tool {
-        name: "finish",
-        arguments: json!({ "reply": reply }),
-    }
-}
 
 fn spec(comment_id: i64) -> AgentRunSpec {
     let mut spec = issue_spec(REPO, comment_id, "maintainer");
@@ -383,14 +369,6 @@ fn with_a_limit_of_one_the_second_pod_waits_for_the_first() {
             .expect("both runs are answered");
         assert_eq!(setup.replies().len(), 2);
     });
-}
-
-fn finished_reason(run: &AgentRun) -> String {
-    run.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Finished"))
-        .map(|c| c.reason.clone())
-        .unwrap_or_default()
 }
 
 /// Runs `name` with `spec` against a model answering `replies`, until it is

@@ -326,13 +326,7 @@ impl ControlPlane {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             for process in std::iter::once(&mut self.etcd).chain(self.apiserver.as_mut()) {
-                if let Some(status) = process.exited() {
-                    return Err(Error::Exited {
-                        name: process.name().to_owned(),
-                        status,
-                        log: process.log_tail(40),
-                    });
-                }
+                still_running(process)?;
             }
             let probe = http::Request::get("/readyz")
                 .body(Vec::new())
@@ -396,6 +390,19 @@ pub async fn install_crds(
             .map_err(|_| Error::NotEstablished(name.clone(), ESTABLISH_TIMEOUT))??;
     }
     Ok(())
+}
+
+/// Fails with the process's last output if it has exited: a server that
+/// was being waited for will never be ready.
+pub(crate) fn still_running(process: &mut Process) -> Result<(), Error> {
+    match process.exited() {
+        Some(status) => Err(Error::Exited {
+            name: process.name().to_owned(),
+            status,
+            log: process.log_tail(40),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Starts `binary` with `args` as process `name` (through `launcher`, if

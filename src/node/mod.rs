@@ -28,7 +28,7 @@ use k8s_openapi::api::core::v1::Node as NodeObject;
 use kube::api::Api;
 use tempfile::TempDir;
 
-use crate::controlplane::{self, ControlPlane, Tools, spawn};
+use crate::controlplane::{self, ControlPlane, Tools, spawn, still_running};
 use crate::process::Process;
 pub use config::{NODE_IP, NODE_NAME};
 pub use parts::{Images, Parts};
@@ -52,16 +52,6 @@ pub enum Error {
         what: String,
         /// The cause.
         source: std::io::Error,
-    },
-    /// A process exited while the node was starting.
-    #[error("{name} exited with {status} during start-up; its last output:\n{log}")]
-    Exited {
-        /// The process.
-        name: String,
-        /// Its exit status.
-        status: std::process::ExitStatus,
-        /// The tail of its log.
-        log: String,
     },
     /// A step did not finish in time.
     #[error("{what} did not happen within {timeout:?}; {log}")]
@@ -373,13 +363,7 @@ impl Node {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             for process in &mut self.processes {
-                if let Some(status) = process.exited() {
-                    return Err(Error::Exited {
-                        name: process.name().to_owned(),
-                        status,
-                        log: process.log_tail(40),
-                    });
-                }
+                still_running(process)?;
             }
             if let Ok(Some(node)) = nodes.get_opt(NODE_NAME).await
                 && ready(&node)
@@ -532,13 +516,7 @@ async fn wait_for(
 ) -> Result<(), Error> {
     let deadline = Instant::now() + timeout;
     while !done() {
-        if let Some(status) = process.exited() {
-            return Err(Error::Exited {
-                name: process.name().to_owned(),
-                status,
-                log: process.log_tail(40),
-            });
-        }
+        still_running(process)?;
         if Instant::now() > deadline {
             return Err(Error::Timeout {
                 what: what.to_owned(),

@@ -37,6 +37,22 @@ pub enum Reply {
     },
 }
 
+/// The model runs `command` with its bash tool.
+pub fn bash(command: &str) -> Reply {
+    Reply::Tool {
+        name: "bash",
+        arguments: json!({ "command": command }),
+    }
+}
+
+/// The model finishes with `reply`.
+pub fn finish(reply: &str) -> Reply {
+    Reply::Tool {
+        name: "finish",
+        arguments: json!({ "reply": reply }),
+    }
+}
+
 #[derive(Default)]
 struct Script {
     replies: VecDeque<Reply>,
