@@ -131,19 +131,21 @@ impl Node {
             .and_then(|n| n.to_str())
             .expect("a temp dir has a UTF-8 name")
             .to_owned();
-        host::record_settings().map_err(io("recording the kernel settings"))?;
-        host::make_cgroup_parent(&name).map_err(io("making the node's cgroup parent"))?;
-
-        let (holder, first) = hold_namespaces(&root, &parts).await?;
+        // From here on, a failure drops the node, which undoes what it did.
         let mut node = Self {
             processes: Vec::new(),
             plane: None,
-            holder: Some(holder),
-            first,
+            holder: None,
+            first: 0,
             images,
             started_in: Duration::ZERO,
             dir,
         };
+        host::record_settings().map_err(io("recording the kernel settings"))?;
+        host::make_cgroup_parent(&name).map_err(io("making the node's cgroup parent"))?;
+        let (holder, first) = hold_namespaces(&root, &parts).await?;
+        node.holder = Some(holder);
+        node.first = first;
         node.enter().map_err(io("joining the node's network"))?;
         let launcher = node.launcher();
 
