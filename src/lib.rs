@@ -16,6 +16,8 @@ pub mod github;
 pub mod intake;
 pub mod keyed_limit;
 pub mod logs;
+#[cfg(feature = "dev")]
+pub mod node;
 pub mod operator;
 pub mod process;
 pub mod random;

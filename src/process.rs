@@ -148,3 +148,17 @@ pub fn running(pid: u32) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Whether the owner of directory `dir`, the process named in its file
+/// `owner_file`, still runs. A directory without the file is being set up,
+/// unless it has been for ten minutes.
+pub fn owner_alive(dir: &Path, owner_file: &str) -> bool {
+    match std::fs::read_to_string(dir.join(owner_file)) {
+        Ok(pid) => pid.trim().parse::<u32>().is_ok_and(running),
+        Err(_) => std::fs::metadata(dir)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < std::time::Duration::from_secs(600)),
+    }
+}

@@ -16,7 +16,7 @@ use support::fake_github::{FakeGitHub, Scripted};
 use support::fake_llm::{FakeLlm, Reply};
 use support::kubelet::{Behaviour, Kubelet};
 use support::operator::{Agent, Operator, stand_in_agent, with_real_agent};
-use support::runs::{issue_spec, replied, until};
+use support::runs::{finished_reason, issue_spec, replied, until};
 
 const REPO: &str = "Codertocat/Hello-World";
 
@@ -30,14 +30,6 @@ async fn create(api: &Api<AgentRun>, name: &str, spec: AgentRunSpec) -> AgentRun
     api.create(&PostParams::default(), &AgentRun::new(name, spec))
         .await
         .expect("the AgentRun is created")
-}
-
-fn finished_reason(run: &AgentRun) -> String {
-    run.status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Finished"))
-        .map(|c| c.reason.clone())
-        .unwrap_or_default()
 }
 
 #[tokio::test]

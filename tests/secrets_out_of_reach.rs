@@ -16,7 +16,7 @@ use secrecy::SecretString;
 use serde_json::json;
 use smolpaws::api::{AgentRun, AgentRunSpec, Phase};
 use support::fake_github::FakeGitHub;
-use support::fake_llm::{FakeLlm, Reply};
+use support::fake_llm::{FakeLlm, Reply, bash, finish};
 use support::kubelet::{Behaviour, Kubelet};
 use support::operator::Operator;
 use support::runs::{issue_spec, replied, until};
@@ -28,20 +28,6 @@ fn spec() -> AgentRunSpec {
     let mut spec = issue_spec(REPO, 4242, "maintainer");
     spec.prompt = "why does the README say hello?".into();
     spec
-}
-
-fn bash(command: &str) -> Reply {
-    Reply::Tool {
-        name: "bash",
-        arguments: json!({ "command": command }),
-    }
-}
-
-fn finish(reply: &str) -> Reply {
-    Reply::Tool {
-        name: "finish",
-        arguments: json!({ "reply": reply }),
-    }
 }
 
 /// A namespace with a fake GitHub, the real agent as the sandbox pod's

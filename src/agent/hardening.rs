@@ -30,9 +30,17 @@ const KEPT: &[&str] = &[
     "no_proxy",
 ];
 
-/// git settings every invocation gets: no hooks, no fsmonitor program.
-const GIT_SETTINGS: &[(&str, &str)] =
-    &[("core.hooksPath", "/dev/null"), ("core.fsmonitor", "false")];
+/// git settings every invocation gets: no hooks, no fsmonitor program, and
+/// any owner for the repository. A kubelet makes a pod's workspace volume
+/// owned by root while the agent runs as a non-root uid, which git's
+/// ownership check refuses; that check exists so that a stranger's
+/// repository cannot run its hooks or fsmonitor, which the first two
+/// settings already forbid.
+const GIT_SETTINGS: &[(&str, &str)] = &[
+    ("core.hooksPath", "/dev/null"),
+    ("core.fsmonitor", "false"),
+    ("safe.directory", "*"),
+];
 
 /// The environment of a process the agent starts: the allowlisted
 /// variables of its own, git's hardening, then `git_extra` settings (such
@@ -84,9 +92,9 @@ mod tests {
     fn git_settings_are_numbered_after_the_hardening() {
         let extra = [("http.extraHeader".to_owned(), "Authorization: x".to_owned())];
         let vars = environment(&extra);
-        assert_eq!(value(&vars, "GIT_CONFIG_COUNT"), Some("3"));
+        assert_eq!(value(&vars, "GIT_CONFIG_COUNT"), Some("4"));
         assert_eq!(value(&vars, "GIT_CONFIG_KEY_0"), Some("core.hooksPath"));
-        assert_eq!(value(&vars, "GIT_CONFIG_KEY_2"), Some("http.extraHeader"));
+        assert_eq!(value(&vars, "GIT_CONFIG_KEY_3"), Some("http.extraHeader"));
         assert_eq!(value(&vars, "GIT_CONFIG_GLOBAL"), Some("/dev/null"));
         assert_eq!(value(&vars, "GIT_CONFIG_NOSYSTEM"), Some("1"));
     }

@@ -3,11 +3,13 @@
 //!
 //! The integration tests run against it, and `smolpaws dev` embeds it, so
 //! both see a real apiserver (validation, CEL, RBAC, watches) rather than a
-//! mock. It runs no kubelet and no controller-manager.
+//! mock. It runs no kubelet and no controller-manager; [`crate::node`] adds
+//! those beside it, through [`Options`].
 
 mod pki;
 mod tools;
 
+use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ use tempfile::TempDir;
 use crate::process::Process;
 use pki::Pki;
 pub use tools::Tools;
+pub(crate) use tools::run_script;
 
 /// The prefix of control plane directories under the temp dir.
 const DIR_PREFIX: &str = "smolpaws-control-plane-";
@@ -39,16 +42,7 @@ fn remove_abandoned_dirs() {
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| n.starts_with(DIR_PREFIX));
-        let alive = match std::fs::read_to_string(path.join(OWNER_FILE)) {
-            Ok(pid) => pid.trim().parse::<u32>().is_ok_and(crate::process::running),
-            // Being set up right now, unless it has been so for long.
-            Err(_) => entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_none_or(|age| age < Duration::from_secs(600)),
-        };
+        let alive = crate::process::owner_alive(&path, OWNER_FILE);
         if ours && !alive {
             let _ = std::fs::remove_dir_all(&path);
         }
@@ -62,7 +56,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(90);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `tools/build.sh` could not produce the binaries.
-    #[error("building the control plane binaries with {script} failed: {reason}")]
+    #[error("building binaries with {script} failed: {reason}")]
     ToolsBuild {
         /// The build script.
         script: PathBuf,
@@ -118,6 +112,18 @@ pub enum Error {
     NotEstablished(String, Duration),
 }
 
+/// How a control plane's processes start, beyond the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// A command that runs the rest of its arguments, prefixed to each
+    /// process's command line (for example `nsenter` into a node's
+    /// namespaces).
+    pub launcher: Vec<OsString>,
+    /// kube-apiserver flags after the defaults (a repeated flag's last
+    /// value wins).
+    pub apiserver_args: Vec<String>,
+}
+
 /// A running etcd and kube-apiserver, stopped when dropped.
 pub struct ControlPlane {
     // Fields drop in order: the apiserver stops before etcd, and both before
@@ -126,6 +132,7 @@ pub struct ControlPlane {
     etcd: Process,
     apiserver_binary: PathBuf,
     apiserver_args: Vec<String>,
+    launcher: Vec<OsString>,
     kubeconfig: PathBuf,
     config: kube::Config,
     etcd_url: String,
@@ -137,6 +144,11 @@ impl ControlPlane {
     /// Starts etcd and kube-apiserver from `tools` on free loopback ports and
     /// waits until the apiserver is ready.
     pub async fn start(tools: &Tools) -> Result<Self, Error> {
+        Self::start_with(tools, Options::default()).await
+    }
+
+    /// [`ControlPlane::start`], its processes started as `options` say.
+    pub async fn start_with(tools: &Tools, options: Options) -> Result<Self, Error> {
         let began = Instant::now();
         remove_abandoned_dirs();
         let dir = tempfile::Builder::new()
@@ -156,6 +168,7 @@ impl ControlPlane {
             Ok(path)
         };
         write(OWNER_FILE, &std::process::id().to_string())?;
+        let launcher = options.launcher;
 
         let pki = Pki::generate()?;
         let ca = write("ca.crt", &pki.ca_cert)?;
@@ -165,6 +178,8 @@ impl ControlPlane {
         let etcd_key = write("etcd.key", &pki.etcd_key)?;
         let etcd_client_cert = write("apiserver-etcd-client.crt", &pki.etcd_client_cert)?;
         let etcd_client_key = write("apiserver-etcd-client.key", &pki.etcd_client_key)?;
+        let kubelet_client_cert = write("apiserver-kubelet-client.crt", &pki.kubelet_client_cert)?;
+        let kubelet_client_key = write("apiserver-kubelet-client.key", &pki.kubelet_client_key)?;
         let sa_key = write("service-account.key", &pki.service_account_key)?;
         let sa_public_key = write("service-account.pub", &pki.service_account_public_key)?;
         let token = crate::random::token();
@@ -201,10 +216,11 @@ impl ControlPlane {
                 "--unsafe-no-fsync".into(),
                 "--log-level=warn".into(),
             ],
+            &launcher,
             root,
         )?;
 
-        let apiserver_args = vec![
+        let mut apiserver_args = vec![
             format!("--etcd-servers={etcd_url}"),
             format!("--etcd-cafile={}", ca.display()),
             format!("--etcd-certfile={}", etcd_client_cert.display()),
@@ -219,6 +235,11 @@ impl ControlPlane {
             "--authorization-mode=RBAC".into(),
             format!("--service-account-key-file={}", sa_public_key.display()),
             format!("--service-account-signing-key-file={}", sa_key.display()),
+            format!(
+                "--kubelet-client-certificate={}",
+                kubelet_client_cert.display()
+            ),
+            format!("--kubelet-client-key={}", kubelet_client_key.display()),
             "--service-account-issuer=https://kubernetes.default.svc".into(),
             "--service-cluster-ip-range=10.96.0.0/16".into(),
             "--allow-privileged=true".into(),
@@ -226,8 +247,15 @@ impl ControlPlane {
             "--endpoint-reconciler-type=none".into(),
             "--v=1".into(),
         ];
+        apiserver_args.extend(options.apiserver_args);
         let apiserver_binary = tools.kube_apiserver();
-        let apiserver = spawn("kube-apiserver", &apiserver_binary, &apiserver_args, root)?;
+        let apiserver = spawn(
+            "kube-apiserver",
+            &apiserver_binary,
+            &apiserver_args,
+            &launcher,
+            root,
+        )?;
 
         let server = format!("https://127.0.0.1:{apiserver_port}");
         let kubeconfig = write("kubeconfig", &kubeconfig_yaml(&server, &ca, &token))?;
@@ -242,6 +270,7 @@ impl ControlPlane {
             etcd,
             apiserver_binary,
             apiserver_args,
+            launcher,
             kubeconfig,
             config,
             etcd_url,
@@ -265,6 +294,12 @@ impl ControlPlane {
         self.dir.path().join("ca.crt")
     }
 
+    /// The key that signs service-account tokens (PEM), which a
+    /// controller-manager needs to issue them.
+    pub fn service_account_key(&self) -> PathBuf {
+        self.dir.path().join("service-account.key")
+    }
+
     /// Stops kube-apiserver, leaving etcd and its data: clients now get
     /// connection errors, as in an apiserver outage.
     pub fn stop_apiserver(&mut self) {
@@ -279,6 +314,7 @@ impl ControlPlane {
                 "kube-apiserver",
                 &self.apiserver_binary,
                 &self.apiserver_args,
+                &self.launcher,
                 self.dir.path(),
             )?);
         }
@@ -290,13 +326,7 @@ impl ControlPlane {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             for process in std::iter::once(&mut self.etcd).chain(self.apiserver.as_mut()) {
-                if let Some(status) = process.exited() {
-                    return Err(Error::Exited {
-                        name: process.name().to_owned(),
-                        status,
-                        log: process.log_tail(40),
-                    });
-                }
+                still_running(process)?;
             }
             let probe = http::Request::get("/readyz")
                 .body(Vec::new())
@@ -362,8 +392,36 @@ pub async fn install_crds(
     Ok(())
 }
 
-fn spawn(name: &str, binary: &Path, args: &[String], root: &Path) -> Result<Process, Error> {
-    let mut command = std::process::Command::new(binary);
+/// Fails with the process's last output if it has exited: a server that
+/// was being waited for will never be ready.
+pub(crate) fn still_running(process: &mut Process) -> Result<(), Error> {
+    match process.exited() {
+        Some(status) => Err(Error::Exited {
+            name: process.name().to_owned(),
+            status,
+            log: process.log_tail(40),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Starts `binary` with `args` as process `name` (through `launcher`, if
+/// any), its output in `<root>/<name>.log`.
+pub(crate) fn spawn(
+    name: &str,
+    binary: &Path,
+    args: &[String],
+    launcher: &[OsString],
+    root: &Path,
+) -> Result<Process, Error> {
+    let mut command = match launcher.split_first() {
+        Some((program, rest)) => {
+            let mut command = std::process::Command::new(program);
+            command.args(rest).arg(binary);
+            command
+        }
+        None => std::process::Command::new(binary),
+    };
     command.args(args);
     Process::spawn(name, command, &root.join(format!("{name}.log"))).map_err(|source| {
         Error::Spawn {

@@ -1,7 +1,8 @@
 //! Throwaway certificates and keys for a local control plane: a CA, the
 //! apiserver's serving certificate, etcd's certificate (which it serves and
 //! peers with) and the apiserver's client certificate for etcd, and the
-//! service-account signing key.
+//! service-account signing key, and the apiserver's client certificate for
+//! kubelets.
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -25,6 +26,11 @@ pub struct Pki {
     pub etcd_client_cert: String,
     /// Its private key.
     pub etcd_client_key: String,
+    /// The apiserver's client certificate for kubelets, which serve only
+    /// clients with a certificate from the plane's CA.
+    pub kubelet_client_cert: String,
+    /// Its private key.
+    pub kubelet_client_key: String,
     /// The key that signs service-account tokens.
     pub service_account_key: String,
     /// Its public half, which verifies them.
@@ -75,13 +81,9 @@ impl Pki {
         let etcd_key = KeyPair::generate()?;
         let etcd_cert = etcd.signed_by(&etcd_key, &ca)?;
 
-        let mut client = CertificateParams::new(Vec::<String>::new())?;
-        client
-            .distinguished_name
-            .push(DnType::CommonName, "kube-apiserver-etcd-client");
-        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let client_key = KeyPair::generate()?;
-        let client_cert = client.signed_by(&client_key, &ca)?;
+        let (client_cert, client_key) = client_certificate("kube-apiserver-etcd-client", &ca)?;
+        let (kubelet_client_cert, kubelet_client_key) =
+            client_certificate("kube-apiserver-kubelet-client", &ca)?;
 
         let service_account = KeyPair::generate()?;
         Ok(Self {
@@ -90,10 +92,25 @@ impl Pki {
             serving_key: serving_key.serialize_pem(),
             etcd_cert: etcd_cert.pem(),
             etcd_key: etcd_key.serialize_pem(),
-            etcd_client_cert: client_cert.pem(),
-            etcd_client_key: client_key.serialize_pem(),
+            etcd_client_cert: client_cert,
+            etcd_client_key: client_key,
+            kubelet_client_cert,
+            kubelet_client_key,
             service_account_key: service_account.serialize_pem(),
             service_account_public_key: service_account.public_key_pem(),
         })
     }
+}
+
+/// A client certificate for `name` signed by `ca`, and its key (PEM).
+fn client_certificate(
+    name: &str,
+    ca: &CertifiedIssuer<'_, KeyPair>,
+) -> Result<(String, String), rcgen::Error> {
+    let mut client = CertificateParams::new(Vec::<String>::new())?;
+    client.distinguished_name.push(DnType::CommonName, name);
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate()?;
+    let cert = client.signed_by(&key, ca)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }

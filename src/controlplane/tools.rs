@@ -1,6 +1,7 @@
 //! The upstream binaries a local control plane runs, built by `tools/build.sh`
 //! from pinned Go modules and cached outside the repository.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
@@ -22,22 +23,8 @@ impl Tools {
             return Ok(Self { dir: dir.into() });
         }
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/build.sh");
-        let output = Command::new("bash")
-            .arg(&script)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .await
-            .map_err(|source| Error::ToolsBuild {
-                script: script.clone(),
-                reason: source.to_string(),
-            })?;
-        if !output.status.success() {
-            return Err(Error::ToolsBuild {
-                script,
-                reason: format!("it exited with {} (its output is above)", output.status),
-            });
-        }
-        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        let output = run_script(&script, &[]).await?;
+        let dir = PathBuf::from(output.trim());
         Ok(Self { dir })
     }
 
@@ -55,4 +42,26 @@ impl Tools {
     pub fn kube_apiserver(&self) -> PathBuf {
         self.dir.join("kube-apiserver")
     }
+}
+
+/// Runs one of the project's build scripts with `args`, its progress on
+/// stderr, and returns what it printed on stdout.
+pub(crate) async fn run_script(script: &Path, args: &[&OsStr]) -> Result<String, Error> {
+    let output = Command::new("bash")
+        .arg(script)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .map_err(|source| Error::ToolsBuild {
+            script: script.to_owned(),
+            reason: source.to_string(),
+        })?;
+    if !output.status.success() {
+        return Err(Error::ToolsBuild {
+            script: script.to_owned(),
+            reason: format!("it exited with {} (its output is above)", output.status),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

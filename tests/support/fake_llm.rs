@@ -43,13 +43,26 @@ impl Reply {
         [
             Reply::Tool {
                 name: "view",
-                arguments: serde_json::json!({ "path": path }),
+                arguments: json!({ "path": path }),
             },
-            Reply::Tool {
-                name: "finish",
-                arguments: serde_json::json!({ "reply": reply }),
-            },
+            finish(reply),
         ]
+    }
+}
+
+/// The model runs `command` with its bash tool.
+pub fn bash(command: &str) -> Reply {
+    Reply::Tool {
+        name: "bash",
+        arguments: json!({ "command": command }),
+    }
+}
+
+/// The model finishes with `reply`.
+pub fn finish(reply: &str) -> Reply {
+    Reply::Tool {
+        name: "finish",
+        arguments: json!({ "reply": reply }),
     }
 }
 

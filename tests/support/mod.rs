@@ -10,10 +10,12 @@
 pub mod fake_daytona;
 pub mod fake_github;
 pub mod fake_llm;
+pub mod git_http;
 pub mod git_remote;
 pub mod kubelet;
 pub mod kubelet_api;
 pub mod log;
+pub mod node;
 pub mod operator;
 pub mod python;
 pub mod runner;
@@ -141,12 +143,21 @@ pub async fn smolpaws_logs(kubeconfig: &std::path::Path, namespace: &str, run: &
     log
 }
 
-/// Serves `router` on a loopback port until the test ends (or the handle is
-/// aborted); its base URL, `http://127.0.0.1:<port>`.
+/// Where the test's servers listen: loopback, or with a real node the
+/// node's address, where its pods reach them.
+static LISTEN: OnceLock<std::net::IpAddr> = OnceLock::new();
+
+/// The address the test's servers listen on.
+pub fn listen_host() -> std::net::IpAddr {
+    *LISTEN.get_or_init(|| std::net::Ipv4Addr::LOCALHOST.into())
+}
+
+/// Serves `router` on a free port of [`listen_host`] until the test ends (or
+/// the handle is aborted); its base URL, `http://<host>:<port>`.
 pub async fn serve(router: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let listener = tokio::net::TcpListener::bind((listen_host(), 0))
         .await
-        .expect("a loopback port");
+        .expect("a free port");
     let url = format!("http://{}", listener.local_addr().expect("an address"));
     let task = tokio::spawn(async move {
         axum::serve(listener, router)

@@ -45,9 +45,9 @@ pub fn app_key() -> PathBuf {
 }
 
 async fn loopback() -> (TcpListener, String) {
-    let listener = TcpListener::bind("127.0.0.1:0")
+    let listener = TcpListener::bind((super::listen_host(), 0))
         .await
-        .expect("a loopback port");
+        .expect("a free port");
     let url = format!("http://{}", listener.local_addr().expect("an address"));
     (listener, url)
 }

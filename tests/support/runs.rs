@@ -61,3 +61,12 @@ pub async fn until(
 pub fn replied(run: &AgentRun) -> bool {
     run.status.as_ref().is_some_and(|s| s.reply.is_some())
 }
+
+/// The reason of the run's Finished condition ("" before it finishes).
+pub fn finished_reason(run: &AgentRun) -> String {
+    run.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Finished"))
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}
