@@ -3,6 +3,7 @@
 //! reply through the result contract (`docs/result-contract.md`).
 
 pub mod checkout;
+pub mod commit;
 pub mod context;
 pub mod handover;
 pub mod hardening;
@@ -180,6 +181,8 @@ pub struct Answer {
     pub model: String,
     /// How the session ended.
     pub outcome: crate::api::Outcome,
+    /// The change it made, committed and bundled for the controller.
+    pub change: Option<contract::Change>,
 }
 
 /// Why the agent could not work at all.
@@ -270,6 +273,7 @@ pub async fn run(mut args: AgentArgs) -> Result<(), AgentError> {
         usage: answer.usage,
         model: Some(answer.model),
         outcome: answer.outcome,
+        change: answer.change,
     };
     report_result(&args, &report).await
 }
@@ -323,6 +327,7 @@ pub async fn work(
         ),
         Checkout::None => None,
     };
+    let base = checked_out.as_ref().map(|c| c.sha.clone());
     if let Some(checked_out) = checked_out {
         info!(
             repository = %github.repository,
@@ -350,9 +355,36 @@ pub async fn work(
     // The state line is kept whole: the model's part is cut to leave it
     // room (and the reply marker's), so padding cannot push it out. Paths
     // are the model's words too: redacted like the rest.
-    let reply = match toolbox::changed_files(&workspace, settings.bash_timeout).await {
+    let changed = toolbox::changed_files(&workspace, settings.bash_timeout).await;
+    // A clone's edits become commits the controller can push; a local
+    // checkout (`smolpaws dev`) keeps them where they are.
+    let packed = match (checkout, &base) {
+        (Checkout::Clone, Some(base)) => commit::pack(directory, base, spec, settings.bash_timeout)
+            .await
+            .unwrap_or_else(|error| {
+                warn!(%error, "could not commit the change; it is described only");
+                commit::Packed::Unchanged
+            }),
+        _ => commit::Packed::Unchanged,
+    };
+    let (change, note) = match packed {
+        commit::Packed::Change(change) => (Some(change), None),
+        commit::Packed::TooLarge(bytes) => (
+            None,
+            Some(format!(
+                "*The change is {} KiB, more than the {} KiB smolpaws hands over: it was not pushed.*",
+                bytes / 1024,
+                contract::MAX_BUNDLE_BYTES / 1024
+            )),
+        ),
+        commit::Packed::Unchanged => (None, None),
+    };
+    let reply = match changed {
         Some(changed) => {
-            let state = redactor.redact(&workspace_state(&changed));
+            let mut state = redactor.redact(&workspace_state(&changed));
+            if let Some(note) = note {
+                state = format!("{state}\n\n{note}");
+            }
             let room = (MAX_COMMENT_CHARS - MARKER_ROOM).saturating_sub(state.chars().count() + 2);
             format!("{}\n\n{state}", fit(&ending.reply, room))
         }
@@ -363,6 +395,7 @@ pub async fn work(
         usage: ending.usage,
         model: ending.answered_by.unwrap_or_else(|| llm.model().to_owned()),
         outcome: ending.outcome,
+        change,
     })
 }
 

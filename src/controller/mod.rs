@@ -6,6 +6,7 @@
 //! run's status; the reconcile then posts the reply.
 
 pub mod admission;
+pub mod change;
 pub mod config;
 pub mod credential;
 pub mod decide;
@@ -56,6 +57,10 @@ pub enum Error {
     /// A sandbox backend call failed.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// git failed while delivering a change (the server unreachable, a
+    /// timeout).
+    #[error(transparent)]
+    Git(#[from] change::git::GitError),
     /// A GitHub step was reached without GitHub configured.
     #[error("GitHub is not configured: set GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY_FILE")]
     GitHubDisabled,
@@ -67,7 +72,7 @@ impl Error {
         match self {
             Self::GitHub(error) => error.is_transient(),
             Self::Sandbox(error) => error.is_transient(),
-            Self::Kube(_) => true,
+            Self::Kube(_) | Self::Git(_) => true,
             Self::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(error)
                 | kube::runtime::finalizer::Error::CleanupFailed(error) => error.is_transient(),
@@ -107,6 +112,7 @@ impl Error {
             Self::Kube(_) => "kube",
             Self::GitHub(_) => "github",
             Self::Sandbox(_) => "sandbox",
+            Self::Git(_) => "git",
             Self::NoNamespace => "no_namespace",
             Self::GitHubDisabled => "github_disabled",
             Self::Finalizer(inner) => match inner.as_ref() {
@@ -147,6 +153,8 @@ pub struct Context {
     pub run_timeout: Duration,
     /// How long finished runs are kept.
     pub ttl: Duration,
+    /// How changes are delivered.
+    pub changes: change::ChangeSettings,
     /// Records Kubernetes Events.
     pub recorder: Recorder,
     /// The controller's view of all AgentRuns.
@@ -225,6 +233,7 @@ pub async fn run(
         pending_timeout: config.pending_timeout,
         run_timeout: config.run_timeout,
         ttl: config.ttl,
+        changes: config.changes.clone(),
         runs: controller.store(),
         admitted: Mutex::new(HashSet::new()),
         failures: retry::Failures::default(),

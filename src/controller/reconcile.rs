@@ -19,11 +19,14 @@ use secrecy::SecretString;
 use tracing::{info, warn};
 
 use super::admission::{admits, key, waiting_ahead};
+use super::change;
 use super::decide::{exit_outcome, human, next_look, reply_text, since};
 use super::status::{Transition, condition, conditions, write};
 use super::{Context, Error};
 use crate::api::contract::env;
-use crate::api::{AgentRun, Outcome, Phase, PostedComment, SandboxRef};
+use crate::api::{
+    AgentRun, ChangeRef, ChangesMode, DeliveryOutcome, Outcome, Phase, PostedComment, SandboxRef,
+};
 use crate::github::reply::{compose, marker};
 use crate::sandbox::owned::is_owned_by;
 use crate::sandbox::secret::{RunCredentials, secret, secret_name, value};
@@ -579,6 +582,9 @@ async fn reported(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     if let Ok(sandbox) = ctx.sandboxes.for_run(run) {
         sandbox.stop(run).await?;
     }
+    if let Some(change) = undelivered_change(run, ctx) {
+        return deliver_change(run, ctx, change).await;
+    }
     let outcome = run
         .status
         .as_ref()
@@ -590,6 +596,44 @@ async fn reported(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         Phase::Succeeded
     };
     conclude(run, ctx, phase, outcome.reason(), outcome.message().into()).await
+}
+
+/// The agent's change, when it has one the run still has to deliver: GitHub
+/// is configured, the run lets changes out of the reply, and no delivery
+/// was recorded yet.
+fn undelivered_change<'a>(run: &'a AgentRun, ctx: &Context) -> Option<&'a ChangeRef> {
+    let status = run.status.as_ref()?;
+    let wanted = ctx.github.is_some() && change::deliver::mode(run, ctx) != ChangesMode::Reply;
+    (wanted && status.change.is_none())
+        .then(|| status.result.as_ref()?.change.as_ref())
+        .flatten()
+}
+
+/// Pushes the agent's change and records what became of it; the run ends
+/// on the next reconcile, which sees it recorded.
+async fn deliver_change(
+    run: &AgentRun,
+    ctx: &Context,
+    change: &ChangeRef,
+) -> Result<Action, Error> {
+    let github = ctx.github.as_ref().ok_or(Error::GitHubDisabled)?;
+    let installation = installation(run, ctx).await?;
+    let delivery = change::deliver::deliver(run, ctx, github, installation, change).await?;
+    let (reason, holds) = match delivery.outcome {
+        DeliveryOutcome::Pushed => ("Pushed", true),
+        DeliveryOutcome::Refused => ("Refused", false),
+        DeliveryOutcome::Rejected => ("Rejected", false),
+    };
+    if !holds {
+        warn!(summary = %delivery.summary, "the agent's change was not pushed");
+    }
+    let mut transition =
+        Transition::new(conditions::DELIVERED, reason, delivery.summary.clone()).change(delivery);
+    if !holds {
+        transition = transition.failing();
+    }
+    write(ctx, run, transition).await?;
+    Ok(Action::await_change())
 }
 
 async fn fail(
@@ -604,11 +648,15 @@ async fn fail(
 
 /// What to say in the thread about how the run ended.
 fn closing_text(run: &AgentRun) -> String {
-    reply_text(
+    let text = reply_text(
         run.phase(),
         run.status.as_ref().and_then(|s| s.result.as_ref()),
         condition(run, conditions::FINISHED),
-    )
+    );
+    match run.status.as_ref().and_then(|s| s.change.as_ref()) {
+        Some(change) => format!("{text}\n\n{}", change.summary),
+        None => text,
+    }
 }
 
 /// Posts `text` in the run's thread unless a reply of this run is already

@@ -20,10 +20,11 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 use tracing::info;
 
+use super::change::stored;
 use super::credential::{Refusal as Answer, authenticate, unavailable};
 use super::status::FIELD_MANAGER;
 use crate::api::contract::{MAX_REPORT_BYTES, RESULT_ROUTE, Report, SPEC_ROUTE};
-use crate::api::{AgentRun, RunResult};
+use crate::api::{AgentRun, ChangeRef, RunResult};
 
 /// The result endpoint's routes.
 pub fn router(client: Client) -> Router {
@@ -126,13 +127,35 @@ async fn report(
 const STORE_ATTEMPTS: usize = 5;
 
 /// Writes `report` into `run`'s status, on the resourceVersion it was read
-/// at: a run that ended meanwhile refuses it with a conflict.
+/// at: a run that ended meanwhile refuses it with a conflict. Its change's
+/// bundle is kept first, in the run's change Secret; one that cannot be
+/// taken is recorded as refused, and the reply is stored all the same.
 pub async fn store(
     runs: &Api<AgentRun>,
     run: &AgentRun,
-    report: Report,
+    mut report: Report,
 ) -> Result<(), kube::Error> {
-    let result = RunResult::from(report);
+    let change = report.change.take();
+    let mut result = RunResult::from(report);
+    if let Some(change) = change {
+        let (sha256, refused) = match change.decode() {
+            Ok(bundle) => {
+                let secrets = Api::namespaced(
+                    runs.clone().into_client(),
+                    &run.namespace().unwrap_or_default(),
+                );
+                let sha256 = stored::digest(&bundle);
+                stored::keep(&secrets, run, bundle).await?;
+                (Some(sha256), None)
+            }
+            Err(reason) => (None, Some(reason)),
+        };
+        result.change = Some(ChangeRef {
+            base: change.base,
+            sha256,
+            refused,
+        });
+    }
     let patch = json!({
         "metadata": { "resourceVersion": run.metadata.resource_version },
         "status": { "result": result },

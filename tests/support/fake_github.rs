@@ -43,8 +43,26 @@ pub enum Scripted {
     SlowSuccess(Duration),
 }
 
+/// A pull request as the fake stores it.
+#[derive(Clone, Debug)]
+pub struct Pull {
+    pub number: i64,
+    pub repository: String,
+    pub head: String,
+    pub head_sha: String,
+    /// Where the head branch lives (`owner/name`).
+    pub head_repository: String,
+    pub base: String,
+    pub title: String,
+    pub body: String,
+    pub draft: bool,
+}
+
 #[derive(Default)]
 struct State_ {
+    pulls: Vec<Pull>,
+    pull_delay: Option<Duration>,
+    calls: Vec<String>,
     next_id: i64,
     comments: Vec<Comment>,
     reactions: Vec<(i64, String)>,
@@ -104,6 +122,12 @@ impl FakeGitHub {
                 "/repos/{owner}/{repo}/pulls/{number}/comments/{id}/replies",
                 post(reply_to_review_comment),
             )
+            .route("/repos/{owner}/{repo}/pulls/{number}", get(get_pull))
+            .route(
+                "/repos/{owner}/{repo}/pulls",
+                get(list_pulls).post(create_pull),
+            )
+            .layer(axum::middleware::from_fn_with_state(state.clone(), record))
             .with_state((state.clone(), notify.clone()));
         let (url, _) = super::serve(router).await;
         Self { state, url, notify }
@@ -167,6 +191,61 @@ impl FakeGitHub {
                 seeded.author = author.to_owned();
             }
         });
+    }
+
+    /// Every request, as `METHOD /path`, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.with(|s| s.calls.clone())
+    }
+
+    /// The pull requests, seeded and opened.
+    pub fn pulls(&self) -> Vec<Pull> {
+        self.with(|s| s.pulls.clone())
+    }
+
+    /// Seeds pull request `number` of `repository`, its head `head` at
+    /// `sha` in `head_repository`.
+    pub fn seed_pull(
+        &self,
+        repository: &str,
+        number: i64,
+        head: &str,
+        sha: &str,
+        head_repository: &str,
+    ) {
+        self.with(|s| {
+            s.pulls.push(Pull {
+                number,
+                repository: repository.to_owned(),
+                head: head.to_owned(),
+                head_sha: sha.to_owned(),
+                head_repository: head_repository.to_owned(),
+                base: "main".into(),
+                title: format!("Pull request {number}"),
+                body: String::new(),
+                draft: false,
+            })
+        });
+    }
+
+    /// Opened pull requests are stored at once but answered only after
+    /// `delay` (a client killed meanwhile never learns of them).
+    pub fn delay_pull_answers(&self, delay: Duration) {
+        self.with(|s| s.pull_delay = Some(delay));
+    }
+
+    /// Whether `token` was minted with `contents: write`, as the git server
+    /// asks before it takes a push.
+    pub fn may_push(&self, token: &str) -> bool {
+        self.with(|s| {
+            s.issued
+                .iter()
+                .zip(&s.token_requests)
+                .any(|(issued, (_, body))| {
+                    issued == token && body["permissions"]["contents"] == "write"
+                })
+                && !s.revoked.iter().any(|r| r == token)
+        })
     }
 
     /// Waits until a comment post arrives.
@@ -499,4 +578,135 @@ async fn reply_to_review_comment(
         body,
     )
     .await
+}
+
+async fn record(
+    State(state): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let call = format!("{} {}", request.method(), request.uri().path());
+    state.lock().expect("fake state").calls.push(call);
+    next.run(request).await
+}
+
+fn pull_json(pull: &Pull) -> Value {
+    let owner = pull.head_repository.split('/').next().unwrap_or_default();
+    json!({
+        "number": pull.number,
+        "html_url": format!("https://github.com/{}/pull/{}", pull.repository, pull.number),
+        "title": pull.title,
+        "body": pull.body,
+        "draft": pull.draft,
+        "state": "open",
+        "head": {
+            "ref": pull.head,
+            "sha": pull.head_sha,
+            "label": format!("{owner}:{}", pull.head),
+            "repo": { "full_name": pull.head_repository },
+        },
+        "base": { "ref": pull.base, "repo": { "full_name": pull.repository } },
+    })
+}
+
+async fn get_pull(
+    State((state, _)): State<AppState>,
+    Path((owner, repo, number)): Path<(String, String, i64)>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &headers, "read a pull request") {
+        return unauthorized();
+    }
+    let repository = format!("{owner}/{repo}");
+    let s = state.lock().expect("fake state");
+    match s
+        .pulls
+        .iter()
+        .find(|p| p.repository == repository && p.number == number)
+    {
+        Some(pull) => Json(pull_json(pull)).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "message": "Not Found" })),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct PullQuery {
+    #[serde(default)]
+    head: Option<String>,
+}
+
+/// `GET /repos/{owner}/{repo}/pulls?head=owner:branch`.
+async fn list_pulls(
+    State((state, _)): State<AppState>,
+    Path((owner, repo)): Path<(String, String)>,
+    Query(query): Query<PullQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &headers, "list pull requests") {
+        return unauthorized();
+    }
+    let repository = format!("{owner}/{repo}");
+    let s = state.lock().expect("fake state");
+    let found: Vec<Value> = s
+        .pulls
+        .iter()
+        .filter(|p| p.repository == repository)
+        .filter(|p| {
+            query.head.as_deref().is_none_or(|head| {
+                let owner = p.head_repository.split('/').next().unwrap_or_default();
+                head == format!("{owner}:{}", p.head)
+            })
+        })
+        .map(pull_json)
+        .collect();
+    Json(Value::Array(found)).into_response()
+}
+
+/// `POST /repos/{owner}/{repo}/pulls`: a head branch with an open pull
+/// request already is refused (422), as GitHub does.
+async fn create_pull(
+    State((state, _)): State<AppState>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !authorized(&state, &headers, "open a pull request") {
+        return unauthorized();
+    }
+    let repository = format!("{owner}/{repo}");
+    let text = |key: &str| body[key].as_str().unwrap_or_default().to_owned();
+    let (pull, delay) = {
+        let mut s = state.lock().expect("fake state");
+        if s.pulls
+            .iter()
+            .any(|p| p.repository == repository && p.head == text("head"))
+        {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({ "message": "Validation Failed", "errors": [{ "message": "A pull request already exists" }] })),
+            )
+                .into_response();
+        }
+        let pull = Pull {
+            number: 100 + s.pulls.len() as i64,
+            repository: repository.clone(),
+            head: text("head"),
+            head_sha: String::new(),
+            head_repository: repository.clone(),
+            base: text("base"),
+            title: text("title"),
+            body: text("body"),
+            draft: body["draft"].as_bool().unwrap_or(false),
+        };
+        s.pulls.push(pull.clone());
+        (pull, s.pull_delay)
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    (StatusCode::CREATED, Json(pull_json(&pull))).into_response()
 }

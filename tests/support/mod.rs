@@ -10,6 +10,7 @@
 pub mod fake_daytona;
 pub mod fake_github;
 pub mod fake_llm;
+pub mod git_http;
 pub mod git_remote;
 pub mod kubelet;
 pub mod kubelet_api;
