@@ -18,7 +18,7 @@ use smolpaws::api::{
     ReviewContext,
 };
 use smolpaws::controller::ControllerArgs;
-use support::fake_github::FakeGitHub;
+use support::fake_github::{FakeGitHub, Scripted};
 use support::fake_llm::{FakeLlm, Reply};
 use support::git_http::GitHttp;
 use support::git_remote::git;
@@ -46,9 +46,12 @@ struct Scene {
     _remote: tempfile::TempDir,
     _kubelet: Kubelet,
     operator: Option<Operator>,
+    progress: bool,
 }
 
-fn tune(args: &mut ControllerArgs, git_url: &str, llm_url: &str, api_url: &str) {
+fn tune(args: &mut ControllerArgs, git_url: &str, llm_url: &str, api_url: &str, progress: bool) {
+    args.progress_comment = progress;
+    args.progress_interval = Duration::ZERO.into();
     args.sandbox.llm.model = Some("scripted-model".into());
     args.sandbox.llm.base_url = Some(llm_url.to_owned());
     args.sandbox.extra_env = vec![
@@ -60,6 +63,16 @@ fn tune(args: &mut ControllerArgs, git_url: &str, llm_url: &str, api_url: &str) 
 
 impl Scene {
     async fn new(prefix: &str, replies: Vec<Reply>, agent: Option<PathBuf>) -> Self {
+        Self::build(prefix, replies, agent, false).await
+    }
+
+    /// A scene whose runs keep a progress comment, edited at every step.
+    async fn build(
+        prefix: &str,
+        replies: Vec<Reply>,
+        agent: Option<PathBuf>,
+        progress: bool,
+    ) -> Self {
         let client = support::client();
         let ns = support::namespace(&client, prefix).await;
         let github = FakeGitHub::start().await;
@@ -89,12 +102,14 @@ impl Scene {
             _remote: remote,
             _kubelet: kubelet,
             operator: None,
+            progress,
         };
         scene.start_operator().await;
         scene
     }
 
     async fn start_operator(&mut self) {
+        let progress = self.progress;
         let (git_url, llm_url, api_url) = (
             self.git.url.clone(),
             self.llm.base_url.clone(),
@@ -105,7 +120,7 @@ impl Scene {
                 self.client.clone(),
                 &self.ns,
                 Some(&self.github.url),
-                |args| tune(args, &git_url, &llm_url, &api_url),
+                |args| tune(args, &git_url, &llm_url, &api_url, progress),
             )
             .await,
         );
@@ -141,6 +156,16 @@ impl Scene {
         );
         listed.lines().map(str::to_owned).collect()
     }
+}
+
+/// Waits (up to 90 s) until `done`, described as `what`.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let waited = tokio::time::timeout(Duration::from_secs(90), async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    waited.await.unwrap_or_else(|_| panic!("never: {what}"));
 }
 
 /// The model edits `path` (`old` → `new`), then finishes.
@@ -579,13 +604,10 @@ async fn a_controller_killed_between_push_and_reply_pushes_and_opens_once() {
     scene
         .create("crashy", issue_spec(REPO, 4747, "Codertocat"))
         .await;
-    tokio::time::timeout(Duration::from_secs(90), async {
-        while scene.github.pulls().is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    eventually("the pull request is opened", || {
+        !scene.github.pulls().is_empty()
     })
-    .await
-    .expect("the pull request is opened");
+    .await;
     drop(scene.operator.take());
     let run = scene.runs.get("crashy").await.expect("get");
     assert!(
@@ -610,5 +632,93 @@ async fn a_controller_killed_between_push_and_reply_pushes_and_opens_once() {
         comments[0]
             .body
             .contains(&format!("/pull/{}", scene.github.pulls()[0].number))
+    );
+}
+
+#[tokio::test]
+async fn the_progress_comment_is_edited_in_order_and_created_once_across_a_restart() {
+    let replies = vec![
+        Reply::Tool {
+            name: "bash",
+            arguments: json!({ "command": "cat README.md" }),
+        },
+        Reply::Tool {
+            name: "str_replace",
+            arguments: json!({ "path": "README.md", "old_str": "main", "new_str": "fixed" }),
+        },
+        Reply::Tool {
+            name: "finish",
+            arguments: json!({ "reply": "Fixed it." }),
+        },
+    ];
+    let mut scene = Scene::build("progress", replies, None, true).await;
+    // The progress comment is stored, but its answer comes too late for the
+    // controller, which is killed meanwhile.
+    scene
+        .github
+        .script([Scripted::SlowSuccess(Duration::from_secs(3))]);
+    scene
+        .create("shown", issue_spec(REPO, 4848, "Codertocat"))
+        .await;
+    eventually("the progress comment is posted", || {
+        !scene.github.comments().is_empty()
+    })
+    .await;
+    drop(scene.operator.take());
+    scene.start_operator().await;
+    let run = until(&scene.runs, "shown", "replied", replied).await;
+
+    let marker = "<!-- smolpaws:progress ";
+    let comments = scene.github.comments();
+    let progress: Vec<_> = comments
+        .iter()
+        .filter(|c| c.body.contains(marker))
+        .collect();
+    assert_eq!(progress.len(), 1, "one progress comment: {comments:#?}");
+    let progress = progress[0];
+    assert!(
+        progress.body.starts_with("✅ smolpaws finished"),
+        "{}",
+        progress.body
+    );
+    // The answer is its own comment, after it.
+    assert_eq!(comments.len(), 2);
+    let reply = comments
+        .iter()
+        .find(|c| !c.body.contains(marker))
+        .expect("a reply");
+    assert!(reply.body.starts_with("Fixed it.") && reply.id > progress.id);
+    assert_eq!(
+        run.status
+            .and_then(|s| s.progress)
+            .and_then(|p| p.comment)
+            .map(|c| c.id),
+        Some(progress.id)
+    );
+
+    // Every edit went to that comment, and the story reads in order.
+    let edits = scene.github.edits();
+    assert!(edits.iter().all(|(id, _)| *id == progress.id), "{edits:#?}");
+    let shown: Vec<&str> = edits.iter().map(|(_, body)| body.as_str()).collect();
+    let first = |needle: &str| {
+        shown
+            .iter()
+            .position(|body| body.contains(needle))
+            .unwrap_or_else(|| panic!("never shown: {needle} in {shown:#?}"))
+    };
+    let story = [
+        first("starting a sandbox"),
+        first("ran `cat README.md` (exit 0)"),
+        first("edited `README.md`"),
+        first("✅ smolpaws finished"),
+    ];
+    assert!(
+        story.windows(2).all(|w| w[0] < w[1]),
+        "{story:?} in {shown:#?}"
+    );
+    let calls = scene.github.calls();
+    eprintln!(
+        "GitHub API calls of a run with a branch, a pull request and a progress comment (one controller restart): {} {calls:#?}",
+        calls.len()
     );
 }

@@ -8,6 +8,7 @@ pub mod context;
 pub mod handover;
 pub mod hardening;
 pub mod llm;
+pub mod progress;
 pub mod redact;
 pub mod session;
 pub mod toolbox;
@@ -258,6 +259,22 @@ pub async fn run(mut args: AgentArgs) -> Result<(), AgentError> {
         .llm(spec.agent.as_ref().and_then(|a| a.model.as_deref()))?;
     // Spent on the checkout and the thread, then gone: see `work`.
     let github_token = args.github_token.take();
+    // The steps go where the report goes; a printed report has no route.
+    let reporter = match (&args.result_url, &args.report_token) {
+        (Some(base), Some(token)) => Some(progress::reporter(
+            progress::Destination {
+                url: contract::progress_url(base, &args.run_namespace, &args.run_name),
+                token: token.clone(),
+            },
+            operator_client()?,
+        )),
+        _ => None,
+    };
+    let observe = |step: session::Step<'_>| {
+        if let Some(reporter) = &reporter {
+            reporter(step);
+        }
+    };
     let answer = work(
         &args.settings,
         &llm,
@@ -266,6 +283,7 @@ pub async fn run(mut args: AgentArgs) -> Result<(), AgentError> {
         &directory,
         checkout,
         &redactor,
+        &observe,
     )
     .await?;
     let report = Report {
@@ -292,7 +310,8 @@ pub enum Checkout {
 /// Works on `spec` in `directory` with `llm` to the end: the checkout, the
 /// thread, the session. `github_token` is spent on the checkout and the
 /// thread and dropped before the model sees anything. An LLM that fails for
-/// good still gives an answer, saying so.
+/// good still gives an answer, saying so. `observe` hears each step.
+#[allow(clippy::too_many_arguments)] // Each is one of the run's inputs.
 pub async fn work(
     settings: &WorkArgs,
     llm: &Llm,
@@ -301,6 +320,7 @@ pub async fn work(
     directory: &std::path::Path,
     checkout: Checkout,
     redactor: &Redactor,
+    observe: &(dyn Fn(session::Step<'_>) + Send + Sync),
 ) -> Result<Answer, AgentError> {
     let options = spec.agent.as_ref();
     let github = &spec.github;
@@ -349,7 +369,7 @@ pub async fn work(
     // zeroizes on drop) before the model's first turn.
     drop(github_token);
     let limits = settings.limits(options);
-    let ending = session::run(llm, &workspace, request, limits, redactor).await;
+    let ending = session::run(llm, &workspace, request, limits, redactor, observe).await;
     // The workspace's real state, whatever the model claims: a fix with no
     // change behind it shows.
     // The state line is kept whole: the model's part is cut to leave it

@@ -69,6 +69,48 @@ pub fn result_url(base: &str, namespace: &str, name: &str) -> String {
     )
 }
 
+/// The route the agent streams its steps to, in axum's path syntax.
+pub const PROGRESS_ROUTE: &str = "/v1/runs/{namespace}/{name}/progress";
+
+/// Where run `namespace/name` posts its [`Progress`], under the endpoint's
+/// `base` URL.
+pub fn progress_url(base: &str, namespace: &str, name: &str) -> String {
+    format!(
+        "{}/v1/runs/{namespace}/{name}/progress",
+        base.trim_end_matches('/')
+    )
+}
+
+/// The most steps a [`Progress`] keeps: the thread shows the last few.
+pub const MAX_PROGRESS_STEPS: usize = 5;
+
+/// The longest step, in characters.
+pub const MAX_STEP_CHARS: usize = 160;
+
+/// The agent's last steps, newest last, in words for the thread (``ran
+/// `cargo test` (exit 1)``, ``edited `src/parser.rs` ``).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The steps; only the last [`MAX_PROGRESS_STEPS`] are kept.
+    pub steps: Vec<String>,
+}
+
+impl Progress {
+    /// The last steps, each on one line and cut to [`MAX_STEP_CHARS`].
+    pub fn tidy(self) -> Vec<String> {
+        let skip = self.steps.len().saturating_sub(MAX_PROGRESS_STEPS);
+        self.steps
+            .into_iter()
+            .skip(skip)
+            .map(|step| {
+                let line: String = step.split_whitespace().collect::<Vec<_>>().join(" ");
+                line.chars().take(MAX_STEP_CHARS).collect()
+            })
+            .filter(|step: &String| !step.is_empty())
+            .collect()
+    }
+}
+
 /// The route that serves a run its own spec, in axum's path syntax.
 pub const SPEC_ROUTE: &str = "/v1/runs/{namespace}/{name}/spec";
 

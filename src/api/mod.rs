@@ -20,7 +20,7 @@ pub use spec::{
 };
 pub use status::{
     AgentRunStatus, ChangeDelivery, ChangeRef, DeliveryOutcome, GatewayUsage, Outcome,
-    PostedComment, PullRequestRef, RunResult, SandboxRef, TokenUsage, now,
+    PostedComment, PullRequestRef, RunProgress, RunResult, SandboxRef, TokenUsage, now,
 };
 
 /// The API group of every smolpaws resource.

@@ -59,6 +59,10 @@ pub struct AgentRunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<ChangeDelivery>,
 
+    /// What the agent is doing, and the comment in the thread that shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<RunProgress>,
+
     /// The reply posted on GitHub; once set, the reply is never posted again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<PostedComment>,
@@ -112,6 +116,25 @@ pub struct ChangeRef {
     /// the thread is told, and nothing is pushed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+}
+
+/// A run's progress: the agent's last steps (its own words, through the
+/// result endpoint) and the comment that shows them in the thread.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunProgress {
+    /// The agent's last few steps, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<String>,
+    /// The progress comment; once set, it is edited, never posted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<PostedComment>,
+    /// The text the comment shows now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown: Option<String>,
+    /// When it was last written, for the rate limit of its edits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown_at: Option<Time>,
 }
 
 /// What became of a change.

@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::admission::Limits;
 use super::change::ChangeSettings;
+use super::progress::ProgressSettings;
 use crate::api::ChangesMode;
 use crate::github::GitHubConfig;
 use crate::sandbox::args::SandboxArgs;
@@ -48,6 +49,8 @@ pub struct ControllerConfig {
     pub lease: Option<LeaseConfig>,
     /// How agents' changes are delivered.
     pub changes: ChangeSettings,
+    /// How the progress comment behaves.
+    pub progress: ProgressSettings,
 }
 
 /// The leader-election Lease.
@@ -78,6 +81,7 @@ impl Default for ControllerConfig {
             ttl: DEFAULT_TTL,
             lease: None,
             changes: ChangeSettings::default(),
+            progress: ProgressSettings::default(),
         }
     }
 }
@@ -187,6 +191,15 @@ pub struct ControllerArgs {
     /// (`*` matches anything), beside each repository's default branch.
     #[arg(long, env = "SMOLPAWS_PROTECTED_BRANCHES", value_delimiter = ',')]
     pub protected_branches: Vec<String>,
+
+    /// Whether a run keeps one comment in its thread up to date with what
+    /// it is doing (waiting, starting, the agent's last steps, done).
+    #[arg(long, env = "SMOLPAWS_PROGRESS_COMMENT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub progress_comment: bool,
+
+    /// The least time between two edits of a progress comment's steps.
+    #[arg(long, env = "SMOLPAWS_PROGRESS_INTERVAL", default_value = "3s")]
+    pub progress_interval: humantime::Duration,
 }
 
 impl ControllerArgs {
@@ -214,6 +227,10 @@ impl ControllerArgs {
                 protected: self.protected_branches.clone(),
                 server_url: self.github.server_url.clone(),
                 ..ChangeSettings::default()
+            },
+            progress: ProgressSettings {
+                enabled: self.progress_comment,
+                interval: self.progress_interval.into(),
             },
         }
     }

@@ -13,6 +13,7 @@ pub mod decide;
 pub mod gateway;
 pub mod leader;
 pub mod metrics;
+pub mod progress;
 pub mod reconcile;
 pub mod report;
 pub mod retry;
@@ -155,6 +156,8 @@ pub struct Context {
     pub ttl: Duration,
     /// How changes are delivered.
     pub changes: change::ChangeSettings,
+    /// How the progress comment behaves.
+    pub progress: progress::ProgressSettings,
     /// Records Kubernetes Events.
     pub recorder: Recorder,
     /// The controller's view of all AgentRuns.
@@ -234,6 +237,7 @@ pub async fn run(
         run_timeout: config.run_timeout,
         ttl: config.ttl,
         changes: config.changes.clone(),
+        progress: config.progress,
         runs: controller.store(),
         admitted: Mutex::new(HashSet::new()),
         failures: retry::Failures::default(),

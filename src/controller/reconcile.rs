@@ -19,10 +19,10 @@ use secrecy::SecretString;
 use tracing::{info, warn};
 
 use super::admission::{admits, key, waiting_ahead};
-use super::change;
 use super::decide::{exit_outcome, human, next_look, reply_text, since};
 use super::status::{Transition, condition, conditions, write};
 use super::{Context, Error};
+use super::{change, progress};
 use crate::api::contract::env;
 use crate::api::{
     AgentRun, ChangeRef, ChangesMode, DeliveryOutcome, Outcome, Phase, PostedComment, SandboxRef,
@@ -126,6 +126,9 @@ async fn apply(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     if !phase.is_terminal() && unacknowledged {
         return acknowledge(run, ctx).await;
     }
+    if let Some(action) = progress::sync(run, ctx).await? {
+        return Ok(action);
+    }
     match phase {
         Phase::Pending => admit(run, ctx).await,
         Phase::Provisioning => provision(run, ctx).await,
@@ -150,7 +153,7 @@ fn age(run: &AgentRun) -> Duration {
 }
 
 /// The App installation that serves the run's repository.
-async fn installation(run: &AgentRun, ctx: &Context) -> Result<u64, Error> {
+pub(super) async fn installation(run: &AgentRun, ctx: &Context) -> Result<u64, Error> {
     let github = ctx.github.as_ref().ok_or(Error::GitHubDisabled)?;
     match run.spec.github.installation_id {
         Some(id) => Ok(id.unsigned_abs()),
@@ -659,6 +662,19 @@ fn closing_text(run: &AgentRun) -> String {
     }
 }
 
+/// Where in its thread's comments a run's own begin (RFC 3339): a minute
+/// before the run was made, for clock skew.
+pub(super) fn thread_since(run: &AgentRun) -> String {
+    run.metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or_else(Timestamp::now, |t| t.0)
+        .checked_sub(SignedDuration::from_secs(60))
+        .unwrap_or_else(|_| Timestamp::now())
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
 /// Posts `text` in the run's thread unless a reply of this run is already
 /// there: the marker finds a reply whose recording a crash interrupted.
 async fn post_once(
@@ -673,14 +689,7 @@ async fn post_once(
         &run.name_any(),
         run.meta().uid.as_deref().unwrap_or_default(),
     );
-    let since = run
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map_or_else(Timestamp::now, |t| t.0)
-        .checked_sub(SignedDuration::from_secs(60))
-        .unwrap_or_else(|_| Timestamp::now());
-    let since = since.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let since = thread_since(run);
     let thread = &run.spec.github;
     if let Some(found) = github
         .find_reply(installation, thread, &marker, &since)

@@ -23,7 +23,9 @@ use tracing::info;
 use super::change::stored;
 use super::credential::{Refusal as Answer, authenticate, unavailable};
 use super::status::FIELD_MANAGER;
-use crate::api::contract::{MAX_REPORT_BYTES, RESULT_ROUTE, Report, SPEC_ROUTE};
+use crate::api::contract::{
+    MAX_REPORT_BYTES, PROGRESS_ROUTE, Progress, RESULT_ROUTE, Report, SPEC_ROUTE,
+};
 use crate::api::{AgentRun, ChangeRef, RunResult};
 
 /// The result endpoint's routes.
@@ -31,6 +33,7 @@ pub fn router(client: Client) -> Router {
     Router::new()
         .route(RESULT_ROUTE, post(report))
         .route(SPEC_ROUTE, get(spec))
+        .route(PROGRESS_ROUTE, post(progress))
         .layer(RequestBodyLimitLayer::new(MAX_REPORT_BYTES))
         .layer(DefaultBodyLimit::disable())
         .route("/healthz", get(|| async { "ok" }))
@@ -51,6 +54,67 @@ async fn spec(
     }
 }
 
+/// The run `namespace/name` and the JSON `what` its agent sent as `body`,
+/// or the answer refusing them.
+async fn sent<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    (namespace, name): (&str, &str),
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+) -> Result<(AgentRun, T), Answer> {
+    let run = authenticate(client, namespace, name, headers).await?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("send the {what} as application/json"),
+        ));
+    }
+    let parsed = serde_json::from_slice(body).map_err(|error| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("the {what} is not valid: {error}"),
+        )
+    })?;
+    Ok((run, parsed))
+}
+
+/// The agent's latest steps, kept in the run's status for its progress
+/// comment. Last writer wins: steps are a view, not a record.
+#[tracing::instrument(skip_all, fields(run = %format!("{namespace}/{name}")))]
+async fn progress(
+    State(client): State<Arc<Client>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer {
+    let (run, progress): (_, Progress) =
+        match sent(&client, (&namespace, &name), &headers, &body, "progress").await {
+            Ok(sent) => sent,
+            Err(refusal) => return refusal,
+        };
+    if run.phase().is_terminal() || run.status.as_ref().is_some_and(|s| s.result.is_some()) {
+        return (StatusCode::CONFLICT, "the run already reported".into());
+    }
+    let runs: Api<AgentRun> = Api::namespaced(client.as_ref().clone(), &namespace);
+    let patch = json!({ "status": { "progress": { "steps": progress.tidy() } } });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    match runs
+        .patch_status(&name, &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => (StatusCode::NO_CONTENT, String::new()),
+        Err(error) => unavailable(error),
+    }
+}
+
 #[tracing::instrument(skip_all, fields(run = %format!("{namespace}/{name}")))]
 async fn report(
     State(client): State<Arc<Client>>,
@@ -58,29 +122,11 @@ async fn report(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Answer {
-    let run = match authenticate(&client, &namespace, &name, &headers).await {
-        Ok(run) => run,
-        Err(refusal) => return refusal,
-    };
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !is_json {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the report as application/json".into(),
-        );
-    }
-    let report: Report = match serde_json::from_slice(&body) {
-        Ok(report) => report,
-        Err(error) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("the report is not valid: {error}"),
-            );
-        }
-    };
+    let (run, report): (_, Report) =
+        match sent(&client, (&namespace, &name), &headers, &body, "report").await {
+            Ok(sent) => sent,
+            Err(refusal) => return refusal,
+        };
     let runs: Api<AgentRun> = Api::namespaced(client.as_ref().clone(), &namespace);
     let mut run = run;
     // The controller writes the status too (the run starting, say): a

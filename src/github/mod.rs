@@ -423,6 +423,29 @@ impl GitHub {
     }
 }
 
+impl GitHub {
+    /// Replaces the body of issue comment `id` of `repository` (one smolpaws
+    /// posted: its progress comment).
+    pub async fn edit_comment(
+        &self,
+        installation: u64,
+        repository: &str,
+        id: i64,
+        body: &str,
+    ) -> Result<(), Error> {
+        let action = format!("edit comment {id} in {repository}");
+        let _: Value = send(
+            &self.installation(installation)?,
+            http::Method::PATCH,
+            &format!("/repos/{repository}/issues/comments/{id}"),
+            Some(&json!({ "body": body })),
+            &action,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 /// Where the reply goes: a review thread for review comments, else the
 /// conversation.
 fn reply_kind(thread: &GitHubContext) -> CommentKind {
@@ -447,6 +470,7 @@ pub(crate) async fn send<T: DeserializeOwned>(
     };
     let response = match method {
         http::Method::POST => client._post(path, body).await,
+        http::Method::PATCH => client._patch(path, body).await,
         _ => client._get(path).await,
     }
     .map_err(transport)?;

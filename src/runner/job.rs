@@ -166,6 +166,7 @@ pub async fn run(State(runner): State<Arc<Runner>>, body: Bytes) -> Response {
         workspace.path(),
         checkout,
         &redactor,
+        &|_| {},
     )
     .await
     {

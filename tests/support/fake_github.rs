@@ -62,6 +62,7 @@ pub struct Pull {
 struct State_ {
     pulls: Vec<Pull>,
     pull_delay: Option<Duration>,
+    edits: Vec<(i64, String)>,
     calls: Vec<String>,
     next_id: i64,
     comments: Vec<Comment>,
@@ -100,6 +101,10 @@ impl FakeGitHub {
             .route(
                 "/repos/{owner}/{repo}/issues/comments/{id}/reactions",
                 post(react),
+            )
+            .route(
+                "/repos/{owner}/{repo}/issues/comments/{id}",
+                axum::routing::patch(edit_comment),
             )
             .route(
                 "/repos/{owner}/{repo}/pulls/comments/{id}/reactions",
@@ -196,6 +201,11 @@ impl FakeGitHub {
     /// Every request, as `METHOD /path`, in order.
     pub fn calls(&self) -> Vec<String> {
         self.with(|s| s.calls.clone())
+    }
+
+    /// Every comment edit (the comment's id, its new body), in order.
+    pub fn edits(&self) -> Vec<(i64, String)> {
+        self.with(|s| s.edits.clone())
     }
 
     /// The pull requests, seeded and opened.
@@ -709,4 +719,29 @@ async fn create_pull(
         tokio::time::sleep(delay).await;
     }
     (StatusCode::CREATED, Json(pull_json(&pull))).into_response()
+}
+
+/// `PATCH /repos/{owner}/{repo}/issues/comments/{id}`: a new body.
+async fn edit_comment(
+    State((state, _)): State<AppState>,
+    Path((_owner, _repo, id)): Path<(String, String, i64)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !authorized(&state, &headers, "edit a comment") {
+        return unauthorized();
+    }
+    let text = body["body"].as_str().unwrap_or_default().to_owned();
+    let mut s = state.lock().expect("fake state");
+    let Some(comment) = s.comments.iter_mut().find(|c| c.id == id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "message": "Not Found" })),
+        )
+            .into_response();
+    };
+    comment.body = text.clone();
+    let answer = comment_json(comment);
+    s.edits.push((id, text));
+    Json(answer).into_response()
 }

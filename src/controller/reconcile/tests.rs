@@ -210,6 +210,11 @@ fn context(
         run_timeout: config.run_timeout,
         ttl: config.ttl,
         changes: config.changes,
+        // Its GitHub calls are told in tests/change_to_pull_request.rs.
+        progress: crate::controller::progress::ProgressSettings {
+            enabled: false,
+            ..config.progress
+        },
         runs: store,
         admitted: Mutex::new(HashSet::new()),
         failures: crate::controller::retry::Failures::default(),
