@@ -29,6 +29,8 @@ pub enum Packed {
     Change(Change),
     /// Larger than a change may be: described in the reply, not handed over.
     TooLarge(usize),
+    /// Committed on this new branch of a local repository (`smolpaws dev`).
+    Branch(String),
 }
 
 /// Commits everything that differs from `base` in checkout `dir` and
@@ -41,6 +43,31 @@ pub async fn pack(
 ) -> Result<Packed, String> {
     let scratch = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
     let bundle = scratch.path().join("change.bundle");
+    if !commit_all(dir, base, spec, timeout).await? {
+        return Ok(Packed::Unchanged);
+    }
+    git(dir, &["update-ref", BRANCH, "HEAD"], timeout).await?;
+    let range = format!("{base}..{BRANCH}");
+    let path = bundle.to_string_lossy().into_owned();
+    git(dir, &["bundle", "create", "-q", &path, &range], timeout).await?;
+    let bytes = std::fs::read(&bundle).map_err(|e| format!("cannot read the bundle: {e}"))?;
+    if bytes.len() > MAX_BUNDLE_BYTES {
+        return Ok(Packed::TooLarge(bytes.len()));
+    }
+    Ok(Packed::Change(Change {
+        base: base.to_owned(),
+        bundle: base64::engine::general_purpose::STANDARD.encode(bytes),
+    }))
+}
+
+/// Commits everything that differs in checkout `dir` as the bot; whether
+/// it is now ahead of `base`.
+async fn commit_all(
+    dir: &Path,
+    base: &str,
+    spec: &AgentRunSpec,
+    timeout: Duration,
+) -> Result<bool, String> {
     git(dir, &["add", "-A"], timeout).await?;
     let staged = git(dir, &["diff", "--cached", "--name-only"], timeout).await?;
     if !staged.trim().is_empty() {
@@ -57,21 +84,75 @@ pub async fn pack(
         timeout,
     )
     .await?;
-    if ahead.trim() == "0" {
-        return Ok(Packed::Unchanged);
+    Ok(ahead.trim() != "0")
+}
+
+/// A worktree of a local repository (`smolpaws dev`) at its `HEAD`, where
+/// the agent works instead of in the person's own working tree; removed
+/// by [`LocalWork::finish`].
+pub struct LocalWork {
+    repository: std::path::PathBuf,
+    scratch: tempfile::TempDir,
+}
+
+impl LocalWork {
+    /// A detached worktree of `repository` at its `HEAD`.
+    pub async fn add(repository: &Path, timeout: Duration) -> Result<Self, String> {
+        let scratch = tempfile::Builder::new()
+            .prefix("smolpaws-worktree-")
+            .tempdir()
+            .map_err(|e| format!("no temporary directory: {e}"))?;
+        let path = scratch.path().join("work");
+        let path = path.to_string_lossy().into_owned();
+        git(
+            repository,
+            &["worktree", "add", "-q", "--detach", &path, "HEAD"],
+            timeout,
+        )
+        .await?;
+        Ok(Self {
+            repository: repository.to_owned(),
+            scratch,
+        })
     }
-    git(dir, &["update-ref", BRANCH, "HEAD"], timeout).await?;
-    let range = format!("{base}..{BRANCH}");
-    let path = bundle.to_string_lossy().into_owned();
-    git(dir, &["bundle", "create", "-q", &path, &range], timeout).await?;
-    let bytes = std::fs::read(&bundle).map_err(|e| format!("cannot read the bundle: {e}"))?;
-    if bytes.len() > MAX_BUNDLE_BYTES {
-        return Ok(Packed::TooLarge(bytes.len()));
+
+    /// Where the agent works.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.scratch.path().join("work")
     }
-    Ok(Packed::Change(Change {
-        base: base.to_owned(),
-        bundle: base64::engine::general_purpose::STANDARD.encode(bytes),
-    }))
+
+    /// Commits the agent's edits onto a new branch of the repository named
+    /// after the request, and removes the worktree; the branch, when there
+    /// was a change.
+    pub async fn finish(
+        self,
+        base: &str,
+        spec: &AgentRunSpec,
+        timeout: Duration,
+    ) -> Result<Option<String>, String> {
+        let work = self.path();
+        let branch = match commit_all(&work, base, spec, timeout).await {
+            Ok(true) => {
+                let stamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let branch = format!("smolpaws/{}-{stamp}", spec.github.number);
+                git(&work, &["branch", &branch, "HEAD"], timeout)
+                    .await
+                    .map(|_| Some(branch))
+            }
+            Ok(false) => Ok(None),
+            Err(error) => Err(error),
+        };
+        let work = work.to_string_lossy().into_owned();
+        git(
+            &self.repository,
+            &["worktree", "remove", "--force", &work],
+            timeout,
+        )
+        .await?;
+        branch
+    }
 }
 
 /// The commit message: the request's first line, then where it was made.

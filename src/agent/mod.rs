@@ -356,6 +356,18 @@ pub async fn work(
             "checked out"
         );
     }
+    // A local repository is worked on in a worktree of its own, so the
+    // person's working tree stays as it is and the change lands on a branch.
+    let local = match checkout {
+        Checkout::Existing => Some(
+            commit::LocalWork::add(directory, settings.bash_timeout)
+                .await
+                .map_err(|e| AgentError::Config(format!("cannot add a worktree: {e}")))?,
+        ),
+        Checkout::Clone | Checkout::None => None,
+    };
+    let worked_in = local.as_ref().map(commit::LocalWork::path);
+    let directory = worked_in.as_deref().unwrap_or(directory);
     let workspace = Workspace::new(directory).map_err(|e| {
         AgentError::Config(format!(
             "the workspace {} is unusable: {e}",
@@ -377,17 +389,35 @@ pub async fn work(
     // are the model's words too: redacted like the rest.
     let changed = toolbox::changed_files(&workspace, settings.bash_timeout).await;
     // A clone's edits become commits the controller can push; a local
-    // checkout (`smolpaws dev`) keeps them where they are.
-    let packed = match (checkout, &base) {
-        (Checkout::Clone, Some(base)) => commit::pack(directory, base, spec, settings.bash_timeout)
-            .await
-            .unwrap_or_else(|error| {
-                warn!(%error, "could not commit the change; it is described only");
-                commit::Packed::Unchanged
-            }),
+    // repository's, a branch of it.
+    let packed = match (checkout, &base, local) {
+        (Checkout::Clone, Some(base), _) => {
+            commit::pack(directory, base, spec, settings.bash_timeout)
+                .await
+                .unwrap_or_else(|error| {
+                    warn!(%error, "could not commit the change; it is described only");
+                    commit::Packed::Unchanged
+                })
+        }
+        (_, Some(base), Some(local)) => {
+            match local.finish(base, spec, settings.bash_timeout).await {
+                Ok(Some(branch)) => commit::Packed::Branch(branch),
+                Ok(None) => commit::Packed::Unchanged,
+                Err(error) => {
+                    warn!(%error, "could not keep the change on a branch");
+                    commit::Packed::Unchanged
+                }
+            }
+        }
         _ => commit::Packed::Unchanged,
     };
     let (change, note) = match packed {
+        commit::Packed::Branch(branch) => (
+            None,
+            Some(format!(
+                "*The change is on the local branch `{branch}`: `git log -p HEAD..{branch}` shows it, `git merge {branch}` takes it.*"
+            )),
+        ),
         commit::Packed::Change(change) => (Some(change), None),
         commit::Packed::TooLarge(bytes) => (
             None,
