@@ -1,6 +1,6 @@
 # The one smolpaws image: the operator runs it, and each sandbox's init
 # container runs `/smolpaws install` from it to copy the agent into the
-# sandbox image. A static musl binary on an empty base: nothing else to patch.
+# sandbox image. A static musl binary, and git for the controller's pushes.
 #
 #   docker build -t ghcr.io/smolpaws/smolpaws:0.1.0 .
 
@@ -16,7 +16,10 @@ COPY benches benches
 RUN cargo build --release --locked --no-default-features --target x86_64-unknown-linux-musl --bin smolpaws \
     && cp target/x86_64-unknown-linux-musl/release/smolpaws /smolpaws
 
-FROM scratch
+# git, for the controller: it checks each agent's bundle and pushes it.
+# Sandboxes take only the static binary from this image.
+FROM docker.io/library/alpine:3.22
+RUN apk add --no-cache git
 COPY --from=build /smolpaws /smolpaws
 USER 65532:65532
 ENTRYPOINT ["/smolpaws"]

@@ -48,6 +48,8 @@ fn spec(number: i64) -> AgentRunSpec {
             head: None,
             post_reply: true,
             delivery_id: None,
+            changes: None,
+            allow_workflow_changes: false,
         },
         sandbox: Default::default(),
         agent: None,

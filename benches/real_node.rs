@@ -62,7 +62,9 @@ fn main() {
         let ns = support::node::namespace(&client, "bench").await;
         let github = FakeGitHub::start().await;
         let (remote, _) = support::git_remote::server(&[]);
-        let git = support::git_http::serve(remote.path()).await;
+        let git = support::git_http::GitHttp::start(remote.path().to_owned(), |_| false)
+            .await
+            .url;
         let github_url = github.url.clone();
         let _operator = Operator::start(client.clone(), &ns, Some(&github.url), |args| {
             support::node::use_node_images(args);

@@ -85,6 +85,8 @@ pub async fn run(client: kube::Client, args: RunArgs) -> Result<Phase, FollowErr
                 head: None,
                 post_reply: !args.no_post,
                 delivery_id: None,
+                changes: None,
+                allow_workflow_changes: false,
             },
             sandbox: SandboxSpec {
                 backend: args.backend,

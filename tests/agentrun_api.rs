@@ -33,6 +33,8 @@ fn spec() -> AgentRunSpec {
             head: None,
             post_reply: true,
             delivery_id: Some("72d3162e-cc78-11e3-81ab-4c9367dc0958".into()),
+            changes: None,
+            allow_workflow_changes: false,
         },
         sandbox: SandboxSpec::default(),
         agent: None,
@@ -259,6 +261,7 @@ async fn kubectl_get_shows_the_printer_columns() {
             },
             model: Some("gpt-4o-mini".into()),
             outcome: smolpaws::api::Outcome::Finished,
+            change: None,
         }),
         ..Default::default()
     };

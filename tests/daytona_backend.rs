@@ -105,6 +105,8 @@ impl Setup {
                 head: None,
                 post_reply: true,
                 delivery_id: None,
+                changes: None,
+                allow_workflow_changes: false,
             },
             sandbox: SandboxSpec {
                 backend: SandboxBackend::Daytona,

@@ -143,11 +143,36 @@ async fn a_comment_on_a_local_repository_is_answered_and_ctrl_c_leaves_nothing_b
     );
     assert!(said.contains("Fixed the typo in README.md."), "{said}");
 
+    // The working tree is as it was; the change is a new local branch.
     assert_eq!(
         std::fs::read_to_string(repo.join("README.md")).expect("read"),
-        "hello world\n",
-        "the agent edited the local repository"
+        "helo world\n",
+        "the agent left the working tree alone"
     );
+    let branch = git(
+        &repo,
+        &[
+            "for-each-ref",
+            "--format=%(refname:short)",
+            "refs/heads/smolpaws",
+        ],
+    );
+    assert!(branch.starts_with("smolpaws/"), "a branch: {branch}");
+    assert_eq!(
+        git(&repo, &["show", &format!("{branch}:README.md")]),
+        "hello world"
+    );
+    assert_eq!(
+        git(&repo, &["rev-list", "--count", &format!("main..{branch}")]),
+        "1"
+    );
+    assert_eq!(
+        git(&repo, &["worktree", "list", "--porcelain"])
+            .matches("worktree ")
+            .count(),
+        1
+    );
+    assert!(said.contains(&format!("`git merge {branch}`")), "{said}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !lines
         .lock()
@@ -184,7 +209,12 @@ async fn a_comment_on_a_local_repository_is_answered_and_ctrl_c_leaves_nothing_b
     let status = run.status.as_ref().expect("a status");
     assert_eq!(
         status.result.as_ref().map(|r| r.reply.as_str()),
-        Some("Fixed the typo in README.md.\n\n*Files changed: `README.md`.*")
+        Some(
+            format!(
+                "Fixed the typo in README.md.\n\n*Files changed: `README.md`.*\n\n*The change is on the local branch `{branch}`: `git log -p HEAD..{branch}` shows it, `git merge {branch}` takes it.*"
+            )
+            .as_str()
+        )
     );
 
     let name = run.metadata.name.as_deref().expect("a name");

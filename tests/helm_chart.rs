@@ -1441,9 +1441,11 @@ async fn operator_with_the_charts_rbac(cluster_wide: bool) {
     })
     .await;
     assert_eq!(run.phase(), smolpaws::api::Phase::Succeeded);
+    // The chart keeps a progress comment, and the answer is its own reply.
     let comments = github.comments();
-    assert_eq!(comments.len(), 1, "one reply");
-    assert!(comments[0].body.contains("Done, with least privilege."));
+    assert_eq!(comments.len(), 2, "a progress comment and one reply");
+    assert!(comments[0].body.starts_with("✅ smolpaws finished"));
+    assert!(comments[1].body.contains("Done, with least privilege."));
 
     if cluster_wide {
         // Watched, but not served: whoever made it chose the repository
@@ -1473,7 +1475,7 @@ async fn operator_with_the_charts_rbac(cluster_wide: bool) {
             .await
             .expect("pods elsewhere");
         assert!(pods.items.is_empty(), "no sandbox elsewhere");
-        assert_eq!(github.comments().len(), 1, "no reply to its thread");
+        assert_eq!(github.comments().len(), 2, "nothing in its thread");
         assert!(
             github.reactions().iter().all(|(comment, _)| *comment != 77),
             "no reaction to its comment"

@@ -45,7 +45,9 @@ impl Setup {
         let ns = support::node::namespace(&client, prefix).await;
         let github = FakeGitHub::start().await;
         let (remote, _) = support::git_remote::server(&[("notes.md", "the notes say hello\n")]);
-        let git = support::git_http::serve(remote.path()).await;
+        let git = support::git_http::GitHttp::start(remote.path().to_owned(), |_| false)
+            .await
+            .url;
         let github_url = github.url.clone();
         let operator = Operator::start(client.clone(), &ns, Some(&github.url), |args| {
             support::node::use_node_images(args);

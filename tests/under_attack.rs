@@ -134,7 +134,7 @@ async fn a_push_after_the_comment_does_not_change_what_the_agent_works_on() {
             "HEAD:refs/pull/7/head",
         ],
     );
-    github.set_pull_request_head("octo/hello", 7, "feature", &seen);
+    github.seed_pull("octo/hello", 7, "feature", &seen, "octo/hello");
     let llm = FakeLlm::start(Reply::view_then_finish("README.md", "read it")).await;
     let _running = with_real_agent(
         &client,

@@ -56,6 +56,18 @@ pub struct CheckedOut {
     pub sha: String,
 }
 
+/// The git setting that presents installation token `token` to `server`
+/// only, as GitHub takes it (basic auth as `x-access-token`): passed
+/// through `GIT_CONFIG_*`, it is in no command line and no file.
+pub fn auth_header(server: &str, token: &SecretString) -> (String, String) {
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("x-access-token:{}", token.expose_secret()));
+    (
+        format!("http.{}/.extraHeader", server.trim_end_matches('/')),
+        format!("Authorization: Basic {basic}"),
+    )
+}
+
 /// Checks `repository` (`owner/name`) out of `server` (e.g.
 /// `https://github.com`) into `dir` at `target`.
 pub async fn checkout(
@@ -73,14 +85,7 @@ pub async fn checkout(
         Target::PullRequest { number, sha: None } => format!("refs/pull/{number}/head"),
     };
     let header: Vec<(String, String)> = token
-        .map(|token| {
-            let basic = base64::engine::general_purpose::STANDARD
-                .encode(format!("x-access-token:{}", token.expose_secret()));
-            (
-                format!("http.{}/.extraHeader", server.trim_end_matches('/')),
-                format!("Authorization: Basic {basic}"),
-            )
-        })
+        .map(|token| auth_header(server, token))
         .into_iter()
         .collect();
     let git = |step: &'static str, args: &[&str]| {

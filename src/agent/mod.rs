@@ -3,10 +3,12 @@
 //! reply through the result contract (`docs/result-contract.md`).
 
 pub mod checkout;
+pub mod commit;
 pub mod context;
 pub mod handover;
 pub mod hardening;
 pub mod llm;
+pub mod progress;
 pub mod redact;
 pub mod session;
 pub mod toolbox;
@@ -180,6 +182,8 @@ pub struct Answer {
     pub model: String,
     /// How the session ended.
     pub outcome: crate::api::Outcome,
+    /// The change it made, committed and bundled for the controller.
+    pub change: Option<contract::Change>,
 }
 
 /// Why the agent could not work at all.
@@ -255,6 +259,22 @@ pub async fn run(mut args: AgentArgs) -> Result<(), AgentError> {
         .llm(spec.agent.as_ref().and_then(|a| a.model.as_deref()))?;
     // Spent on the checkout and the thread, then gone: see `work`.
     let github_token = args.github_token.take();
+    // The steps go where the report goes; a printed report has no route.
+    let reporter = match (&args.result_url, &args.report_token) {
+        (Some(base), Some(token)) => Some(progress::reporter(
+            progress::Destination {
+                url: contract::progress_url(base, &args.run_namespace, &args.run_name),
+                token: token.clone(),
+            },
+            operator_client()?,
+        )),
+        _ => None,
+    };
+    let observe = |step: session::Step<'_>| {
+        if let Some(reporter) = &reporter {
+            reporter(step);
+        }
+    };
     let answer = work(
         &args.settings,
         &llm,
@@ -263,6 +283,7 @@ pub async fn run(mut args: AgentArgs) -> Result<(), AgentError> {
         &directory,
         checkout,
         &redactor,
+        &observe,
     )
     .await?;
     let report = Report {
@@ -270,6 +291,7 @@ pub async fn run(mut args: AgentArgs) -> Result<(), AgentError> {
         usage: answer.usage,
         model: Some(answer.model),
         outcome: answer.outcome,
+        change: answer.change,
     };
     report_result(&args, &report).await
 }
@@ -288,7 +310,8 @@ pub enum Checkout {
 /// Works on `spec` in `directory` with `llm` to the end: the checkout, the
 /// thread, the session. `github_token` is spent on the checkout and the
 /// thread and dropped before the model sees anything. An LLM that fails for
-/// good still gives an answer, saying so.
+/// good still gives an answer, saying so. `observe` hears each step.
+#[allow(clippy::too_many_arguments)] // Each is one of the run's inputs.
 pub async fn work(
     settings: &WorkArgs,
     llm: &Llm,
@@ -297,6 +320,7 @@ pub async fn work(
     directory: &std::path::Path,
     checkout: Checkout,
     redactor: &Redactor,
+    observe: &(dyn Fn(session::Step<'_>) + Send + Sync),
 ) -> Result<Answer, AgentError> {
     let options = spec.agent.as_ref();
     let github = &spec.github;
@@ -323,6 +347,7 @@ pub async fn work(
         ),
         Checkout::None => None,
     };
+    let base = checked_out.as_ref().map(|c| c.sha.clone());
     if let Some(checked_out) = checked_out {
         info!(
             repository = %github.repository,
@@ -331,6 +356,18 @@ pub async fn work(
             "checked out"
         );
     }
+    // A local repository is worked on in a worktree of its own, so the
+    // person's working tree stays as it is and the change lands on a branch.
+    let local = match checkout {
+        Checkout::Existing => Some(
+            commit::LocalWork::add(directory, settings.bash_timeout)
+                .await
+                .map_err(|e| AgentError::Config(format!("cannot add a worktree: {e}")))?,
+        ),
+        Checkout::Clone | Checkout::None => None,
+    };
+    let worked_in = local.as_ref().map(commit::LocalWork::path);
+    let directory = worked_in.as_deref().unwrap_or(directory);
     let workspace = Workspace::new(directory).map_err(|e| {
         AgentError::Config(format!(
             "the workspace {} is unusable: {e}",
@@ -344,15 +381,60 @@ pub async fn work(
     // zeroizes on drop) before the model's first turn.
     drop(github_token);
     let limits = settings.limits(options);
-    let ending = session::run(llm, &workspace, request, limits, redactor).await;
+    let ending = session::run(llm, &workspace, request, limits, redactor, observe).await;
     // The workspace's real state, whatever the model claims: a fix with no
     // change behind it shows.
     // The state line is kept whole: the model's part is cut to leave it
     // room (and the reply marker's), so padding cannot push it out. Paths
     // are the model's words too: redacted like the rest.
-    let reply = match toolbox::changed_files(&workspace, settings.bash_timeout).await {
+    let changed = toolbox::changed_files(&workspace, settings.bash_timeout).await;
+    // A clone's edits become commits the controller can push; a local
+    // repository's, a branch of it.
+    let packed = match (checkout, &base, local) {
+        (Checkout::Clone, Some(base), _) => {
+            commit::pack(directory, base, spec, settings.bash_timeout)
+                .await
+                .unwrap_or_else(|error| {
+                    warn!(%error, "could not commit the change; it is described only");
+                    commit::Packed::Unchanged
+                })
+        }
+        (_, Some(base), Some(local)) => {
+            match local.finish(base, spec, settings.bash_timeout).await {
+                Ok(Some(branch)) => commit::Packed::Branch(branch),
+                Ok(None) => commit::Packed::Unchanged,
+                Err(error) => {
+                    warn!(%error, "could not keep the change on a branch");
+                    commit::Packed::Unchanged
+                }
+            }
+        }
+        _ => commit::Packed::Unchanged,
+    };
+    let (change, note) = match packed {
+        commit::Packed::Branch(branch) => (
+            None,
+            Some(format!(
+                "*The change is on the local branch `{branch}`: `git log -p HEAD..{branch}` shows it, `git merge {branch}` takes it.*"
+            )),
+        ),
+        commit::Packed::Change(change) => (Some(change), None),
+        commit::Packed::TooLarge(bytes) => (
+            None,
+            Some(format!(
+                "*The change is {} KiB, more than the {} KiB smolpaws hands over: it was not pushed.*",
+                bytes / 1024,
+                contract::MAX_BUNDLE_BYTES / 1024
+            )),
+        ),
+        commit::Packed::Unchanged => (None, None),
+    };
+    let reply = match changed {
         Some(changed) => {
-            let state = redactor.redact(&workspace_state(&changed));
+            let mut state = redactor.redact(&workspace_state(&changed));
+            if let Some(note) = note {
+                state = format!("{state}\n\n{note}");
+            }
             let room = (MAX_COMMENT_CHARS - MARKER_ROOM).saturating_sub(state.chars().count() + 2);
             format!("{}\n\n{state}", fit(&ending.reply, room))
         }
@@ -363,6 +445,7 @@ pub async fn work(
         usage: ending.usage,
         model: ending.answered_by.unwrap_or_else(|| llm.model().to_owned()),
         outcome: ending.outcome,
+        change,
     })
 }
 

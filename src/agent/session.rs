@@ -440,17 +440,18 @@ pub fn clip(text: &str, max: usize) -> String {
 }
 
 /// Runs a session for `request` until the model finishes, a limit or a
-/// failure.
+/// failure, telling `observe` each step.
 pub async fn run(
     llm: &Llm,
     workspace: &Workspace,
     request: String,
     limits: Limits,
     redactor: &Redactor,
+    observe: &(dyn Fn(Step<'_>) + Send + Sync),
 ) -> Ending {
     let never = CancellationToken::new();
     Session::new(request)
-        .run(llm, workspace, limits, redactor, &|_| {}, &never)
+        .run(llm, workspace, limits, redactor, observe, &never)
         .await
         .expect("a session that is never stopped ends with a reply")
 }

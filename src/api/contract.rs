@@ -69,6 +69,48 @@ pub fn result_url(base: &str, namespace: &str, name: &str) -> String {
     )
 }
 
+/// The route the agent streams its steps to, in axum's path syntax.
+pub const PROGRESS_ROUTE: &str = "/v1/runs/{namespace}/{name}/progress";
+
+/// Where run `namespace/name` posts its [`Progress`], under the endpoint's
+/// `base` URL.
+pub fn progress_url(base: &str, namespace: &str, name: &str) -> String {
+    format!(
+        "{}/v1/runs/{namespace}/{name}/progress",
+        base.trim_end_matches('/')
+    )
+}
+
+/// The most steps a [`Progress`] keeps: the thread shows the last few.
+pub const MAX_PROGRESS_STEPS: usize = 5;
+
+/// The longest step, in characters.
+pub const MAX_STEP_CHARS: usize = 160;
+
+/// The agent's last steps, newest last, in words for the thread (``ran
+/// `cargo test` (exit 1)``, ``edited `src/parser.rs` ``).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The steps; only the last [`MAX_PROGRESS_STEPS`] are kept.
+    pub steps: Vec<String>,
+}
+
+impl Progress {
+    /// The last steps, each on one line and cut to [`MAX_STEP_CHARS`].
+    pub fn tidy(self) -> Vec<String> {
+        let skip = self.steps.len().saturating_sub(MAX_PROGRESS_STEPS);
+        self.steps
+            .into_iter()
+            .skip(skip)
+            .map(|step| {
+                let line: String = step.split_whitespace().collect::<Vec<_>>().join(" ");
+                line.chars().take(MAX_STEP_CHARS).collect()
+            })
+            .filter(|step: &String| !step.is_empty())
+            .collect()
+    }
+}
+
 /// The route that serves a run its own spec, in axum's path syntax.
 pub const SPEC_ROUTE: &str = "/v1/runs/{namespace}/{name}/spec";
 
@@ -95,9 +137,14 @@ pub fn gateway_url(base: &str, namespace: &str, name: &str) -> String {
 /// the agent can say so in its reply.
 pub const BUDGET_EXHAUSTED: &str = "smolpaws_budget_exhausted";
 
+/// The largest bundle a change may be: a change a person reviews, not a
+/// vendored tree; a larger one is refused and nothing is pushed.
+pub const MAX_BUNDLE_BYTES: usize = 512 * 1024;
+
 /// The largest report accepted: a reply of several times GitHub's comment
-/// limit arrives whole (it is cut to fit when posted).
-pub const MAX_REPORT_BYTES: usize = 1024 * 1024;
+/// limit arrives whole (it is cut to fit when posted), beside a change of
+/// up to [`MAX_BUNDLE_BYTES`] in base64.
+pub const MAX_REPORT_BYTES: usize = 1024 * 1024 + MAX_BUNDLE_BYTES * 4 / 3 + 4096;
 
 /// What the agent reports: the body of the result route, or the last line
 /// of its output where the backend reads the report out of band.
@@ -115,15 +162,66 @@ pub struct Report {
     /// How the session ended; `Finished` when absent.
     #[serde(default)]
     pub outcome: Outcome,
+    /// The change the agent committed, when it made one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<Change>,
+}
+
+/// The agent's change: its commits on top of the checked-out commit, as a
+/// git bundle. A bundle carries commits and nothing else a repository
+/// holds (no hooks, no config), and git itself checks it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    /// The commit the agent checked out: the bundle's one prerequisite.
+    pub base: String,
+    /// `git bundle create` output, base64 (standard alphabet, padded),
+    /// holding one branch whose commits sit on `base`.
+    pub bundle: String,
+}
+
+impl Change {
+    /// The bundle's bytes, or why they cannot be taken.
+    pub fn decode(&self) -> Result<Vec<u8>, String> {
+        use base64::Engine;
+        if !is_commit_id(&self.base) {
+            return Err("its base is not a commit id".into());
+        }
+        // Four base64 characters carry three bytes: refused before decoding.
+        if self.bundle.len() / 4 * 3 > MAX_BUNDLE_BYTES + 3 {
+            return Err(format!(
+                "the change is larger than {} KiB",
+                MAX_BUNDLE_BYTES / 1024
+            ));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.bundle)
+            .map_err(|e| format!("the bundle is not base64: {e}"))?;
+        if bytes.len() > MAX_BUNDLE_BYTES {
+            return Err(format!(
+                "the change is larger than {} KiB",
+                MAX_BUNDLE_BYTES / 1024
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+/// Whether `text` is a full commit id (SHA-1 or SHA-256, lowercase hex).
+pub fn is_commit_id(text: &str) -> bool {
+    matches!(text.len(), 40 | 64) && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 impl From<Report> for RunResult {
+    /// The result without its change: the bundle is kept apart (see
+    /// [`Change`]), and what the status records of it is the endpoint's.
     fn from(report: Report) -> Self {
         Self {
             reply: report.reply,
             usage: report.usage,
             model: report.model,
             outcome: report.outcome,
+            change: None,
         }
     }
 }
@@ -142,6 +240,25 @@ mod tests {
         let minimal: Report = serde_json::from_str(r#"{"reply":"hi"}"#).expect("usage is optional");
         assert_eq!(minimal.usage, TokenUsage::default());
         assert_eq!(minimal.model, None);
+    }
+
+    #[test]
+    fn a_change_is_taken_only_as_a_small_bundle_on_a_commit() {
+        use base64::Engine;
+        let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let base = "a".repeat(40);
+        let change = |base: &str, bundle: String| Change {
+            base: base.to_owned(),
+            bundle,
+        };
+        assert_eq!(
+            change(&base, encode(b"bundle")).decode(),
+            Ok(b"bundle".to_vec())
+        );
+        assert!(change("HEAD", encode(b"x")).decode().is_err());
+        assert!(change(&base, "not base64!".into()).decode().is_err());
+        let big = encode(&vec![0; MAX_BUNDLE_BYTES + 1]);
+        assert!(change(&base, big).decode().unwrap_err().contains("larger"));
     }
 
     #[test]

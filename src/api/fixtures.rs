@@ -15,6 +15,8 @@ pub fn spec(repository: &str) -> AgentRunSpec {
             head: None,
             post_reply: true,
             delivery_id: None,
+            changes: None,
+            allow_workflow_changes: false,
         },
         sandbox: Default::default(),
         agent: None,

@@ -15,11 +15,12 @@ mod status;
 
 pub use phase::Phase;
 pub use spec::{
-    AgentOptions, AgentRun, AgentRunSpec, CommentKind, DiffSide, GitHubContext, PullRequestHead,
-    ReviewContext, SandboxBackend, SandboxSpec, TriggerComment,
+    AgentOptions, AgentRun, AgentRunSpec, ChangesMode, CommentKind, DiffSide, GitHubContext,
+    PullRequestHead, ReviewContext, SandboxBackend, SandboxSpec, TriggerComment,
 };
 pub use status::{
-    AgentRunStatus, GatewayUsage, Outcome, PostedComment, RunResult, SandboxRef, TokenUsage, now,
+    AgentRunStatus, ChangeDelivery, ChangeRef, DeliveryOutcome, GatewayUsage, Outcome,
+    PostedComment, PullRequestRef, RunProgress, RunResult, SandboxRef, TokenUsage, now,
 };
 
 /// The API group of every smolpaws resource.

@@ -124,6 +124,44 @@ pub struct GitHubContext {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub delivery_id: Option<String>,
+    /// What becomes of a change the agent made; the operator's default
+    /// (`SMOLPAWS_CHANGES`, the chart's `github.changes`) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<ChangesMode>,
+    /// Whether the change may touch `.github/workflows/`: a workflow runs
+    /// with the repository's secrets, so a change to one is refused unless
+    /// whoever made the run says so.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_workflow_changes: bool,
+}
+
+/// What becomes of the agent's change.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum ChangesMode {
+    /// Only the reply: the change is described, never pushed.
+    Reply,
+    /// The change is pushed to a branch (a pull request's own head branch
+    /// when the run came from one); no pull request is opened.
+    Branch,
+    /// As `branch`, and a new branch gets a draft pull request.
+    #[default]
+    PullRequest,
+}
+
+impl std::str::FromStr for ChangesMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "reply" => Ok(Self::Reply),
+            "branch" => Ok(Self::Branch),
+            "pullRequest" | "pull-request" => Ok(Self::PullRequest),
+            other => Err(format!(
+                "{other} is not a changes mode: use reply, branch or pullRequest"
+            )),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -134,6 +172,12 @@ fn yes() -> bool {
 #[allow(clippy::trivially_copy_pass_by_ref)]
 fn is_true(value: &bool) -> bool {
     *value
+}
+
+// serde's skip_serializing_if passes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// The comment that mentioned smolpaws.

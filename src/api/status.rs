@@ -60,6 +60,15 @@ pub struct AgentRunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<GatewayUsage>,
 
+    /// What became of the agent's change; once set, it is never pushed
+    /// again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<ChangeDelivery>,
+
+    /// What the agent is doing, and the comment in the thread that shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<RunProgress>,
+
     /// The reply posted on GitHub; once set, the reply is never posted again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<PostedComment>,
@@ -94,6 +103,84 @@ pub struct RunResult {
     /// How the agent's session ended; the reply is posted either way.
     #[serde(default)]
     pub outcome: Outcome,
+    /// The change the agent handed over, when it made one. Its bundle is
+    /// kept in the run's change Secret, too large for a status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<ChangeRef>,
+}
+
+/// The agent's change as the result endpoint took it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeRef {
+    /// The commit the agent checked out, which the change builds on.
+    pub base: String,
+    /// The SHA-256 of the bundle, hex: the bundle pushed is the one taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Why the endpoint did not take the bundle (too large, not base64);
+    /// the thread is told, and nothing is pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+/// A run's progress: the agent's last steps (its own words, through the
+/// result endpoint) and the comment that shows them in the thread.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunProgress {
+    /// The agent's last few steps, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<String>,
+    /// The progress comment; once set, it is edited, never posted again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<PostedComment>,
+    /// The text the comment shows now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown: Option<String>,
+    /// When it was last written, for the rate limit of its edits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown_at: Option<Time>,
+}
+
+/// What became of a change.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeDelivery {
+    /// How it ended.
+    pub outcome: DeliveryOutcome,
+    /// The branch it was pushed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The commit the branch points at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The pull request opened for it (or found, after a restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestRef>,
+    /// What the thread is told, Markdown.
+    pub summary: String,
+}
+
+/// How a change's delivery ended.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Pushed (and a pull request opened, when one was asked for).
+    Pushed,
+    /// Refused by the controller's checks; nothing was pushed.
+    Refused,
+    /// The git server refused the push (a protected branch, say).
+    Rejected,
+}
+
+/// A pull request smolpaws opened.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestRef {
+    /// Its number.
+    pub number: i64,
+    /// Its page on GitHub.
+    pub html_url: String,
 }
 
 /// How an agent's session ended. Every outcome comes with a reply; the run

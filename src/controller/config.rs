@@ -8,6 +8,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::admission::Limits;
+use super::change::ChangeSettings;
+use super::progress::ProgressSettings;
+use crate::api::ChangesMode;
 use crate::github::GitHubConfig;
 use crate::sandbox::args::SandboxArgs;
 use crate::sandbox::daytona::DaytonaArgs;
@@ -44,6 +47,10 @@ pub struct ControllerConfig {
     /// Leader election; without it this controller reconciles at once and
     /// alone (one process, as in tests).
     pub lease: Option<LeaseConfig>,
+    /// How agents' changes are delivered.
+    pub changes: ChangeSettings,
+    /// How the progress comment behaves.
+    pub progress: ProgressSettings,
 }
 
 /// The leader-election Lease.
@@ -73,6 +80,8 @@ impl Default for ControllerConfig {
             run_timeout: DEFAULT_RUN_TIMEOUT,
             ttl: DEFAULT_TTL,
             lease: None,
+            changes: ChangeSettings::default(),
+            progress: ProgressSettings::default(),
         }
     }
 }
@@ -171,6 +180,26 @@ pub struct ControllerArgs {
     /// This replica's name in the Lease (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+
+    /// What becomes of an agent's change when its run does not say:
+    /// `reply` (described only), `branch` (pushed to a branch) or
+    /// `pullRequest` (pushed, and a draft pull request opened).
+    #[arg(long, env = "SMOLPAWS_CHANGES", default_value = "pullRequest")]
+    pub changes: ChangesMode,
+
+    /// Branches smolpaws never pushes to, comma separated glob patterns
+    /// (`*` matches anything), beside each repository's default branch.
+    #[arg(long, env = "SMOLPAWS_PROTECTED_BRANCHES", value_delimiter = ',')]
+    pub protected_branches: Vec<String>,
+
+    /// Whether a run keeps one comment in its thread up to date with what
+    /// it is doing (waiting, starting, the agent's last steps, done).
+    #[arg(long, env = "SMOLPAWS_PROGRESS_COMMENT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub progress_comment: bool,
+
+    /// The least time between two edits of a progress comment's steps.
+    #[arg(long, env = "SMOLPAWS_PROGRESS_INTERVAL", default_value = "3s")]
+    pub progress_interval: humantime::Duration,
 }
 
 impl ControllerArgs {
@@ -193,6 +222,16 @@ impl ControllerArgs {
                 duration: self.lease_duration.into(),
                 identity: self.identity.clone(),
             }),
+            changes: ChangeSettings {
+                mode: self.changes,
+                protected: self.protected_branches.clone(),
+                server_url: self.github.server_url.clone(),
+                ..ChangeSettings::default()
+            },
+            progress: ProgressSettings {
+                enabled: self.progress_comment,
+                interval: self.progress_interval.into(),
+            },
         }
     }
 }
@@ -233,6 +272,16 @@ pub struct GitHubArgs {
     /// `https://HOST/api/v3`.
     #[arg(long, env = "GITHUB_API_URL", default_value = "https://api.github.com")]
     pub api_url: String,
+
+    /// Where the controller pushes agents' changes (git over HTTPS), and
+    /// the base of the links it posts; for GitHub Enterprise Server,
+    /// `https://HOST`.
+    #[arg(
+        long = "github-server-url",
+        env = "GITHUB_SERVER_URL",
+        default_value = "https://github.com"
+    )]
+    pub server_url: String,
 }
 
 impl GitHubArgs {

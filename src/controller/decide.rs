@@ -164,6 +164,7 @@ mod tests {
             usage: TokenUsage::default(),
             model: None,
             outcome: Outcome::Finished,
+            change: None,
         };
         let timeout = finished("RunTimeout", "the agent did not finish within 30m");
         let deleted = finished("Cancelled", "the AgentRun was deleted");
@@ -183,6 +184,7 @@ mod tests {
         let failed_partway = RunResult {
             reply: "I stopped before finishing: the LLM failed.".into(),
             outcome: Outcome::LlmFailed,
+            change: None,
             ..result.clone()
         };
         assert_eq!(

@@ -6,12 +6,14 @@
 //! run's status; the reconcile then posts the reply.
 
 pub mod admission;
+pub mod change;
 pub mod config;
 pub mod credential;
 pub mod decide;
 pub mod gateway;
 pub mod leader;
 pub mod metrics;
+pub mod progress;
 pub mod reconcile;
 pub mod report;
 pub mod retry;
@@ -59,6 +61,10 @@ pub enum Error {
     /// A sandbox backend call failed.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// git failed while delivering a change (the server unreachable, a
+    /// timeout).
+    #[error(transparent)]
+    Git(#[from] change::git::GitError),
     /// A GitHub step was reached without GitHub configured.
     #[error("GitHub is not configured: set GITHUB_APP_ID and GITHUB_APP_PRIVATE_KEY_FILE")]
     GitHubDisabled,
@@ -70,7 +76,7 @@ impl Error {
         match self {
             Self::GitHub(error) => error.is_transient(),
             Self::Sandbox(error) => error.is_transient(),
-            Self::Kube(_) => true,
+            Self::Kube(_) | Self::Git(_) => true,
             Self::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(error)
                 | kube::runtime::finalizer::Error::CleanupFailed(error) => error.is_transient(),
@@ -110,6 +116,7 @@ impl Error {
             Self::Kube(_) => "kube",
             Self::GitHub(_) => "github",
             Self::Sandbox(_) => "sandbox",
+            Self::Git(_) => "git",
             Self::NoNamespace => "no_namespace",
             Self::NoUid => "no_uid",
             Self::GitHubDisabled => "github_disabled",
@@ -153,6 +160,10 @@ pub struct Context {
     pub run_timeout: Duration,
     /// How long finished runs are kept.
     pub ttl: Duration,
+    /// How changes are delivered.
+    pub changes: change::ChangeSettings,
+    /// How the progress comment behaves.
+    pub progress: progress::ProgressSettings,
     /// Records Kubernetes Events.
     pub recorder: Recorder,
     /// The controller's view of all AgentRuns.
@@ -242,6 +253,8 @@ pub async fn run(
         pending_timeout: config.pending_timeout,
         run_timeout: config.run_timeout,
         ttl: config.ttl,
+        changes: config.changes.clone(),
+        progress: config.progress,
         runs: controller.store(),
         ahead: Mutex::new(admission::Ahead::default()),
         failures: retry::Failures::default(),

@@ -22,8 +22,11 @@ use super::admission::{admits, key, waiting_ahead};
 use super::decide::{exit_outcome, human, next_look, reply_text, since};
 use super::status::{Transition, condition, conditions, write};
 use super::{Context, Error};
+use super::{change, progress};
 use crate::api::contract::env;
-use crate::api::{AgentRun, Outcome, Phase, PostedComment, SandboxRef};
+use crate::api::{
+    AgentRun, ChangeRef, ChangesMode, DeliveryOutcome, Outcome, Phase, PostedComment, SandboxRef,
+};
 use crate::github::reply::{compose, marker};
 use crate::sandbox::owned::is_owned_by;
 use crate::sandbox::secret::{RunCredentials, secret, secret_name, value};
@@ -123,6 +126,9 @@ async fn apply(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     if !phase.is_terminal() && unacknowledged {
         return acknowledge(run, ctx).await;
     }
+    if let Some(action) = progress::sync(run, ctx).await? {
+        return Ok(action);
+    }
     match phase {
         Phase::Pending => admit(run, ctx).await,
         Phase::Provisioning => provision(run, ctx).await,
@@ -147,7 +153,7 @@ fn age(run: &AgentRun) -> Duration {
 }
 
 /// The App installation that serves the run's repository.
-async fn installation(run: &AgentRun, ctx: &Context) -> Result<u64, Error> {
+pub(super) async fn installation(run: &AgentRun, ctx: &Context) -> Result<u64, Error> {
     let github = ctx.github.as_ref().ok_or(Error::GitHubDisabled)?;
     match run.spec.github.installation_id {
         Some(id) => Ok(id.unsigned_abs()),
@@ -606,6 +612,9 @@ async fn reported(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     if let Ok(sandbox) = ctx.sandboxes.for_run(run) {
         sandbox.stop(run).await?;
     }
+    if let Some(change) = undelivered_change(run, ctx) {
+        return deliver_change(run, ctx, change).await;
+    }
     let outcome = run
         .status
         .as_ref()
@@ -617,6 +626,44 @@ async fn reported(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         Phase::Succeeded
     };
     conclude(run, ctx, phase, outcome.reason(), outcome.message().into()).await
+}
+
+/// The agent's change, when it has one the run still has to deliver: GitHub
+/// is configured, the run lets changes out of the reply, and no delivery
+/// was recorded yet.
+fn undelivered_change<'a>(run: &'a AgentRun, ctx: &Context) -> Option<&'a ChangeRef> {
+    let status = run.status.as_ref()?;
+    let wanted = ctx.github.is_some() && change::deliver::mode(run, ctx) != ChangesMode::Reply;
+    (wanted && status.change.is_none())
+        .then(|| status.result.as_ref()?.change.as_ref())
+        .flatten()
+}
+
+/// Pushes the agent's change and records what became of it; the run ends
+/// on the next reconcile, which sees it recorded.
+async fn deliver_change(
+    run: &AgentRun,
+    ctx: &Context,
+    change: &ChangeRef,
+) -> Result<Action, Error> {
+    let github = ctx.github.as_ref().ok_or(Error::GitHubDisabled)?;
+    let installation = installation(run, ctx).await?;
+    let delivery = change::deliver::deliver(run, ctx, github, installation, change).await?;
+    let (reason, holds) = match delivery.outcome {
+        DeliveryOutcome::Pushed => ("Pushed", true),
+        DeliveryOutcome::Refused => ("Refused", false),
+        DeliveryOutcome::Rejected => ("Rejected", false),
+    };
+    if !holds {
+        warn!(summary = %delivery.summary, "the agent's change was not pushed");
+    }
+    let mut transition =
+        Transition::new(conditions::DELIVERED, reason, delivery.summary.clone()).change(delivery);
+    if !holds {
+        transition = transition.failing();
+    }
+    write(ctx, run, transition).await?;
+    Ok(Action::await_change())
 }
 
 async fn fail(
@@ -631,11 +678,28 @@ async fn fail(
 
 /// What to say in the thread about how the run ended.
 fn closing_text(run: &AgentRun) -> String {
-    reply_text(
+    let text = reply_text(
         run.phase(),
         run.status.as_ref().and_then(|s| s.result.as_ref()),
         condition(run, conditions::FINISHED),
-    )
+    );
+    match run.status.as_ref().and_then(|s| s.change.as_ref()) {
+        Some(change) => format!("{text}\n\n{}", change.summary),
+        None => text,
+    }
+}
+
+/// Where in its thread's comments a run's own begin (RFC 3339): a minute
+/// before the run was made, for clock skew.
+pub(super) fn thread_since(run: &AgentRun) -> String {
+    run.metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or_else(Timestamp::now, |t| t.0)
+        .checked_sub(SignedDuration::from_secs(60))
+        .unwrap_or_else(|_| Timestamp::now())
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// Posts `text` in the run's thread unless a reply of this run is already
@@ -652,14 +716,7 @@ async fn post_once(
         &run.name_any(),
         run.meta().uid.as_deref().unwrap_or_default(),
     );
-    let since = run
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map_or_else(Timestamp::now, |t| t.0)
-        .checked_sub(SignedDuration::from_secs(60))
-        .unwrap_or_else(|_| Timestamp::now());
-    let since = since.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let since = thread_since(run);
     let thread = &run.spec.github;
     if let Some(found) = github
         .find_reply(installation, thread, &marker, &since)

@@ -4,8 +4,7 @@
 //! <SMOLPAWS_REPORT_TOKEN>` and a JSON [`Report`]. The token is the run's
 //! own credential (see [`super::credential`]), so a sandbox can report only
 //! for its own run; the endpoint stores the reply in the run's status and
-//! nothing else. The
-//! contract is written down in `docs/result-contract.md`.
+//! nothing else. The contract is written down in `docs/result-contract.md`.
 
 use std::sync::Arc;
 
@@ -21,16 +20,20 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 use tracing::info;
 
+use super::change::stored;
 use super::credential::{Refusal as Answer, RunAuth, unavailable};
 use super::status::FIELD_MANAGER;
-use crate::api::contract::{MAX_REPORT_BYTES, RESULT_ROUTE, Report, SPEC_ROUTE};
-use crate::api::{AgentRun, RunResult};
+use crate::api::contract::{
+    MAX_REPORT_BYTES, PROGRESS_ROUTE, Progress, RESULT_ROUTE, Report, SPEC_ROUTE,
+};
+use crate::api::{AgentRun, ChangeRef, RunResult};
 
 /// The result endpoint's routes.
 pub fn router(auth: Arc<RunAuth>) -> Router {
     Router::new()
         .route(RESULT_ROUTE, post(report))
         .route(SPEC_ROUTE, get(spec))
+        .route(PROGRESS_ROUTE, post(progress))
         .layer(RequestBodyLimitLayer::new(MAX_REPORT_BYTES))
         .layer(DefaultBodyLimit::disable())
         .route("/healthz", get(|| async { "ok" }))
@@ -51,6 +54,67 @@ async fn spec(
     }
 }
 
+/// The run `namespace/name` and the JSON `what` its agent sent as `body`,
+/// or the answer refusing them.
+async fn sent<T: serde::de::DeserializeOwned>(
+    auth: &RunAuth,
+    (namespace, name): (&str, &str),
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+) -> Result<(AgentRun, T), Answer> {
+    let run = auth.authenticate(namespace, name, headers).await?;
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("send the {what} as application/json"),
+        ));
+    }
+    let parsed = serde_json::from_slice(body).map_err(|error| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("the {what} is not valid: {error}"),
+        )
+    })?;
+    Ok((run, parsed))
+}
+
+/// The agent's latest steps, kept in the run's status for its progress
+/// comment. Last writer wins: steps are a view, not a record.
+#[tracing::instrument(skip_all, fields(run = %format!("{namespace}/{name}")))]
+async fn progress(
+    State(auth): State<Arc<RunAuth>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Answer {
+    let (run, progress): (_, Progress) =
+        match sent(&auth, (&namespace, &name), &headers, &body, "progress").await {
+            Ok(sent) => sent,
+            Err(refusal) => return refusal,
+        };
+    if run.phase().is_terminal() || run.status.as_ref().is_some_and(|s| s.result.is_some()) {
+        return (StatusCode::CONFLICT, "the run already reported".into());
+    }
+    let runs: Api<AgentRun> = Api::namespaced(auth.client().clone(), &namespace);
+    let patch = json!({ "status": { "progress": { "steps": progress.tidy() } } });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    match runs
+        .patch_status(&name, &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => (StatusCode::NO_CONTENT, String::new()),
+        Err(error) => unavailable(error),
+    }
+}
+
 #[tracing::instrument(skip_all, fields(run = %format!("{namespace}/{name}")))]
 async fn report(
     State(auth): State<Arc<RunAuth>>,
@@ -58,29 +122,11 @@ async fn report(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Answer {
-    let run = match auth.authenticate(&namespace, &name, &headers).await {
-        Ok(run) => run,
-        Err(refusal) => return refusal,
-    };
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !is_json {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the report as application/json".into(),
-        );
-    }
-    let report: Report = match serde_json::from_slice(&body) {
-        Ok(report) => report,
-        Err(error) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("the report is not valid: {error}"),
-            );
-        }
-    };
+    let (run, report): (_, Report) =
+        match sent(&auth, (&namespace, &name), &headers, &body, "report").await {
+            Ok(sent) => sent,
+            Err(refusal) => return refusal,
+        };
     let runs: Api<AgentRun> = Api::namespaced(auth.client().clone(), &namespace);
     let mut run = run;
     // The controller writes the status too (the run starting, say): a
@@ -127,13 +173,35 @@ async fn report(
 const STORE_ATTEMPTS: usize = 5;
 
 /// Writes `report` into `run`'s status, on the resourceVersion it was read
-/// at: a run that ended meanwhile refuses it with a conflict.
+/// at: a run that ended meanwhile refuses it with a conflict. Its change's
+/// bundle is kept first, in the run's change Secret; one that cannot be
+/// taken is recorded as refused, and the reply is stored all the same.
 pub async fn store(
     runs: &Api<AgentRun>,
     run: &AgentRun,
-    report: Report,
+    mut report: Report,
 ) -> Result<(), kube::Error> {
-    let result = RunResult::from(report);
+    let change = report.change.take();
+    let mut result = RunResult::from(report);
+    if let Some(change) = change {
+        let (sha256, refused) = match change.decode() {
+            Ok(bundle) => {
+                let secrets = Api::namespaced(
+                    runs.clone().into_client(),
+                    &run.namespace().unwrap_or_default(),
+                );
+                let sha256 = stored::digest(&bundle);
+                stored::keep(&secrets, run, bundle).await?;
+                (Some(sha256), None)
+            }
+            Err(reason) => (None, Some(reason)),
+        };
+        result.change = Some(ChangeRef {
+            base: change.base,
+            sha256,
+            refused,
+        });
+    }
     let patch = json!({
         "metadata": { "resourceVersion": run.metadata.resource_version },
         "status": { "result": result },

@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use super::{Context, Error};
 use crate::api::{
-    AgentRun, AgentRunStatus, Phase, PostedComment, PullRequestHead, SandboxRef, now,
+    AgentRun, AgentRunStatus, ChangeDelivery, Phase, PostedComment, PullRequestHead, SandboxRef,
+    now,
 };
 
 /// The field manager of every controller write.
@@ -25,6 +26,8 @@ pub mod conditions {
     pub const ADMITTED: &str = "Admitted";
     /// The sandbox runs the agent.
     pub const SANDBOX_RUNNING: &str = "SandboxRunning";
+    /// The agent's change was pushed (or refused, and nothing pushed).
+    pub const DELIVERED: &str = "Delivered";
     /// The run ended; the reason says how.
     pub const FINISHED: &str = "Finished";
     /// The reply was (or could not be) posted on GitHub.
@@ -98,6 +101,12 @@ impl Transition {
     /// Records how long the run held its sandbox.
     pub fn sandbox_seconds(mut self, seconds: i64) -> Self {
         self.fields.sandbox_seconds = Some(seconds);
+        self
+    }
+
+    /// Records what became of the agent's change.
+    pub fn change(mut self, change: ChangeDelivery) -> Self {
+        self.fields.change = Some(change);
         self
     }
 

@@ -7,6 +7,7 @@
 //! controller requeues instead of sleeping in a reconcile, and re-checks the
 //! thread for its reply before posting again.
 
+pub mod pulls;
 pub mod reply;
 
 use std::collections::HashMap;
@@ -201,7 +202,7 @@ impl GitHub {
 
     /// A client acting as `installation`. Clients are kept, and each keeps
     /// its installation token until shortly before it expires.
-    fn installation(&self, installation: u64) -> Result<Octocrab, Error> {
+    pub(crate) fn installation(&self, installation: u64) -> Result<Octocrab, Error> {
         let mut clients = self
             .installations
             .lock()
@@ -241,18 +242,37 @@ impl GitHub {
     /// A token for the agent: read access to `repository` only, expiring
     /// within the hour.
     pub async fn run_token(&self, installation: u64, repository: &str) -> Result<RunToken, Error> {
+        let permissions = json!({
+            "contents": "read",
+            "issues": "read",
+            "pull_requests": "read",
+            "metadata": "read",
+        });
+        self.token(installation, repository, permissions).await
+    }
+
+    /// A token for the controller's push of one change: write access to
+    /// `repository`'s contents and pull requests only, expiring within the
+    /// hour (and revoked as soon as the change is delivered).
+    pub async fn push_token(&self, installation: u64, repository: &str) -> Result<RunToken, Error> {
+        let permissions = json!({
+            "contents": "write",
+            "pull_requests": "write",
+            "metadata": "read",
+        });
+        self.token(installation, repository, permissions).await
+    }
+
+    async fn token(
+        &self,
+        installation: u64,
+        repository: &str,
+        permissions: Value,
+    ) -> Result<RunToken, Error> {
         let name = repository
             .split_once('/')
             .map_or(repository, |(_, name)| name);
-        let body = json!({
-            "repositories": [name],
-            "permissions": {
-                "contents": "read",
-                "issues": "read",
-                "pull_requests": "read",
-                "metadata": "read",
-            },
-        });
+        let body = json!({ "repositories": [name], "permissions": permissions });
         let action = format!("mint a token for {repository}");
         send(
             &self.app,
@@ -426,6 +446,29 @@ impl GitHub {
     }
 }
 
+impl GitHub {
+    /// Replaces the body of issue comment `id` of `repository` (one smolpaws
+    /// posted: its progress comment).
+    pub async fn edit_comment(
+        &self,
+        installation: u64,
+        repository: &str,
+        id: i64,
+        body: &str,
+    ) -> Result<(), Error> {
+        let action = format!("edit comment {id} in {repository}");
+        let _: Value = send(
+            &self.installation(installation)?,
+            http::Method::PATCH,
+            &format!("/repos/{repository}/issues/comments/{id}"),
+            Some(&json!({ "body": body })),
+            &action,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 /// Where the reply goes: a review thread for review comments, else the
 /// conversation.
 fn reply_kind(thread: &GitHubContext) -> CommentKind {
@@ -437,7 +480,7 @@ fn reply_kind(thread: &GitHubContext) -> CommentKind {
 
 /// One request, with GitHub's error statuses turned into [`Error::Status`]
 /// that carry its retry advice.
-async fn send<T: DeserializeOwned>(
+pub(crate) async fn send<T: DeserializeOwned>(
     client: &Octocrab,
     method: http::Method,
     path: &str,
@@ -450,6 +493,7 @@ async fn send<T: DeserializeOwned>(
     };
     let response = match method {
         http::Method::POST => client._post(path, body).await,
+        http::Method::PATCH => client._patch(path, body).await,
         _ => client._get(path).await,
     }
     .map_err(transport)?;

@@ -89,6 +89,8 @@ impl RunRequest {
                     head: self.head,
                     post_reply: true,
                     delivery_id: Some(self.delivery),
+                    changes: None,
+                    allow_workflow_changes: false,
                 },
                 sandbox: SandboxSpec {
                     backend,

@@ -97,6 +97,8 @@ impl Job {
                 head: None,
                 post_reply: false,
                 delivery_id: None,
+                changes: None,
+                allow_workflow_changes: false,
             },
             sandbox: Default::default(),
             agent: self.model.clone().map(|model| AgentOptions {
@@ -164,6 +166,7 @@ pub async fn run(State(runner): State<Arc<Runner>>, body: Bytes) -> Response {
         workspace.path(),
         checkout,
         &redactor,
+        &|_| {},
     )
     .await
     {

@@ -43,8 +43,27 @@ pub enum Scripted {
     SlowSuccess(Duration),
 }
 
+/// A pull request as the fake stores it.
+#[derive(Clone, Debug)]
+pub struct Pull {
+    pub number: i64,
+    pub repository: String,
+    pub head: String,
+    pub head_sha: String,
+    /// Where the head branch lives (`owner/name`).
+    pub head_repository: String,
+    pub base: String,
+    pub title: String,
+    pub body: String,
+    pub draft: bool,
+}
+
 #[derive(Default)]
 struct State_ {
+    pulls: Vec<Pull>,
+    pull_delay: Option<Duration>,
+    edits: Vec<(i64, String)>,
+    calls: Vec<String>,
     next_id: i64,
     comments: Vec<Comment>,
     reactions: Vec<(i64, String)>,
@@ -54,11 +73,9 @@ struct State_ {
     post_attempts: Vec<(Instant, u16)>,
     unauthorized: Vec<String>,
     revoked: Vec<String>,
-    /// Pull request heads by (repository, number): (ref, sha).
-    heads: std::collections::HashMap<(String, i64), (String, String)>,
     /// Every how many calls one fails, when chaos is on.
     chaos_every: Option<u64>,
-    calls: u64,
+    chaos_count: u64,
     chaos_failures: u64,
 }
 
@@ -85,10 +102,13 @@ impl FakeGitHub {
             .route("/repos/{owner}/{repo}/installation", get(installation))
             .route("/installation/token", delete(revoke))
             .route("/repos/{owner}/{repo}/issues/{number}", get(issue))
-            .route("/repos/{owner}/{repo}/pulls/{number}", get(pull_request))
             .route(
                 "/repos/{owner}/{repo}/issues/comments/{id}/reactions",
                 post(react),
+            )
+            .route(
+                "/repos/{owner}/{repo}/issues/comments/{id}",
+                axum::routing::patch(edit_comment),
             )
             .route(
                 "/repos/{owner}/{repo}/pulls/comments/{id}/reactions",
@@ -111,6 +131,12 @@ impl FakeGitHub {
                 "/repos/{owner}/{repo}/pulls/{number}/comments/{id}/replies",
                 post(reply_to_review_comment),
             )
+            .route("/repos/{owner}/{repo}/pulls/{number}", get(get_pull))
+            .route(
+                "/repos/{owner}/{repo}/pulls",
+                get(list_pulls).post(create_pull),
+            )
+            .layer(axum::middleware::from_fn_with_state(state.clone(), record))
             .layer(axum::middleware::from_fn_with_state(state.clone(), chaos))
             .with_state((state.clone(), notify.clone()));
         let (url, _) = super::serve(router).await;
@@ -156,16 +182,6 @@ impl FakeGitHub {
         self.with(|s| s.unauthorized.clone())
     }
 
-    /// Makes pull request `number` of `repository` have this head.
-    pub fn set_pull_request_head(&self, repository: &str, number: i64, git_ref: &str, sha: &str) {
-        self.with(|s| {
-            s.heads.insert(
-                (repository.to_owned(), number),
-                (git_ref.to_owned(), sha.to_owned()),
-            );
-        });
-    }
-
     /// Fails every `every`th call, whatever it is, with a server error or a
     /// secondary rate limit in turn (GitHub's real words and headers).
     pub fn chaos(&self, every: u64) {
@@ -196,6 +212,66 @@ impl FakeGitHub {
                 seeded.author = author.to_owned();
             }
         });
+    }
+
+    /// Every request, as `METHOD /path`, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.with(|s| s.calls.clone())
+    }
+
+    /// Every comment edit (the comment's id, its new body), in order.
+    pub fn edits(&self) -> Vec<(i64, String)> {
+        self.with(|s| s.edits.clone())
+    }
+
+    /// The pull requests, seeded and opened.
+    pub fn pulls(&self) -> Vec<Pull> {
+        self.with(|s| s.pulls.clone())
+    }
+
+    /// Seeds pull request `number` of `repository`, its head `head` at
+    /// `sha` in `head_repository`.
+    pub fn seed_pull(
+        &self,
+        repository: &str,
+        number: i64,
+        head: &str,
+        sha: &str,
+        head_repository: &str,
+    ) {
+        self.with(|s| {
+            s.pulls.push(Pull {
+                number,
+                repository: repository.to_owned(),
+                head: head.to_owned(),
+                head_sha: sha.to_owned(),
+                head_repository: head_repository.to_owned(),
+                base: "main".into(),
+                title: format!("Pull request {number}"),
+                body: String::new(),
+                draft: false,
+            })
+        });
+    }
+
+    /// Opened pull requests are stored at once but answered only after
+    /// `delay` (a client killed meanwhile never learns of them).
+    pub fn delay_pull_answers(&self, delay: Duration) {
+        self.with(|s| s.pull_delay = Some(delay));
+    }
+
+    /// Whether `token` was minted with `contents: write`, as the git server
+    /// asks before it takes a push.
+    pub fn may_push(&self, token: &str) -> bool {
+        self.with(|s| {
+            s.issued
+                .iter()
+                .zip(&s.token_requests)
+                .any(|(issued, (_, body))| {
+                    issued == token && body["permissions"]["contents"] == "write"
+                })
+                && !s.revoked.iter().any(|r| r == token)
+        })
     }
 
     /// Waits until a comment post arrives.
@@ -337,44 +413,6 @@ async fn issue(
     .into_response()
 }
 
-/// `GET /repos/{owner}/{repo}/pulls/{number}`: the head a test set, in
-/// GitHub's shape (the fields smolpaws reads, and some it does not).
-async fn pull_request(
-    State((state, _)): State<AppState>,
-    Path((owner, repo, number)): Path<(String, String, i64)>,
-    headers: HeaderMap,
-) -> Response {
-    if !authorized(&state, &headers, "read a pull request") {
-        return unauthorized();
-    }
-    let repository = format!("{owner}/{repo}");
-    let head = state
-        .lock()
-        .expect("fake state")
-        .heads
-        .get(&(repository.clone(), number))
-        .cloned();
-    let Some((git_ref, sha)) = head else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "message": "Not Found", "status": "404" })),
-        )
-            .into_response();
-    };
-    Json(json!({
-        "number": number,
-        "state": "open",
-        "head": {
-            "label": format!("{owner}:{git_ref}"),
-            "ref": git_ref,
-            "sha": sha,
-            "repo": { "full_name": repository },
-        },
-        "base": { "ref": "main", "repo": { "full_name": repository } },
-    }))
-    .into_response()
-}
-
 /// Fails every `chaos_every`th call when chaos is on: a 502, then a 403
 /// secondary rate limit with `retry-after`, in turn.
 async fn chaos(
@@ -384,8 +422,10 @@ async fn chaos(
 ) -> Response {
     let failure = {
         let mut s = state.lock().expect("fake state");
-        s.calls += 1;
-        let failing = s.chaos_every.is_some_and(|every| s.calls % every == 0);
+        s.chaos_count += 1;
+        let failing = s
+            .chaos_every
+            .is_some_and(|every| s.chaos_count % every == 0);
         if failing {
             s.chaos_failures += 1;
         }
@@ -601,4 +641,160 @@ async fn reply_to_review_comment(
         body,
     )
     .await
+}
+
+async fn record(
+    State(state): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let call = format!("{} {}", request.method(), request.uri().path());
+    state.lock().expect("fake state").calls.push(call);
+    next.run(request).await
+}
+
+fn pull_json(pull: &Pull) -> Value {
+    let owner = pull.head_repository.split('/').next().unwrap_or_default();
+    json!({
+        "number": pull.number,
+        "html_url": format!("https://github.com/{}/pull/{}", pull.repository, pull.number),
+        "title": pull.title,
+        "body": pull.body,
+        "draft": pull.draft,
+        "state": "open",
+        "head": {
+            "ref": pull.head,
+            "sha": pull.head_sha,
+            "label": format!("{owner}:{}", pull.head),
+            "repo": { "full_name": pull.head_repository },
+        },
+        "base": { "ref": pull.base, "repo": { "full_name": pull.repository } },
+    })
+}
+
+async fn get_pull(
+    State((state, _)): State<AppState>,
+    Path((owner, repo, number)): Path<(String, String, i64)>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &headers, "read a pull request") {
+        return unauthorized();
+    }
+    let repository = format!("{owner}/{repo}");
+    let s = state.lock().expect("fake state");
+    match s
+        .pulls
+        .iter()
+        .find(|p| p.repository == repository && p.number == number)
+    {
+        Some(pull) => Json(pull_json(pull)).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "message": "Not Found" })),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct PullQuery {
+    #[serde(default)]
+    head: Option<String>,
+}
+
+/// `GET /repos/{owner}/{repo}/pulls?head=owner:branch`.
+async fn list_pulls(
+    State((state, _)): State<AppState>,
+    Path((owner, repo)): Path<(String, String)>,
+    Query(query): Query<PullQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &headers, "list pull requests") {
+        return unauthorized();
+    }
+    let repository = format!("{owner}/{repo}");
+    let s = state.lock().expect("fake state");
+    let found: Vec<Value> = s
+        .pulls
+        .iter()
+        .filter(|p| p.repository == repository)
+        .filter(|p| {
+            query.head.as_deref().is_none_or(|head| {
+                let owner = p.head_repository.split('/').next().unwrap_or_default();
+                head == format!("{owner}:{}", p.head)
+            })
+        })
+        .map(pull_json)
+        .collect();
+    Json(Value::Array(found)).into_response()
+}
+
+/// `POST /repos/{owner}/{repo}/pulls`: a head branch with an open pull
+/// request already is refused (422), as GitHub does.
+async fn create_pull(
+    State((state, _)): State<AppState>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !authorized(&state, &headers, "open a pull request") {
+        return unauthorized();
+    }
+    let repository = format!("{owner}/{repo}");
+    let text = |key: &str| body[key].as_str().unwrap_or_default().to_owned();
+    let (pull, delay) = {
+        let mut s = state.lock().expect("fake state");
+        if s.pulls
+            .iter()
+            .any(|p| p.repository == repository && p.head == text("head"))
+        {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({ "message": "Validation Failed", "errors": [{ "message": "A pull request already exists" }] })),
+            )
+                .into_response();
+        }
+        let pull = Pull {
+            number: 100 + s.pulls.len() as i64,
+            repository: repository.clone(),
+            head: text("head"),
+            head_sha: String::new(),
+            head_repository: repository.clone(),
+            base: text("base"),
+            title: text("title"),
+            body: text("body"),
+            draft: body["draft"].as_bool().unwrap_or(false),
+        };
+        s.pulls.push(pull.clone());
+        (pull, s.pull_delay)
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    (StatusCode::CREATED, Json(pull_json(&pull))).into_response()
+}
+
+/// `PATCH /repos/{owner}/{repo}/issues/comments/{id}`: a new body.
+async fn edit_comment(
+    State((state, _)): State<AppState>,
+    Path((_owner, _repo, id)): Path<(String, String, i64)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !authorized(&state, &headers, "edit a comment") {
+        return unauthorized();
+    }
+    let text = body["body"].as_str().unwrap_or_default().to_owned();
+    let mut s = state.lock().expect("fake state");
+    let Some(comment) = s.comments.iter_mut().find(|c| c.id == id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "message": "Not Found" })),
+        )
+            .into_response();
+    };
+    comment.body = text.clone();
+    let answer = comment_json(comment);
+    s.edits.push((id, text));
+    Json(answer).into_response()
 }

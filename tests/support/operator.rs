@@ -140,6 +140,9 @@ impl Operator {
             .controller;
         args.watch_namespace = Some(namespace.to_owned());
         args.pending_timeout = Duration::from_secs(30).into();
+        // The stories about replies count the thread's comments; the
+        // progress comment's own are in tests/change_to_pull_request.rs.
+        args.progress_comment = false;
         if let Some(github) = github {
             args.github.app_id = Some(1);
             args.github.app_private_key_file = Some(app_key());
@@ -180,19 +183,16 @@ pub enum Agent<'a> {
     Hangs,
     /// Sleeps this long, then reports this reply.
     RepliesAfter(Duration, &'a str),
+    /// Reports this report (a JSON body of the result route), then exits 0.
+    Reports(&'a serde_json::Value),
 }
 
 /// Writes an executable stand-in for `smolpaws agent` into `dir`, following
 /// the result contract with curl.
 pub fn stand_in_agent(dir: &Path, agent: Agent<'_>) -> PathBuf {
     std::fs::create_dir_all(dir).expect("creating the stand-in's directory");
-    let report = |reply: &str| {
+    let send = |body: &serde_json::Value| {
         let path = dir.join("report.json");
-        let body = json!({
-            "reply": reply,
-            "usage": { "promptTokens": 1200, "completionTokens": 80 },
-            "model": "stand-in",
-        });
         std::fs::write(&path, serde_json::to_vec(&body).expect("JSON"))
             .expect("writing the report");
         format!(
@@ -200,10 +200,18 @@ pub fn stand_in_agent(dir: &Path, agent: Agent<'_>) -> PathBuf {
             path.display()
         )
     };
+    let report = |reply: &str| {
+        send(&json!({
+            "reply": reply,
+            "usage": { "promptTokens": 1200, "completionTokens": 80 },
+            "model": "stand-in",
+        }))
+    };
     let action = match agent {
         Agent::Replies(reply) => report(reply),
         Agent::Exits(code) => format!("exit {code}"),
         Agent::Hangs => "exec sleep 600".to_owned(),
+        Agent::Reports(body) => send(body),
         Agent::RepliesAfter(delay, reply) => {
             format!("sleep {:.1}\n{}", delay.as_secs_f64(), report(reply))
         }

@@ -28,6 +28,8 @@ pub fn issue_spec(repository: &str, comment_id: i64, author: &str) -> AgentRunSp
             head: None,
             post_reply: true,
             delivery_id: None,
+            changes: None,
+            allow_workflow_changes: false,
         },
         sandbox: Default::default(),
         agent: None,

@@ -211,6 +211,12 @@ fn context(
         pending_timeout: config.pending_timeout,
         run_timeout: config.run_timeout,
         ttl: config.ttl,
+        changes: config.changes,
+        // Its GitHub calls are told in tests/change_to_pull_request.rs.
+        progress: crate::controller::progress::ProgressSettings {
+            enabled: false,
+            ..config.progress
+        },
         runs: store,
         ahead: Mutex::new(crate::controller::admission::Ahead::default()),
         failures: crate::controller::retry::Failures::default(),
@@ -499,6 +505,7 @@ async fn an_agent_that_reports_a_failed_llm_fails_the_run_with_its_own_reply() {
         },
         model: None,
         outcome: Outcome::LlmFailed,
+        change: None,
     });
     let reported = run("run-1", status);
     let mut calls = vec![
@@ -603,6 +610,7 @@ fn succeeded(name: &str) -> AgentRun {
         usage: TokenUsage::default(),
         model: None,
         outcome: Outcome::Finished,
+        change: None,
     });
     status.finished_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         Timestamp::now(),
