@@ -52,10 +52,12 @@ fn targets(url: &str, deliveries: impl Iterator<Item = (String, PathBuf, String)
 }
 
 /// The apiserver's own create latency for AgentRuns like those the intake
-/// stores, sampled `per_second` times a second until `stop` is cancelled.
+/// stores, sampled `per_second` times a second until `stop` is cancelled;
+/// the runs are named after `label`.
 async fn sample_creates(
     runs: Api<AgentRun>,
     template: AgentRun,
+    label: String,
     per_second: u64,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Vec<Duration>> {
@@ -65,7 +67,7 @@ async fn sample_creates(
     while !stop.is_cancelled() {
         tick.tick().await;
         let mut run = template.clone();
-        run.metadata.name = Some(format!("floor-{}-{index}", std::process::id()));
+        run.metadata.name = Some(format!("{label}-{index}"));
         index += 1;
         let started = Instant::now();
         runs.create(&PostParams::default(), &run).await?;
@@ -233,6 +235,11 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut payload: Value = serde_json::from_str(&std::fs::read_to_string(fixture)?)?;
     payload["comment"]["body"] = "@smolpaws why does the parser drop trailing commas?".into();
+    // Fresh, or the intake ignores it as a stale redelivery.
+    payload["comment"]["created_at"] = k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+        .into();
     let secret = SecretString::from(SECRET);
     let url = format!("{base}/webhooks/github");
     let version = client.apiserver_version().await?.git_version;
@@ -276,6 +283,7 @@ async fn main() -> anyhow::Result<()> {
         let sampling = tokio::spawn(sample_creates(
             runs.clone(),
             template.clone(),
+            format!("floor-{rate}"),
             10,
             stop.clone(),
         ));
