@@ -30,7 +30,13 @@ printf '(%s bytes; %s)\n\n' "$size" "$(file -b "$binary" | cut -d, -f1-2)"
 # they sum to less than the file.
 echo "| crate | bytes | share of the stripped file |"
 echo "| --- | --- | --- |"
-nm -S -C --defined-only "$binary" | awk -v total="$size" '
+nm -S -C --defined-only "$binary" | awk '
+	function hex(digits, n, i) {
+		n = 0
+		digits = tolower(digits)
+		for (i = 1; i <= length(digits); i++) n = n * 16 + index("0123456789abcdef", substr(digits, i, 1)) - 1
+		return n
+	}
 	NF >= 4 {
 		name = $4
 		for (i = 5; i <= NF; i++) name = name " " $i
@@ -38,7 +44,7 @@ nm -S -C --defined-only "$binary" | awk -v total="$size" '
 		crate = name
 		if (index(name, "::") > 0) crate = substr(name, 1, index(name, "::") - 1)
 		else crate = "(C and unnamed)"
-		bytes[crate] += strtonum("0x" $2)
+		bytes[crate] += hex($2)
 	}
 	END {
 		for (c in bytes) printf "%d %s\n", bytes[c], c
