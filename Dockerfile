@@ -13,8 +13,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY benches benches
-RUN cargo build --release --locked --no-default-features --target x86_64-unknown-linux-musl --bin smolpaws \
-    && cp target/x86_64-unknown-linux-musl/release/smolpaws /smolpaws
+RUN cargo build --profile dist --locked --no-default-features --target x86_64-unknown-linux-musl --bin smolpaws \
+    && cp target/x86_64-unknown-linux-musl/dist/smolpaws /smolpaws
 
 # git, for the controller: it checks each agent's bundle and pushes it.
 # Sandboxes take only the static binary from this image.

@@ -1,13 +1,18 @@
-//! End-to-end intake load on loopback: the release `smolpaws intake` binary
-//! against a local kube-apiserver and etcd, driven by vegeta at a fixed rate.
-//! Prints latency percentiles from request to answer, throughput, and the
-//! intake's memory.
+//! End-to-end intake load on loopback: the release `smolpaws intake` binary,
+//! pinned to one core, against a local kube-apiserver and etcd, driven by
+//! vegeta at fixed rates. Each accepted delivery is a new comment (its own
+//! body, signature and run). Prints latency percentiles from request to
+//! answer beside the apiserver's own create latency for the same AgentRun,
+//! sampled in the same run; the rate of refused (bad signature) deliveries;
+//! and the intake's memory.
 //!
 //! `bash benches/intake_load.sh` installs vegeta and runs this. Knobs:
-//! `RATE` (accepted deliveries per second, default 50), `SECONDS` (default 60).
+//! `RATES` (accepted deliveries per second, default "50 500"), `SECONDS`
+//! (default 30), `INTAKE_CPU` (the core the intake is pinned to, default 0;
+//! vegeta gets the others).
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,16 +37,10 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// One vegeta target per delivery id; the body (and so the signature) is the
-/// same for all, as GitHub's redeliveries are.
-fn targets(
-    url: &str,
-    body: &Path,
-    signature: &str,
-    deliveries: impl Iterator<Item = String>,
-) -> String {
+/// One vegeta target per (delivery id, body file, signature).
+fn targets(url: &str, deliveries: impl Iterator<Item = (String, PathBuf, String)>) -> String {
     let mut text = String::new();
-    for delivery in deliveries {
+    for (delivery, body, signature) in deliveries {
         let _ = write!(
             text,
             "POST {url}\nContent-Type: application/json\nX-GitHub-Event: issue_comment\n\
@@ -52,9 +51,40 @@ fn targets(
     text
 }
 
-/// Runs `vegeta attack` with `args` on `targets` and returns its JSON report.
+/// The apiserver's own create latency for AgentRuns like those the intake
+/// stores, sampled `per_second` times a second until `stop` is cancelled;
+/// the runs are named after `label`.
+async fn sample_creates(
+    runs: Api<AgentRun>,
+    template: AgentRun,
+    label: String,
+    per_second: u64,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut latencies = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / per_second));
+    let mut index = 0u64;
+    while !stop.is_cancelled() {
+        tick.tick().await;
+        let mut run = template.clone();
+        run.metadata.name = Some(format!("{label}-{index}"));
+        index += 1;
+        let started = Instant::now();
+        runs.create(&PostParams::default(), &run).await?;
+        latencies.push(started.elapsed());
+    }
+    Ok(latencies)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).copied().unwrap_or_default()
+}
+
+/// Runs `vegeta attack`, on `cpus`, with `args` on `targets` and returns its JSON report.
 fn attack(
     vegeta: &str,
+    cpus: &str,
     dir: &Path,
     name: &str,
     targets: &str,
@@ -63,7 +93,8 @@ fn attack(
     let targets_path = dir.join(format!("{name}.targets"));
     std::fs::write(&targets_path, targets)?;
     let results = dir.join(format!("{name}.bin"));
-    let status = Command::new(vegeta)
+    let status = Command::new("taskset")
+        .args(["-c", cpus, vegeta])
         .arg("attack")
         .arg("-format=http")
         .arg(format!("-targets={}", targets_path.display()))
@@ -104,8 +135,22 @@ fn resident_kib(pid: u32) -> Option<u64> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let vegeta = std::env::var("VEGETA").unwrap_or_else(|_| "vegeta".into());
-    let rate = env_number("RATE", 50);
-    let seconds = env_number("SECONDS", 60);
+    let rates: Vec<u64> = std::env::var("RATES")
+        .unwrap_or_else(|_| "50 500".into())
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("RATES: deliveries per second, separated by spaces")?;
+    let seconds = env_number("SECONDS", 30);
+    let intake_cpu = env_number("INTAKE_CPU", 0);
+    let cores = std::thread::available_parallelism()?.get() as u64;
+    ensure!(cores >= 2, "pinning the intake to one core needs two");
+    // vegeta (and only it, of the processes this bench starts) runs beside.
+    let load_cpus = (0..cores)
+        .filter(|cpu| *cpu != intake_cpu)
+        .map(|cpu| cpu.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
 
     let tools = Tools::locate().await?;
     let plane = ControlPlane::start(&tools).await?;
@@ -140,14 +185,22 @@ async fn main() -> anyhow::Result<()> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let mut intake = Command::new(env!("CARGO_BIN_EXE_smolpaws"));
+    let mut intake = Command::new("taskset");
     intake
+        .args([
+            "-c",
+            &intake_cpu.to_string(),
+            env!("CARGO_BIN_EXE_smolpaws"),
+        ])
         .args(["intake", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--namespace", NAMESPACE])
         .env("KUBECONFIG", plane.kubeconfig_path())
         .env("GITHUB_WEBHOOK_SECRET", SECRET)
         .env("ALLOWED_ACTORS", "Codertocat")
         .env("ALLOWED_OWNERS", "Codertocat")
+        // One actor sends every delivery here: no hourly cap.
+        .env("SMOLPAWS_RUNS_PER_ACTOR_PER_HOUR", "0")
+        .env("SMOLPAWS_RUNS_PER_REPO_PER_HOUR", "0")
         .env("RUST_LOG", "warn");
     let log = plane.dir().join("intake.log");
     let mut intake = Process::spawn("smolpaws intake", intake, &log)?;
@@ -182,78 +235,143 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut payload: Value = serde_json::from_str(&std::fs::read_to_string(fixture)?)?;
     payload["comment"]["body"] = "@smolpaws why does the parser drop trailing commas?".into();
+    // Fresh, or the intake ignores it as a stale redelivery.
+    payload["comment"]["created_at"] = k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+        .into();
+    let secret = SecretString::from(SECRET);
+    let url = format!("{base}/webhooks/github");
+    let version = client.apiserver_version().await?.git_version;
+    println!(
+        "intake load on loopback: release smolpaws intake pinned to CPU {intake_cpu}, vegeta on CPU {load_cpus}, kube-apiserver {version} + etcd (unpinned), all on one machine"
+    );
+    let runs: Api<AgentRun> = Api::namespaced(client.clone(), NAMESPACE);
+    let template: AgentRun = serde_json::from_value(serde_json::json!({
+        "apiVersion": "smolpaws.dev/v1alpha1", "kind": "AgentRun",
+        "metadata": { "name": "floor" },
+        "spec": {
+            "prompt": "why does the parser drop trailing commas?",
+            "github": { "repository": "Codertocat/Hello-World", "number": 1 },
+        },
+    }))?;
+    let mut comment = 1_000_000u64;
+    let mut rows = Vec::new();
+    for rate in rates {
+        // Each delivery a new comment, so each is stored as a new run.
+        let bodies = plane.dir().join(format!("bodies-{rate}"));
+        std::fs::create_dir_all(&bodies)?;
+        let mut deliveries = Vec::new();
+        for i in 0..rate * seconds {
+            comment += 1;
+            payload["comment"]["id"] = comment.into();
+            let body = serde_json::to_vec_pretty(&payload)?;
+            let path = bodies.join(format!("{comment}.json"));
+            std::fs::write(&path, &body)?;
+            deliveries.push((
+                format!("a0000000-0000-4000-8000-{i:012x}"),
+                path,
+                sign(&secret, &body),
+            ));
+        }
+        let before = runs
+            .list_metadata(&ListParams::default())
+            .await?
+            .items
+            .len();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let sampling = tokio::spawn(sample_creates(
+            runs.clone(),
+            template.clone(),
+            format!("floor-{rate}"),
+            10,
+            stop.clone(),
+        ));
+        let accepted = attack(
+            &vegeta,
+            &load_cpus,
+            plane.dir(),
+            &format!("accepted-{rate}"),
+            &targets(&url, deliveries.into_iter()),
+            &[&format!("-rate={rate}/s"), &format!("-duration={seconds}s")],
+        )?;
+        stop.cancel();
+        let mut floor = sampling.await??;
+        floor.sort();
+        let stored = runs
+            .list_metadata(&ListParams::default())
+            .await?
+            .items
+            .len()
+            .saturating_sub(before + floor.len());
+        std::fs::remove_dir_all(&bodies)?;
+        println!(
+            "accepted deliveries: {} sent at {rate}/s for {seconds}s, status codes {}, {stored} AgentRuns stored",
+            accepted["requests"], accepted["status_codes"]
+        );
+        println!(
+            "  latency to 202: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            millis(&accepted, "50th"),
+            millis(&accepted, "90th"),
+            millis(&accepted, "99th"),
+            millis(&accepted, "max")
+        );
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        rows.push(format!(
+            "| accepted webhook → 202 at {rate}/s for {seconds} s, p99 (p50) | {:.1} ms ({:.1} ms) | the apiserver's AgentRun create, {} sampled in the same run (floor) {:.1} ms ({:.1} ms) | {:.1}× | ≤ 20 ms at 500/s |",
+            millis(&accepted, "99th"),
+            millis(&accepted, "50th"),
+            floor.len(),
+            ms(percentile(&floor, 0.99)),
+            ms(percentile(&floor, 0.5)),
+            millis(&accepted, "99th") / ms(percentile(&floor, 0.99)),
+        ));
+    }
+
     let body = serde_json::to_vec_pretty(&payload)?;
     let body_path = plane.dir().join("delivery.json");
     std::fs::write(&body_path, &body)?;
-    let signature = sign(&SecretString::from(SECRET), &body);
-    let url = format!("{base}/webhooks/github");
-
-    let total = rate * seconds;
-    let accepted_targets = targets(
-        &url,
-        &body_path,
-        &signature,
-        (0..total).map(|i| format!("a0000000-0000-4000-8000-{i:012x}")),
-    );
-    let accepted = attack(
-        &vegeta,
-        plane.dir(),
-        "accepted",
-        &accepted_targets,
-        &[&format!("-rate={rate}/s"), &format!("-duration={seconds}s")],
-    )?;
-    let stored = Api::<AgentRun>::namespaced(client.clone(), NAMESPACE)
-        .list_metadata(&ListParams::default())
-        .await?
-        .items
-        .len();
-
     let bad_signature = sign(&SecretString::from("wrong"), &body);
     let rejected_targets = targets(
         &url,
-        &body_path,
-        &bad_signature,
-        std::iter::once("b0000000-0000-4000-8000-000000000000".to_owned()),
+        std::iter::once((
+            "b0000000-0000-4000-8000-000000000000".to_owned(),
+            body_path,
+            bad_signature,
+        )),
     );
     let rejected = attack(
         &vegeta,
+        &load_cpus,
         plane.dir(),
         "rejected",
         &rejected_targets,
         &["-rate=0", "-max-workers=32", "-duration=15s"],
     )?;
-
-    let version = client.apiserver_version().await?.git_version;
     println!(
-        "intake load on loopback: release smolpaws intake, kube-apiserver {version} + etcd, vegeta, all on one machine"
-    );
-    println!(
-        "accepted deliveries: {} sent at {rate}/s for {seconds}s, status codes {}, {stored} AgentRuns stored",
-        accepted["requests"], accepted["status_codes"]
-    );
-    println!(
-        "  latency to 202: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        millis(&accepted, "50th"),
-        millis(&accepted, "90th"),
-        millis(&accepted, "99th"),
-        millis(&accepted, "max")
-    );
-    println!(
-        "rejected deliveries (bad signature, 32 workers, 15s): {} requests, {:.0} requests/s, status codes {}",
-        rejected["requests"],
-        rejected["rate"].as_f64().unwrap_or(f64::NAN),
-        rejected["status_codes"]
+        "rejected deliveries (bad signature, 32 workers, 15s): {} requests, status codes {}",
+        rejected["requests"], rejected["status_codes"]
     );
     println!(
         "  latency to 401: p50 {:.3} ms, p99 {:.3} ms",
         millis(&rejected, "50th"),
         millis(&rejected, "99th")
     );
+    rows.push(format!(
+        "| rejected (bad signature) deliveries per second, intake on one core | {:.0}/s | — | | ≥ 20,000/s |",
+        rejected["rate"].as_f64().unwrap_or(f64::NAN),
+    ));
     if let Some(kib) = resident_kib(intake.id()) {
         println!(
             "intake peak resident memory: {:.1} MiB",
             kib as f64 / 1024.0
         );
+    }
+    println!(
+        "\n| measure | figure | beside it | ratio | target |\n| --- | --- | --- | --- | --- |"
+    );
+    for row in rows {
+        println!("{row}");
     }
     drop(intake);
     Ok(())

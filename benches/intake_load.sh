@@ -2,7 +2,7 @@
 # End-to-end intake load benchmark: installs vegeta (a maintained HTTP load
 # generator, built from the Go module proxy into the tools cache) and runs
 # benches/intake_load.rs, which prints the figures.
-#   RATE=50 SECONDS=60 bash benches/intake_load.sh
+#   RATES="50 500" SECONDS=30 bash benches/intake_load.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${XDG_CACHE_HOME:-$HOME/.cache}/smolpaws/tools/vegeta-v12.13.0"

@@ -29,8 +29,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 
 use crate::api::AgentRun;
 use crate::github::GitHub;
@@ -227,7 +227,16 @@ pub async fn run(
     // apiserver anyway.
     let limits =
         kube::runtime::controller::Config::default().concurrency(config.reconcile_concurrency);
-    let controller = Controller::new(runs, watcher::Config::default())
+    // The store holds every run for the controller's life, finished ones
+    // included. Their managedFields (the apiserver's record of who wrote
+    // which field) are a large share of each object and nothing here reads
+    // them, so they are dropped before the store keeps the run.
+    let (store, writer) = reflector::store();
+    let watched = watcher(runs, watcher::Config::default())
+        .modify(|run: &mut AgentRun| run.metadata.managed_fields = None)
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(watched, store)
         .with_config(limits)
         .owns(
             pods,

@@ -2,15 +2,11 @@
 //! the AgentRun it asks for. No I/O happens here, so the fuzz target and the
 //! benchmark exercise exactly what the server runs.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use octocrab::models::webhook_events::payload::{
-    IssueCommentWebhookEventAction, IssueCommentWebhookEventPayload,
-    PullRequestReviewCommentWebhookEventAction, PullRequestReviewCommentWebhookEventPayload,
-};
-use octocrab::models::webhook_events::{WebhookEvent, WebhookEventPayload};
-
+use super::payload::{self, IssueCommentPayload, ReviewCommentPayload};
 use super::policy::{Denial, Policy, Requester};
 use super::run::RunRequest;
 use super::trigger::Mention;
@@ -116,15 +112,18 @@ pub enum InvalidPayload {
 }
 
 /// The parts of a comment event that decide a run, common to both kinds.
-struct CommentEvent {
-    action: Option<String>,
+struct CommentEvent<'a> {
+    action: Cow<'a, str>,
     created_at: SystemTime,
-    body: String,
-    author: String,
+    body: Cow<'a, str>,
     number: u64,
     pull_request: bool,
-    comment: TriggerComment,
+    /// `None` when the comment has no usable id or author.
+    comment: Option<TriggerComment>,
     head: Option<PullRequestHead>,
+    repository: Option<payload::Repository<'a>>,
+    sender: Option<payload::User<'a>>,
+    installation: Option<u64>,
 }
 
 /// The events that can trigger a run.
@@ -142,47 +141,44 @@ pub fn decide(
     if event == "ping" {
         return Ok(Decision::Pong);
     }
-    if !TRIGGER_EVENTS.contains(&event) {
-        return Ok(Decision::Ignored(Ignored::Event(event.to_owned())));
-    }
-    let malformed = |source| InvalidPayload::Malformed {
-        event: event.to_owned(),
-        source,
-    };
     let missing = |field| InvalidPayload::Missing {
         event: event.to_owned(),
         field,
     };
-    let parsed = match WebhookEvent::try_from_header_and_body(event, body) {
+    let parsed = match event {
+        "issue_comment" => serde_json::from_slice(body).map(issue_comment),
+        "pull_request_review_comment" => serde_json::from_slice(body).map(review_comment),
+        _ => return Ok(Decision::Ignored(Ignored::Event(event.to_owned()))),
+    };
+    let event_comment = match parsed {
         Ok(parsed) => parsed,
-        // An edit or a deletion is ignored whatever else its payload holds,
-        // even fields the full event model refuses (an installation without
-        // `node_id`, as test tools and some GitHub Enterprise versions send).
-        Err(error) => match ignored_action(body) {
+        // An edit or a deletion is ignored whatever else its payload holds.
+        Err(source) => match ignored_action(body) {
             Some(action) => return Ok(Decision::Ignored(Ignored::Action(action))),
-            None => return Err(malformed(error)),
+            None => {
+                return Err(InvalidPayload::Malformed {
+                    event: event.to_owned(),
+                    source,
+                });
+            }
         },
     };
-    let comment = match parsed.specific {
-        WebhookEventPayload::IssueComment(payload) => issue_comment(*payload),
-        WebhookEventPayload::PullRequestReviewComment(payload) => review_comment(*payload),
-        _ => return Ok(Decision::Ignored(Ignored::Event(event.to_owned()))),
+    if event_comment.action != "created" {
+        return Ok(Decision::Ignored(Ignored::Action(
+            event_comment.action.into_owned(),
+        )));
     }
-    .ok_or_else(|| missing("comment"))?;
-
-    if let Some(action) = comment.action {
-        return Ok(Decision::Ignored(Ignored::Action(action)));
-    }
-    let sender = parsed.sender.ok_or_else(|| missing("sender"))?;
+    let comment = event_comment.comment.ok_or_else(|| missing("comment"))?;
+    let sender = event_comment.sender.ok_or_else(|| missing("sender"))?;
     if let Some(app) = &rules.app_login
         && (sender.login.eq_ignore_ascii_case(app) || comment.author.eq_ignore_ascii_case(app))
     {
         return Ok(Decision::Ignored(Ignored::OwnComment));
     }
-    if sender.r#type == "Bot" || comment.author.ends_with("[bot]") {
-        return Ok(Decision::Ignored(Ignored::Bot(sender.login)));
+    if sender.kind == "Bot" || comment.author.ends_with("[bot]") {
+        return Ok(Decision::Ignored(Ignored::Bot(sender.login.into_owned())));
     }
-    let Some(prompt) = rules.mention.request(&comment.body) else {
+    let Some(prompt) = rules.mention.request(&event_comment.body) else {
         return Ok(Decision::Ignored(Ignored::NoMention));
     };
     if prompt.is_empty() {
@@ -190,21 +186,25 @@ pub fn decide(
     }
     if let Some(max_age) = rules.max_age {
         // A comment dated ahead of this clock is as fresh as can be.
-        let age = now.duration_since(comment.created_at).unwrap_or_default();
+        let age = now
+            .duration_since(event_comment.created_at)
+            .unwrap_or_default();
         if age > max_age + CLOCK_SKEW {
             return Ok(Decision::Ignored(Ignored::Stale { age, max_age }));
         }
     }
 
-    let repository = parsed.repository.ok_or_else(|| missing("repository"))?;
-    let repository_id = Some(repository.id.into_inner())
+    let repository = event_comment
+        .repository
+        .ok_or_else(|| missing("repository"))?;
+    let repository_id = Some(repository.id)
         .filter(|id| *id > 0)
         .ok_or_else(|| missing("repository.id"))?;
     let repository = repository
         .full_name
         .filter(|name| name.split('/').count() == 2)
         .ok_or_else(|| missing("repository.full_name"))?;
-    let installation = parsed.installation.map(|i| i.id().into_inner());
+    let installation = event_comment.installation;
     let requester = Requester {
         actor: &comment.author,
         repository: &repository,
@@ -218,11 +218,11 @@ pub fn decide(
         delivery: delivery.to_owned(),
         repository_id,
         installation,
-        repository,
-        number: i64::try_from(comment.number).map_err(|_| missing("number"))?,
-        pull_request: comment.pull_request,
-        comment: comment.comment,
-        head: comment.head,
+        repository: repository.into_owned(),
+        number: i64::try_from(event_comment.number).map_err(|_| missing("number"))?,
+        pull_request: event_comment.pull_request,
+        comment,
+        head: event_comment.head,
         prompt,
     };
     Ok(Decision::Run(Box::new(
@@ -230,80 +230,213 @@ pub fn decide(
     )))
 }
 
-/// The action of a payload the event model could not read, when it is one
-/// that never triggers.
+/// The action of a payload that could not be read, when it is one that never
+/// triggers.
 fn ignored_action(body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
-    struct Head {
-        action: Option<String>,
+    struct Head<'a> {
+        #[serde(borrow)]
+        action: Option<Cow<'a, str>>,
     }
     let head: Head = serde_json::from_slice(body).ok()?;
-    head.action.filter(|action| action != "created")
+    head.action
+        .filter(|action| action != "created")
+        .map(Cow::into_owned)
 }
 
 fn id(value: u64) -> Option<i64> {
     i64::try_from(value).ok().filter(|id| *id > 0)
 }
 
-fn issue_comment(payload: IssueCommentWebhookEventPayload) -> Option<CommentEvent> {
-    let created = matches!(payload.action, IssueCommentWebhookEventAction::Created);
+fn issue_comment(payload: IssueCommentPayload<'_>) -> CommentEvent<'_> {
     let comment = payload.comment;
-    Some(CommentEvent {
-        action: (!created).then(|| format!("{:?}", payload.action).to_lowercase()),
-        created_at: comment.created_at.into(),
+    let author = comment.user.login.into_owned();
+    CommentEvent {
+        action: payload.action,
+        created_at: comment.created_at,
         body: comment.body.unwrap_or_default(),
-        author: comment.user.login.clone(),
         number: payload.issue.number,
         pull_request: payload.issue.pull_request.is_some(),
-        comment: TriggerComment {
-            id: id(comment.id.into_inner())?,
+        comment: id(comment.id).map(|id| TriggerComment {
+            id,
             kind: CommentKind::IssueComment,
-            html_url: comment.html_url.to_string(),
-            author: comment.user.login,
+            html_url: comment.html_url.into_owned(),
+            author,
             review: None,
-        },
+        }),
         head: None,
-    })
+        repository: payload.repository,
+        sender: payload.sender,
+        installation: payload.installation.map(|i| i.id),
+    }
 }
 
-fn review_comment(payload: PullRequestReviewCommentWebhookEventPayload) -> Option<CommentEvent> {
-    let created = matches!(
-        payload.action,
-        PullRequestReviewCommentWebhookEventAction::Created
-    );
+fn review_comment(payload: ReviewCommentPayload<'_>) -> CommentEvent<'_> {
     let comment = payload.comment;
-    let author = comment.user?.login;
     let head = payload.pull_request.head;
-    Some(CommentEvent {
-        action: (!created).then(|| format!("{:?}", payload.action).to_lowercase()),
-        created_at: comment.created_at.into(),
+    let trigger = |comment_id, author: payload::User<'_>| TriggerComment {
+        id: comment_id,
+        kind: CommentKind::ReviewComment,
+        html_url: comment.html_url.into_owned(),
+        author: author.login.into_owned(),
+        review: Some(ReviewContext {
+            path: comment.path.into_owned(),
+            line: comment.line.and_then(|line| i64::try_from(line).ok()),
+            side: match comment.side.as_deref() {
+                Some("LEFT") => Some(DiffSide::Left),
+                Some("RIGHT") => Some(DiffSide::Right),
+                _ => None,
+            },
+            diff_hunk: comment.diff_hunk.into_owned(),
+            commit_id: comment.commit_id.into_owned(),
+            in_reply_to: comment.in_reply_to_id.and_then(id),
+        }),
+    };
+    CommentEvent {
+        action: payload.action,
+        created_at: comment.created_at,
         body: comment.body,
-        author: author.clone(),
         number: payload.pull_request.number,
         pull_request: true,
-        comment: TriggerComment {
-            id: id(comment.id.into_inner())?,
-            kind: CommentKind::ReviewComment,
-            html_url: comment.html_url,
-            author,
-            review: Some(ReviewContext {
-                path: comment.path,
-                line: comment.line.and_then(|line| i64::try_from(line).ok()),
-                side: match comment.side.as_deref() {
-                    Some("LEFT") => Some(DiffSide::Left),
-                    Some("RIGHT") => Some(DiffSide::Right),
-                    _ => None,
-                },
-                diff_hunk: comment.diff_hunk,
-                commit_id: comment.commit_id,
-                in_reply_to: comment
-                    .in_reply_to_id
-                    .and_then(|parent| id(parent.into_inner())),
-            }),
-        },
+        comment: id(comment.id)
+            .zip(comment.user)
+            .map(|(id, user)| trigger(id, user)),
         head: Some(PullRequestHead {
-            git_ref: head.ref_field,
-            sha: head.sha,
+            git_ref: head.git_ref.into_owned(),
+            sha: head.sha.into_owned(),
         }),
-    })
+        repository: payload.repository,
+        sender: payload.sender,
+        installation: payload.installation.map(|i| i.id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn rules() -> Rules {
+        Rules {
+            mention: "@smolpaws".parse().expect("a valid mention"),
+            policy: Policy::new(["Codertocat".into()], ["Codertocat".into()], [], []),
+            app_login: Some("smolpaws[bot]".into()),
+            backend: SandboxBackend::default(),
+            max_age: None,
+        }
+    }
+
+    fn fixture(name: &str, body: &str) -> Value {
+        let path = format!(
+            "{}/tests/fixtures/github/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).expect("the fixture is readable");
+        let mut payload: Value = serde_json::from_str(&text).expect("the fixture is JSON");
+        payload["comment"]["body"] = json!(body);
+        payload
+    }
+
+    fn judge(event: &str, payload: &Value) -> Result<Decision, InvalidPayload> {
+        let body = serde_json::to_vec(payload).expect("JSON serializes");
+        decide(&rules(), event, "d", &body, SystemTime::now())
+    }
+
+    #[test]
+    fn an_installation_without_node_id_still_makes_a_run() {
+        let mut payload = fixture(
+            "issue_comment_created.with-installation.json",
+            "@smolpaws hi",
+        );
+        payload["installation"] = json!({ "id": 7 });
+        let Ok(Decision::Run(run)) = judge("issue_comment", &payload) else {
+            panic!("no run");
+        };
+        assert_eq!(run.spec.github.installation_id, Some(7));
+    }
+
+    #[test]
+    fn fields_no_decision_reads_may_be_absent() {
+        let mut payload = fixture("pull_request_review_comment_created.json", "@smolpaws look");
+        for pointer in ["/comment", "/pull_request", "/repository", "/sender"] {
+            let Some(Value::Object(object)) = payload.pointer_mut(pointer) else {
+                panic!("{pointer} is an object");
+            };
+            object.retain(|key, _| {
+                [
+                    "id",
+                    "created_at",
+                    "body",
+                    "user",
+                    "html_url",
+                    "path",
+                    "diff_hunk",
+                    "commit_id",
+                    "number",
+                    "head",
+                    "full_name",
+                    "login",
+                    "type",
+                ]
+                .contains(&key.as_str())
+            });
+        }
+        payload["comment"]["user"] = json!({ "login": "Codertocat", "type": "User" });
+        let Ok(Decision::Run(run)) = judge("pull_request_review_comment", &payload) else {
+            panic!("no run");
+        };
+        let review = run.spec.github.comment.and_then(|c| c.review);
+        assert_eq!(review.map(|r| r.path), Some("README.md".to_owned()));
+    }
+
+    #[test]
+    fn an_edit_is_only_ignored_whatever_its_payload_lacks() {
+        let mut payload = fixture("pull_request_review_comment_edited.json", "@smolpaws x");
+        payload["comment"]["user"] = Value::Null;
+        payload["comment"]["id"] = json!(0);
+        payload["installation"] = json!({ "id": 1 });
+        assert!(matches!(
+            judge("pull_request_review_comment", &payload),
+            Ok(Decision::Ignored(Ignored::Action(action))) if action == "edited"
+        ));
+        payload
+            .as_object_mut()
+            .expect("an object")
+            .remove("comment");
+        assert!(matches!(
+            judge("pull_request_review_comment", &payload),
+            Ok(Decision::Ignored(Ignored::Action(action))) if action == "edited"
+        ));
+    }
+
+    #[test]
+    fn a_created_comment_without_what_a_decision_needs_is_refused() {
+        let payload = fixture("issue_comment_created.json", "@smolpaws hi");
+        for (pointer, value) in [
+            ("/comment/created_at", json!("yesterday")),
+            ("/comment/user", Value::Null),
+            ("/sender/type", Value::Null),
+            ("/issue/number", json!(-1)),
+        ] {
+            let mut broken = payload.clone();
+            *broken.pointer_mut(pointer).expect("the field exists") = value;
+            assert!(
+                matches!(
+                    judge("issue_comment", &broken),
+                    Err(InvalidPayload::Malformed { .. })
+                ),
+                "{pointer}"
+            );
+        }
+        let mut no_id = payload.clone();
+        no_id["comment"]["id"] = json!(0);
+        assert!(matches!(
+            judge("issue_comment", &no_id),
+            Err(InvalidPayload::Missing {
+                field: "comment",
+                ..
+            })
+        ));
+    }
 }

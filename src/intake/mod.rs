@@ -11,6 +11,7 @@ pub mod config;
 pub mod delivery;
 mod handler;
 pub mod metrics;
+mod payload;
 pub mod policy;
 pub mod run;
 pub mod signature;
