@@ -307,8 +307,10 @@ async fn failures_and_timeouts_end_in_the_right_phase_and_are_answered() {
             _ => Behaviour::Waiting("ImagePullBackOff"),
         }
     });
+    // Long enough for a pod that does start to start on a loaded machine;
+    // the one that never starts waits it out.
     let _operator = Operator::start(client.clone(), &ns, Some(&github.url), |args| {
-        args.pending_timeout = Duration::from_secs(2).into();
+        args.pending_timeout = Duration::from_secs(10).into();
         args.max_runs_per_repo = 10;
     })
     .await;
