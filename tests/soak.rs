@@ -439,11 +439,7 @@ async fn comments_get_one_run_and_one_reply_through_kills_chaos_and_attacks() {
     let comments = size.comments();
     let drained = tokio::time::timeout(size.drain_limit, async {
         loop {
-            let replied = github
-                .comments()
-                .iter()
-                .filter(|c| c.author == "smolpaws[bot]")
-                .count();
+            let replied = github.comments().iter().filter(|c| is_reply(c)).count();
             if replied >= comments {
                 return;
             }
@@ -459,7 +455,7 @@ async fn comments_get_one_run_and_one_reply_through_kills_chaos_and_attacks() {
     let replies: Vec<_> = github
         .comments()
         .into_iter()
-        .filter(|c| c.author == "smolpaws[bot]")
+        .filter(|c| is_reply(c))
         .collect();
     let mut per_thread: HashMap<(String, i64), usize> = HashMap::new();
     for reply in &replies {
@@ -516,6 +512,12 @@ async fn comments_get_one_run_and_one_reply_through_kills_chaos_and_attacks() {
             "{count} {kind} deliveries were answered {status}"
         );
     }
+}
+
+/// Whether `comment` is a run's reply: the App's, and not the progress
+/// comment it keeps up to date beside it.
+fn is_reply(comment: &support::fake_github::Comment) -> bool {
+    comment.author == "smolpaws[bot]" && !comment.body.contains("<!-- smolpaws:progress")
 }
 
 /// The status in an HTTP status line; 0 when the intake closed the
