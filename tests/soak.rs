@@ -452,11 +452,7 @@ async fn comments_get_one_run_and_one_reply_through_kills_chaos_and_attacks() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     sampler.abort();
     let listed = runs.list(&ListParams::default()).await.expect("list");
-    let replies: Vec<_> = github
-        .comments()
-        .into_iter()
-        .filter(|c| is_reply(c))
-        .collect();
+    let replies: Vec<_> = github.comments().into_iter().filter(is_reply).collect();
     let mut per_thread: HashMap<(String, i64), usize> = HashMap::new();
     for reply in &replies {
         *per_thread
