@@ -322,20 +322,11 @@ impl GitHub {
         repository: &str,
         number: i64,
     ) -> Result<PullRequestHead, Error> {
-        #[derive(Deserialize)]
-        struct PullRequest {
-            head: PullRequestHead,
-        }
-        let action = format!("read the head of pull request {number} in {repository}");
-        let pull: PullRequest = send(
-            &self.installation(installation)?,
-            http::Method::GET,
-            &format!("/repos/{repository}/pulls/{number}"),
-            None,
-            &action,
-        )
-        .await?;
-        Ok(pull.head)
+        let head = self.pull_head(installation, repository, number).await?;
+        Ok(PullRequestHead {
+            git_ref: head.branch,
+            sha: head.sha,
+        })
     }
 
     /// The reply carrying `marker` in `thread`, if one was posted since
