@@ -18,7 +18,7 @@ use smolpaws::api::{
     ReviewContext,
 };
 use smolpaws::controller::ControllerArgs;
-use support::fake_github::{FakeGitHub, Scripted};
+use support::fake_github::{BOT_USER_ID, FakeGitHub, Scripted};
 use support::fake_llm::{FakeLlm, Reply};
 use support::git_http::GitHttp;
 use support::git_remote::git;
@@ -286,8 +286,16 @@ async fn an_issue_comment_becomes_a_branch_and_a_draft_pull_request() {
         git(&scene.bare, &["show", &format!("{branch}:README.md")]),
         "fixed"
     );
-    let log = git(&scene.bare, &["log", "-1", "--format=%an%n%s%n%b", &branch]);
-    assert!(log.starts_with("smolpaws[bot]\nFix the README\n"), "{log}");
+    // By the App's bot, as GitHub shows its commits: its slug and its bot
+    // user's id, read from the fake's `/app` and `/users`.
+    let log = git(
+        &scene.bare,
+        &["log", "-1", "--format=%an%n%ae%n%cn%n%s%n%b", &branch],
+    );
+    let bot = format!(
+        "smolpaws[bot]\n{BOT_USER_ID}+smolpaws[bot]@users.noreply.github.com\nsmolpaws[bot]\nFix the README\n"
+    );
+    assert!(log.starts_with(&bot), "{log}");
     assert!(log.contains("issuecomment-4242"), "{log}");
 
     // A draft pull request onto main that references the issue.
@@ -336,6 +344,10 @@ async fn an_issue_comment_becomes_a_branch_and_a_draft_pull_request() {
     assert_eq!(scene.git.refused_pushes(), vec![sandbox_token.clone()]);
     assert!(scene.github.revoked().contains(write[0].0));
     assert_eq!(scene.git.pushes(), 1);
+    assert!(
+        scene.github.check_runs().is_empty(),
+        "an issue's run has no check run"
+    );
     let calls = scene.github.calls();
     eprintln!(
         "GitHub API calls of a run with a branch and a pull request: {} {calls:#?}",
@@ -357,6 +369,7 @@ async fn a_run_without_a_change_only_replies() {
     assert!(run.status.expect("a status").change.is_none());
     assert!(scene.github.pulls().is_empty());
     assert!(scene.smolpaws_branches().is_empty());
+    assert!(scene.github.check_runs().is_empty());
     assert!(
         scene
             .github
@@ -569,6 +582,11 @@ async fn oversized_and_malformed_bundles_are_refused_and_nothing_is_pushed() {
             .iter()
             .all(|c| c.body.contains("The change was not pushed"))
     );
+    // The App's bot identity was read once for both runs.
+    let calls = scene.github.calls();
+    let reads = |call: &str| calls.iter().filter(|c| *c == call).count();
+    assert_eq!(reads("GET /app"), 1, "{calls:#?}");
+    assert_eq!(reads("GET /users/smolpaws%5Bbot%5D"), 1, "{calls:#?}");
 }
 
 #[tokio::test]
@@ -721,4 +739,188 @@ async fn the_progress_comment_is_edited_in_order_and_created_once_across_a_resta
         "GitHub API calls of a run with a branch, a pull request and a progress comment (one controller restart): {} {calls:#?}",
         calls.len()
     );
+}
+
+/// A run asked for in conversation comment `comment_id` on pull request 7:
+/// its webhook carries no head, so the controller pins it.
+fn pull_request_comment_spec(comment_id: i64) -> AgentRunSpec {
+    let mut spec = issue_spec(REPO, comment_id, "Codertocat");
+    spec.prompt = "Say reviewed in the README".into();
+    spec.github.pull_request = true;
+    spec
+}
+
+impl Scene {
+    /// The one check run, once it is completed.
+    async fn completed_check(&self) -> support::fake_github::CheckRun {
+        eventually("the check run completes", || {
+            self.github
+                .check_runs()
+                .iter()
+                .any(|c| c.state().0 == "completed")
+        })
+        .await;
+        let checks = self.github.check_runs();
+        assert_eq!(checks.len(), 1, "one check run: {checks:#?}");
+        checks.into_iter().next().expect("a check run")
+    }
+}
+
+#[tokio::test]
+async fn a_pull_request_run_shows_one_check_run_on_its_pinned_head_until_it_succeeds() {
+    let scene = Scene::reviewed("check-success").await;
+    scene
+        .github
+        .seed_pull(REPO, 7, "feature", &scene.feature, REPO);
+    scene
+        .create("checked", pull_request_comment_spec(5151))
+        .await;
+    let run = until(&scene.runs, "checked", "replied", replied).await;
+    let check = scene.completed_check().await;
+    let status = scene
+        .runs
+        .get("checked")
+        .await
+        .expect("the run")
+        .status
+        .expect("a status");
+    assert_eq!(
+        status.head.as_ref().map(|h| h.sha.as_str()),
+        Some(scene.feature.as_str()),
+        "the head was pinned"
+    );
+    assert_eq!(check.head_sha, scene.feature);
+    assert_eq!(check.name, "smolpaws");
+    assert_eq!(check.external_id, run.metadata.uid);
+    assert_eq!(status.check.map(|c| c.id), Some(check.id));
+    let states: Vec<(&str, Option<&str>)> = check
+        .states
+        .iter()
+        .map(|(status, conclusion)| (status.as_str(), conclusion.as_deref()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("queued", None),
+            ("in_progress", None),
+            ("completed", Some("success"))
+        ]
+    );
+    // It links the reply and the commit pushed to the pull request.
+    let reply = status.reply.expect("a reply");
+    let tip = git(&scene.bare, &["rev-parse", "feature"]);
+    assert_eq!(check.title, "Pushed the change and replied");
+    assert!(check.summary.contains(&reply.html_url), "{}", check.summary);
+    assert!(
+        check.summary.contains(&format!("/commit/{tip}")),
+        "{}",
+        check.summary
+    );
+    assert_eq!(check.details_url.as_deref(), Some(reply.html_url.as_str()));
+    assert!(check.completed_at.is_some());
+    let calls = scene.github.calls();
+    eprintln!(
+        "GitHub API calls of a pull request's run with a check run and a commit: {} {calls:#?}",
+        calls.len()
+    );
+}
+
+#[tokio::test]
+async fn a_failing_pull_request_run_completes_its_check_run_as_a_failure() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let agent = stand_in_agent(dir.path(), Agent::Exits(3));
+    let scene = Scene::new("check-failure", Vec::new(), Some(agent)).await;
+    scene
+        .github
+        .seed_pull(REPO, 7, "feature", &scene.feature, REPO);
+    scene
+        .create("broken", pull_request_comment_spec(5252))
+        .await;
+    until(&scene.runs, "broken", "replied", replied).await;
+    let check = scene.completed_check().await;
+    assert_eq!(check.state(), ("completed", Some("failure")));
+    assert_eq!(check.title, "Could not finish");
+    assert!(check.summary.contains("exit"), "{}", check.summary);
+    assert_eq!(scene.github.comments().len(), 1);
+}
+
+#[tokio::test]
+async fn an_app_without_checks_write_gets_no_check_run_and_still_one_reply() {
+    let scene = Scene::reviewed("check-forbidden").await;
+    scene.github.forbid_checks();
+    scene
+        .github
+        .seed_pull(REPO, 7, "feature", &scene.feature, REPO);
+    scene
+        .create("unchecked", pull_request_comment_spec(5353))
+        .await;
+    let run = until(&scene.runs, "unchecked", "replied", replied).await;
+    let status = run.status.expect("a status");
+    assert!(status.check.is_none());
+    let skipped = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "CheckRun")
+        .expect("the skipped check run is noted");
+    assert_eq!(
+        (skipped.status.as_str(), skipped.reason.as_str()),
+        ("False", "CheckRunSkipped")
+    );
+    assert!(
+        skipped
+            .message
+            .contains("Resource not accessible by integration"),
+        "{}",
+        skipped.message
+    );
+    assert!(scene.github.check_runs().is_empty());
+    // Asked once, never again for this run.
+    let calls = scene.github.calls();
+    let checks: Vec<_> = calls.iter().filter(|c| c.contains("check-runs")).collect();
+    assert_eq!(checks.len(), 1, "{calls:#?}");
+    let comments = scene.github.comments();
+    assert_eq!(comments.len(), 1, "one reply: {comments:#?}");
+    assert!(comments[0].body.starts_with("Fixed it."));
+    assert_eq!(
+        status.change.map(|c| c.outcome),
+        Some(DeliveryOutcome::Pushed)
+    );
+}
+
+#[tokio::test]
+async fn a_controller_restarted_after_creating_the_check_run_creates_no_second() {
+    let mut scene = Scene::reviewed("check-restart").await;
+    scene
+        .github
+        .seed_pull(REPO, 7, "feature", &scene.feature, REPO);
+    // The check run is created, but the answer comes too late for the
+    // controller, which is killed meanwhile.
+    scene.github.delay_check_answers(Duration::from_secs(3));
+    scene
+        .create("restarted", pull_request_comment_spec(5454))
+        .await;
+    eventually("the check run is created", || {
+        !scene.github.check_runs().is_empty()
+    })
+    .await;
+    drop(scene.operator.take());
+    let run = scene.runs.get("restarted").await.expect("get");
+    assert!(
+        run.status.and_then(|s| s.check).is_none(),
+        "the check run was never recorded"
+    );
+    scene.start_operator().await;
+    let run = until(&scene.runs, "restarted", "replied", replied).await;
+    let check = scene.completed_check().await;
+    assert_eq!(check.state(), ("completed", Some("success")));
+    assert_eq!(check.external_id, run.metadata.uid);
+    let recorded = scene
+        .runs
+        .get("restarted")
+        .await
+        .expect("get")
+        .status
+        .and_then(|s| s.check)
+        .map(|c| c.id);
+    assert_eq!(recorded, Some(check.id));
 }

@@ -12,10 +12,7 @@ use tokio::process::Command;
 
 use super::hardening;
 use crate::api::AgentRunSpec;
-use crate::api::contract::{Change, MAX_BUNDLE_BYTES};
-
-/// Who the commits are by.
-pub const AUTHOR: (&str, &str) = ("smolpaws[bot]", "smolpaws[bot]@users.noreply.github.com");
+use crate::api::contract::{Change, CommitAuthor, MAX_BUNDLE_BYTES};
 
 /// The branch the bundle carries.
 const BRANCH: &str = "refs/heads/smolpaws-change";
@@ -33,17 +30,19 @@ pub enum Packed {
     Branch(String),
 }
 
-/// Commits everything that differs from `base` in checkout `dir` and
-/// bundles the commits since `base`; the commit message names the request.
+/// Commits everything that differs from `base` in checkout `dir` as
+/// `author` and bundles the commits since `base`; the commit message names
+/// the request.
 pub async fn pack(
     dir: &Path,
     base: &str,
     spec: &AgentRunSpec,
+    author: &CommitAuthor,
     timeout: Duration,
 ) -> Result<Packed, String> {
     let scratch = tempfile::tempdir().map_err(|e| format!("no temporary directory: {e}"))?;
     let bundle = scratch.path().join("change.bundle");
-    if !commit_all(dir, base, spec, timeout).await? {
+    if !commit_all(dir, base, spec, author, timeout).await? {
         return Ok(Packed::Unchanged);
     }
     git(dir, &["update-ref", BRANCH, "HEAD"], timeout).await?;
@@ -60,20 +59,21 @@ pub async fn pack(
     }))
 }
 
-/// Commits everything that differs in checkout `dir` as the bot; whether
-/// it is now ahead of `base`.
+/// Commits everything that differs in checkout `dir` as `author`;
+/// whether it is now ahead of `base`.
 async fn commit_all(
     dir: &Path,
     base: &str,
     spec: &AgentRunSpec,
+    author: &CommitAuthor,
     timeout: Duration,
 ) -> Result<bool, String> {
     git(dir, &["add", "-A"], timeout).await?;
     let staged = git(dir, &["diff", "--cached", "--name-only"], timeout).await?;
     if !staged.trim().is_empty() {
         let message = message(spec);
-        let name = format!("user.name={}", AUTHOR.0);
-        let email = format!("user.email={}", AUTHOR.1);
+        let name = format!("user.name={}", author.name);
+        let email = format!("user.email={}", author.email);
         let args = ["-c", &name, "-c", &email, "-c", "commit.gpgsign=false"];
         let commit = ["commit", "-q", "--no-verify", "-m", &message];
         git(dir, &[&args[..], &commit[..]].concat(), timeout).await?;
@@ -128,10 +128,11 @@ impl LocalWork {
         self,
         base: &str,
         spec: &AgentRunSpec,
+        author: &CommitAuthor,
         timeout: Duration,
     ) -> Result<Option<String>, String> {
         let work = self.path();
-        let branch = match commit_all(&work, base, spec, timeout).await {
+        let branch = match commit_all(&work, base, spec, author, timeout).await {
             Ok(true) => {
                 let stamp = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

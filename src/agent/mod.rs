@@ -60,9 +60,31 @@ pub struct WorkArgs {
     /// A bash command's timeout unless the model asks for another.
     #[arg(long, env = "SMOLPAWS_BASH_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
     pub bash_timeout: Duration,
+
+    /// The name the change's commits are by (the controller gives the
+    /// App's bot login); `smolpaws[bot]` unless both it and the email are
+    /// set.
+    #[arg(long, env = env::COMMIT_NAME, requires = "commit_email")]
+    pub commit_name: Option<String>,
+
+    /// The email the change's commits are by (the App's bot's noreply
+    /// address).
+    #[arg(long, env = env::COMMIT_EMAIL, requires = "commit_name")]
+    pub commit_email: Option<String>,
 }
 
 impl WorkArgs {
+    /// Who the change's commits are by.
+    pub fn commit_author(&self) -> contract::CommitAuthor {
+        match (&self.commit_name, &self.commit_email) {
+            (Some(name), Some(email)) => contract::CommitAuthor {
+                name: name.clone(),
+                email: email.clone(),
+            },
+            _ => contract::CommitAuthor::default(),
+        }
+    }
+
     /// The LLM, `model` (when given) instead of `LLM_MODEL`'s.
     pub fn llm(&self, model: Option<&str>) -> Result<Llm, AgentError> {
         let model = model
@@ -390,9 +412,10 @@ pub async fn work(
     let changed = toolbox::changed_files(&workspace, settings.bash_timeout).await;
     // A clone's edits become commits the controller can push; a local
     // repository's, a branch of it.
+    let author = settings.commit_author();
     let packed = match (checkout, &base, local) {
         (Checkout::Clone, Some(base), _) => {
-            commit::pack(directory, base, spec, settings.bash_timeout)
+            commit::pack(directory, base, spec, &author, settings.bash_timeout)
                 .await
                 .unwrap_or_else(|error| {
                     warn!(%error, "could not commit the change; it is described only");
@@ -400,7 +423,10 @@ pub async fn work(
                 })
         }
         (_, Some(base), Some(local)) => {
-            match local.finish(base, spec, settings.bash_timeout).await {
+            match local
+                .finish(base, spec, &author, settings.bash_timeout)
+                .await
+            {
                 Ok(Some(branch)) => commit::Packed::Branch(branch),
                 Ok(None) => commit::Packed::Unchanged,
                 Err(error) => {

@@ -56,6 +56,41 @@ pub mod env {
     pub const WORKSPACE: &str = "SMOLPAWS_WORKSPACE";
     /// Set when the workspace already is the checkout (`smolpaws dev`).
     pub const EXISTING_CHECKOUT: &str = "SMOLPAWS_EXISTING_CHECKOUT";
+    /// The name the agent's commits are by: the App's bot login.
+    pub const COMMIT_NAME: &str = "SMOLPAWS_COMMIT_NAME";
+    /// The email the agent's commits are by: the App's bot noreply address.
+    pub const COMMIT_EMAIL: &str = "SMOLPAWS_COMMIT_EMAIL";
+}
+
+/// Who the agent's commits are by. The controller, which knows the App,
+/// tells the sandbox its bot identity, so GitHub shows the commits as the
+/// App's; a run without an App (`smolpaws dev`) keeps [`CommitAuthor::default`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitAuthor {
+    /// The name, `<slug>[bot]`.
+    pub name: String,
+    /// The email, `<bot user id>+<slug>[bot]@users.noreply.github.com`.
+    pub email: String,
+}
+
+impl CommitAuthor {
+    /// The bot identity GitHub gives App `slug` whose bot user has id
+    /// `user_id`: what links a commit to the App's avatar and page.
+    pub fn bot(slug: &str, user_id: u64) -> Self {
+        Self {
+            name: format!("{slug}[bot]"),
+            email: format!("{user_id}+{slug}[bot]@users.noreply.github.com"),
+        }
+    }
+}
+
+impl Default for CommitAuthor {
+    fn default() -> Self {
+        Self {
+            name: "smolpaws[bot]".to_owned(),
+            email: "smolpaws[bot]@users.noreply.github.com".to_owned(),
+        }
+    }
 }
 
 /// The result endpoint's route, in axum's path syntax.

@@ -19,8 +19,9 @@ pub use spec::{
     PullRequestHead, ReviewContext, SandboxBackend, SandboxSpec, TriggerComment,
 };
 pub use status::{
-    AgentRunStatus, ChangeDelivery, ChangeRef, DeliveryOutcome, GatewayUsage, Outcome,
-    PostedComment, PullRequestRef, RunProgress, RunResult, SandboxRef, TokenUsage, now,
+    AgentRunStatus, ChangeDelivery, ChangeRef, CheckRunRef, CheckRunState, DeliveryOutcome,
+    GatewayUsage, Outcome, PostedComment, PullRequestRef, RunProgress, RunResult, SandboxRef,
+    TokenUsage, now,
 };
 
 /// The API group of every smolpaws resource.

@@ -73,6 +73,11 @@ pub struct AgentRunStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<PostedComment>,
 
+    /// The check run that shows a pull request's run in its checks; once
+    /// set, it is updated, never created again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckRunRef>,
+
     /// A human-readable account of the latest transition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -264,6 +269,43 @@ pub struct PostedComment {
     pub id: i64,
     /// The comment's page on GitHub.
     pub html_url: String,
+}
+
+/// A check run smolpaws created on a pull request's head.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckRunRef {
+    /// GitHub's id of the check run.
+    pub id: i64,
+    /// The check run's page on GitHub.
+    pub html_url: String,
+    /// What it shows now.
+    pub state: CheckRunState,
+}
+
+/// What a check run shows: GitHub's `status`, and for a completed one its
+/// `conclusion`, in one value so a queued run cannot carry a conclusion.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckRunState {
+    /// The run waits for a sandbox.
+    Queued,
+    /// The sandbox starts, or the agent works.
+    InProgress,
+    /// The run succeeded and replied.
+    Success,
+    /// The run failed; the reply says why.
+    Failure,
+    /// The run hit its pending or running timeout.
+    TimedOut,
+    /// The run was deleted before it finished.
+    Cancelled,
+}
+
+impl CheckRunState {
+    /// Whether the check run is over: nothing changes it after.
+    pub fn is_completed(self) -> bool {
+        !matches!(self, Self::Queued | Self::InProgress)
+    }
 }
 
 /// The current time as Kubernetes writes it.

@@ -30,6 +30,12 @@ pub fn next_look(elapsed: Duration, limit: Duration, poll: Duration) -> Option<D
     (elapsed < limit).then(|| (limit - elapsed).min(poll))
 }
 
+/// The Finished reason of a run whose agent did not finish in time.
+pub const RUN_TIMEOUT: &str = "RunTimeout";
+
+/// The Finished reason of a run whose sandbox did not start in time.
+pub const PENDING_TIMEOUT: &str = "PendingTimeout";
+
 /// How a run ends whose sandbox exited without a stored result.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
@@ -49,7 +55,7 @@ pub fn exit_outcome(code: i32, reason: Option<&str>, timeout: Duration, logs: &s
                 .to_owned(),
         ),
         (_, Some("DeadlineExceeded")) => (
-            "RunTimeout",
+            RUN_TIMEOUT,
             format!("the agent did not finish within {}", human(timeout)),
         ),
         (0, _) => (

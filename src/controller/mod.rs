@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod change;
+pub mod check;
 pub mod config;
 pub mod credential;
 pub mod decide;

@@ -11,16 +11,14 @@
 
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 use tracing::warn;
 
 use super::decide::since;
-use super::status::{FIELD_MANAGER, condition, conditions};
+use super::status::{condition, conditions, record};
 use super::{Context, Error};
-use crate::api::{AgentRun, GitHubContext, Phase, PostedComment, now};
+use crate::api::{AgentRun, AgentRunStatus, GitHubContext, Phase, PostedComment, RunProgress, now};
 use crate::github::reply::compose;
 
 /// How the progress comment behaves.
@@ -142,18 +140,18 @@ pub async fn sync(run: &AgentRun, ctx: &Context) -> Result<Option<Action>, Error
             return Ok(None);
         }
     };
-    let patch = json!({
-        "metadata": { "resourceVersion": run.metadata.resource_version },
-        "status": { "progress": { "comment": comment, "shown": text, "shownAt": now() } },
-    });
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
+    // Its steps are left out of the merge patch: they keep what the agent
+    // sent meanwhile.
+    let shown = AgentRunStatus {
+        progress: Some(RunProgress {
+            steps: Vec::new(),
+            comment: Some(comment),
+            shown: Some(text),
+            shown_at: Some(now()),
+        }),
+        ..AgentRunStatus::default()
     };
-    let runs =
-        kube::Api::<AgentRun>::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
-    runs.patch_status(&run.name_any(), &params, &Patch::Merge(&patch))
-        .await?;
+    record(ctx, run, &shown).await?;
     Ok(Some(Action::await_change()))
 }
 

@@ -19,11 +19,13 @@ use secrecy::SecretString;
 use tracing::{info, warn};
 
 use super::admission::{admits, key, waiting_ahead};
-use super::decide::{exit_outcome, human, next_look, reply_text, since};
+use super::decide::{
+    PENDING_TIMEOUT, RUN_TIMEOUT, exit_outcome, human, next_look, reply_text, since,
+};
 use super::status::{Transition, condition, conditions, write};
 use super::{Context, Error};
-use super::{change, progress};
-use crate::api::contract::env;
+use super::{change, check, progress};
+use crate::api::contract::{CommitAuthor, env};
 use crate::api::{
     AgentRun, ChangeRef, ChangesMode, DeliveryOutcome, Outcome, Phase, PostedComment, SandboxRef,
 };
@@ -127,6 +129,9 @@ async fn apply(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         return acknowledge(run, ctx).await;
     }
     if let Some(action) = progress::sync(run, ctx).await? {
+        return Ok(action);
+    }
+    if let Some(action) = check::sync(run, ctx).await? {
         return Ok(action);
     }
     match phase {
@@ -348,10 +353,12 @@ async fn provision(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         Ok(secret) => secret,
         Err(action) => return Ok(action),
     };
+    let author = commit_author(run, ctx).await?;
     let launch = Launch {
         run,
         secret: &secret,
         timeout: timeout(run, ctx),
+        author: author.as_ref(),
     };
     let provisioned = sandbox.provision(launch).await?;
     if provisioned.created() {
@@ -367,6 +374,23 @@ async fn provision(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
             started(run, ctx, at, named).await
         }
         Provisioned::Failed { reason, message } => fail(run, ctx, reason, message).await,
+    }
+}
+
+/// Who the agent's commits are by: the App's bot, when GitHub is
+/// configured. A lookup GitHub refuses for good leaves the agent's own
+/// default, with a note: a commit's author is not worth failing a run.
+async fn commit_author(run: &AgentRun, ctx: &Context) -> Result<Option<CommitAuthor>, Error> {
+    let Some(github) = &ctx.github else {
+        return Ok(None);
+    };
+    match github.bot_identity(installation(run, ctx).await?).await {
+        Ok(author) => Ok(Some(author)),
+        Err(error) if error.is_transient() => Err(error.into()),
+        Err(error) => {
+            warn!(%error, "could not read the App's bot identity; the agent's commits carry its default");
+            Ok(None)
+        }
     }
 }
 
@@ -390,7 +414,7 @@ async fn pending(
         human(ctx.pending_timeout),
         reason.as_deref().unwrap_or("Kubernetes gave no reason")
     );
-    fail(run, ctx, "PendingTimeout", message).await
+    fail(run, ctx, PENDING_TIMEOUT, message).await
 }
 
 /// Moves a run whose sandbox started at `at` to Running; `sandbox` names
@@ -476,7 +500,7 @@ async fn supervise(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
             }
             sandbox.stop(run).await?;
             let message = format!("the agent did not finish within {}", human(limit));
-            fail(run, ctx, "RunTimeout", message).await
+            fail(run, ctx, RUN_TIMEOUT, message).await
         }
     }
 }
@@ -504,7 +528,7 @@ fn posts_reply(run: &AgentRun, ctx: &Context) -> bool {
 }
 
 /// Whether the run's reply was posted, or posting it was given up.
-fn reply_settled(run: &AgentRun) -> bool {
+pub(super) fn reply_settled(run: &AgentRun) -> bool {
     run.status.as_ref().is_some_and(|s| s.reply.is_some())
         || condition(run, conditions::REPLIED).is_some()
 }
@@ -788,6 +812,7 @@ async fn cleanup(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         {
             warn!(%error, "could not post the reply of a deleted run");
         }
+        check::close(run, ctx).await;
         return Ok(Action::await_change());
     }
     if let Ok(sandbox) = ctx.sandboxes.for_run(run) {
@@ -802,6 +827,7 @@ async fn cleanup(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
             warn!(%error, "could not say in the thread that the run was cancelled");
         }
     }
+    check::close(run, ctx).await;
     let message = "the AgentRun was deleted before the agent finished".into();
     conclude(run, ctx, Phase::Cancelled, "Cancelled", message).await
 }

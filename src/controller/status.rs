@@ -32,6 +32,9 @@ pub mod conditions {
     pub const FINISHED: &str = "Finished";
     /// The reply was (or could not be) posted on GitHub.
     pub const REPLIED: &str = "Replied";
+    /// Set (false) when the run's check run was given up: the App lacks
+    /// `checks: write`, or GitHub refused it for good. Never retried.
+    pub const CHECK_RUN: &str = "CheckRun";
 }
 
 /// One status change: a condition, maybe a phase, and the status fields
@@ -181,6 +184,31 @@ fn patched_status(run: &AgentRun, transition: &Transition) -> AgentRunStatus {
     }
 }
 
+/// Records `fields` in `run`'s status, guarded by the resourceVersion they
+/// were decided on, without a condition or an Event: what GitHub shows of
+/// the run (its progress comment, its check run) changes often, and is
+/// not a step of its story.
+pub async fn record(ctx: &Context, run: &AgentRun, fields: &AgentRunStatus) -> Result<(), Error> {
+    let namespace = run.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<AgentRun> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = StatusPatch {
+        metadata: Guard {
+            resource_version: run.metadata.resource_version.as_deref(),
+        },
+        status: fields,
+    };
+    api.patch_status(&run.name_any(), &params(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+fn params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
 /// Writes `transition` to `run` and records its Event.
 pub async fn write(ctx: &Context, run: &AgentRun, transition: Transition) -> Result<(), Error> {
     let namespace = run.namespace().ok_or(Error::NoNamespace)?;
@@ -192,11 +220,7 @@ pub async fn write(ctx: &Context, run: &AgentRun, transition: Transition) -> Res
         },
         status: &status,
     };
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    api.patch_status(&run.name_any(), &params, &Patch::Merge(&patch))
+    api.patch_status(&run.name_any(), &params(), &Patch::Merge(&patch))
         .await?;
     if let Some(phase) = transition.phase {
         ctx.metrics.entered(phase);

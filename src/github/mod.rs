@@ -1,18 +1,20 @@
 //! GitHub as smolpaws uses it: authenticating as the App, minting per-run
-//! tokens, acknowledging a request with a reaction, and replying in its
-//! thread exactly once.
+//! tokens, acknowledging a request with a reaction, replying in its thread
+//! exactly once, and showing a pull request's run in its checks.
 //!
 //! Every call answers in one attempt. Rate limits and server errors come back
 //! as errors that say when to try again ([`Error::retry_after`]), so the
 //! controller requeues instead of sleeping in a reconcile, and re-checks the
 //! thread for its reply before posting again.
 
+pub mod checks;
+mod identity;
 pub mod pulls;
 pub mod reply;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -123,7 +125,14 @@ pub struct GitHub {
     app: Octocrab,
     app_id: u64,
     api_url: String,
-    installations: Mutex<HashMap<u64, Octocrab>>,
+    /// One client per installation, shared: octocrab caches a client's
+    /// installation token inside it (until 30 s before it expires, and
+    /// drops it on a 401), and a clone of a client copies that cache
+    /// rather than sharing it, so handing out clones would mint a token
+    /// for every call.
+    installations: Mutex<HashMap<u64, Arc<Octocrab>>>,
+    /// The App's bot identity, once read.
+    identity: tokio::sync::OnceCell<crate::api::contract::CommitAuthor>,
 }
 
 impl GitHub {
@@ -160,6 +169,7 @@ impl GitHub {
             app_id: config.app_id,
             api_url: config.api_url.clone(),
             installations: Mutex::new(HashMap::new()),
+            identity: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -200,24 +210,26 @@ impl GitHub {
         })
     }
 
-    /// A client acting as `installation`. Clients are kept, and each keeps
-    /// its installation token until shortly before it expires.
-    pub(crate) fn installation(&self, installation: u64) -> Result<Octocrab, Error> {
+    /// A client acting as `installation`, the same one for every run of
+    /// this controller: its installation token is minted once, and again
+    /// only when it nears its expiry or GitHub refuses it.
+    pub(crate) fn installation(&self, installation: u64) -> Result<Arc<Octocrab>, Error> {
         let mut clients = self
             .installations
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(client) = clients.get(&installation) {
-            return Ok(client.clone());
+            return Ok(Arc::clone(client));
         }
-        let client = self
-            .app
-            .installation(InstallationId(installation))
-            .map_err(|source| Error::Transport {
-                action: format!("authenticate as installation {installation}"),
-                source,
-            })?;
-        clients.insert(installation, client.clone());
+        let client = Arc::new(
+            self.app
+                .installation(InstallationId(installation))
+                .map_err(|source| Error::Transport {
+                    action: format!("authenticate as installation {installation}"),
+                    source,
+                })?,
+        );
+        clients.insert(installation, Arc::clone(&client));
         Ok(client)
     }
 
@@ -305,7 +317,7 @@ impl GitHub {
         };
         let action = format!("react to comment {} in {repo}", comment.id);
         let _: Value = send(
-            &self.installation(installation)?,
+            &*self.installation(installation)?,
             http::Method::POST,
             &path,
             Some(&json!({ "content": "eyes" })),
@@ -423,7 +435,7 @@ impl GitHub {
         };
         let action = format!("reply in {repo}#{number}");
         let created: Created = send(
-            &self.installation(installation)?,
+            &*self.installation(installation)?,
             http::Method::POST,
             &path,
             Some(&json!({ "body": body })),
@@ -449,7 +461,7 @@ impl GitHub {
     ) -> Result<(), Error> {
         let action = format!("edit comment {id} in {repository}");
         let _: Value = send(
-            &self.installation(installation)?,
+            &*self.installation(installation)?,
             http::Method::PATCH,
             &format!("/repos/{repository}/issues/comments/{id}"),
             Some(&json!({ "body": body })),

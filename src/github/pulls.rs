@@ -63,7 +63,7 @@ impl GitHub {
     ) -> Result<Head, Error> {
         let action = format!("read pull request {repository}#{number}");
         let pull: Pull = send(
-            &self.installation(installation)?,
+            &*self.installation(installation)?,
             http::Method::GET,
             &format!("/repos/{repository}/pulls/{number}"),
             None,

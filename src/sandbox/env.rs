@@ -7,9 +7,9 @@
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, Secret, SecretKeySelector};
 
 use super::args::SandboxArgs;
-use super::{owned, secret};
+use super::{Launch, owned, secret};
 use crate::api::AgentRun;
-use crate::api::contract::{self, env};
+use crate::api::contract::{self, CommitAuthor, env};
 
 /// What every sandbox's agent is told, whatever runs it.
 #[derive(Clone, Debug)]
@@ -45,8 +45,9 @@ fn secret_var(run: &AgentRun, key: &str) -> EnvVar {
 }
 
 impl AgentEnvironment {
-    /// The agent's variables with the Secret's keys as references to it.
-    pub fn for_pod(&self, run: &AgentRun) -> Vec<EnvVar> {
+    /// The agent's variables with the Secret's keys as references to it;
+    /// its commits are by `author` when the run has one.
+    pub fn for_pod(&self, run: &AgentRun, author: Option<&CommitAuthor>) -> Vec<EnvVar> {
         let mut vars = vec![
             var(env::RUN_NAME, owned::run_name(run)),
             var(
@@ -91,6 +92,8 @@ impl AgentEnvironment {
             (env::LLM_TOOL_CHOICE, llm.tool_choice.map(|c| c.to_string())),
             (env::LLM_TEMPERATURE, llm.temperature.map(|t| t.to_string())),
             (env::LLM_SEED, llm.seed.map(|s| s.to_string())),
+            (env::COMMIT_NAME, author.map(|a| a.name.clone())),
+            (env::COMMIT_EMAIL, author.map(|a| a.email.clone())),
         ] {
             if let Some(value) = value {
                 vars.push(var(name, value));
@@ -105,10 +108,10 @@ impl AgentEnvironment {
         vars
     }
 
-    /// The agent's variables with the Secret's keys read from `secret`;
-    /// optional keys the Secret lacks are left out.
-    pub fn for_process(&self, run: &AgentRun, secret: &Secret) -> Vec<(String, String)> {
-        resolve(self.for_pod(run), secret)
+    /// The agent's variables for `launch`, with the Secret's keys read from
+    /// its Secret; optional keys the Secret lacks are left out.
+    pub fn for_process(&self, launch: &Launch<'_>) -> Vec<(String, String)> {
+        resolve(self.for_pod(launch.run, launch.author), launch.secret)
     }
 }
 

@@ -148,7 +148,7 @@ impl Sandbox for LocalSandboxes {
     }
 
     async fn provision(&self, launch: Launch<'_>) -> Result<Provisioned, SandboxError> {
-        let vars = self.environment.for_process(launch.run, launch.secret);
+        let vars = self.environment.for_process(&launch);
         Ok(match self.start(launch.run, vars) {
             Ok(created) => Provisioned::Started {
                 at: crate::api::now(),

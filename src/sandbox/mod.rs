@@ -28,7 +28,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::contract::Report;
+use crate::api::contract::{CommitAuthor, Report};
 use crate::api::{AgentRun, SandboxBackend};
 use daytona::client::DaytonaError;
 
@@ -110,6 +110,8 @@ pub struct Launch<'a> {
     pub secret: &'a Secret,
     /// How long the agent may run.
     pub timeout: Duration,
+    /// Who the agent's commits are by, when the run has a GitHub App.
+    pub author: Option<&'a CommitAuthor>,
 }
 
 /// A backend call that failed; retrying may help when

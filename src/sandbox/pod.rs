@@ -74,8 +74,7 @@ impl Sandbox for PodSandboxes {
             }
             Some(pod) => (pod, false),
             None => {
-                let timeout = i64::try_from(launch.timeout.as_secs()).unwrap_or(i64::MAX);
-                let pod = pod(run, &self.environment, timeout);
+                let pod = pod(&launch, &self.environment);
                 match api.create(&PostParams::default(), &pod).await {
                     Ok(pod) => {
                         info!(pod = %name, "created the sandbox pod");
@@ -191,11 +190,12 @@ fn locked_down() -> SecurityContext {
     }
 }
 
-/// The sandbox pod of `run`, whose agent is told `environment` and may run
-/// for `timeout_seconds`.
-pub fn pod(run: &AgentRun, environment: &AgentEnvironment, timeout_seconds: i64) -> Pod {
+/// The sandbox pod of `launch`'s run, whose agent is told `environment`.
+pub fn pod(launch: &Launch<'_>, environment: &AgentEnvironment) -> Pod {
+    let run = launch.run;
+    let timeout_seconds = i64::try_from(launch.timeout.as_secs()).unwrap_or(i64::MAX);
     let settings = &environment.settings;
-    let mut agent_env = environment.for_pod(run);
+    let mut agent_env = environment.for_pod(run, launch.author);
     // The root filesystem is read-only; /tmp is a writable volume.
     agent_env.push(k8s_openapi::api::core::v1::EnvVar {
         name: "HOME".into(),

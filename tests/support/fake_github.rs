@@ -1,6 +1,8 @@
 //! A local GitHub REST API speaking the shapes smolpaws uses, recording what
-//! it receives: App installation tokens, reactions, issue comments and
-//! review-thread replies. Tests script failures for the next comment posts.
+//! it receives: App installation tokens, the App and its bot user,
+//! reactions, issue comments and review-thread replies, pull requests and
+//! check runs. Tests script failures for the next comment posts, and can
+//! take `checks: write` from the App.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -58,8 +60,39 @@ pub struct Pull {
     pub draft: bool,
 }
 
+/// The id of the App's bot user, `smolpaws[bot]`.
+pub const BOT_USER_ID: u64 = 149_000_001;
+
+/// A check run as the fake stores it.
+#[derive(Clone, Debug)]
+pub struct CheckRun {
+    pub id: i64,
+    pub repository: String,
+    pub head_sha: String,
+    pub name: String,
+    pub external_id: Option<String>,
+    pub details_url: Option<String>,
+    pub title: String,
+    pub summary: String,
+    pub started_at: String,
+    pub completed_at: Option<String>,
+    /// Every `status` it had, with its `conclusion`, in order.
+    pub states: Vec<(String, Option<String>)>,
+}
+
+impl CheckRun {
+    /// Its `status` and `conclusion` now.
+    pub fn state(&self) -> (&str, Option<&str>) {
+        let (status, conclusion) = self.states.last().expect("a check run has a state");
+        (status, conclusion.as_deref())
+    }
+}
+
 #[derive(Default)]
 struct State_ {
+    check_runs: Vec<CheckRun>,
+    checks_forbidden: bool,
+    check_delay: Option<Duration>,
     pulls: Vec<Pull>,
     pull_delay: Option<Duration>,
     edits: Vec<(i64, String)>,
@@ -135,6 +168,17 @@ impl FakeGitHub {
             .route(
                 "/repos/{owner}/{repo}/pulls",
                 get(list_pulls).post(create_pull),
+            )
+            .route("/app", get(app))
+            .route("/users/{login}", get(user))
+            .route("/repos/{owner}/{repo}/check-runs", post(create_check_run))
+            .route(
+                "/repos/{owner}/{repo}/check-runs/{id}",
+                axum::routing::patch(update_check_run),
+            )
+            .route(
+                "/repos/{owner}/{repo}/commits/{sha}/check-runs",
+                get(list_check_runs),
             )
             .layer(axum::middleware::from_fn_with_state(state.clone(), record))
             .layer(axum::middleware::from_fn_with_state(state.clone(), chaos))
@@ -272,6 +316,23 @@ impl FakeGitHub {
                 })
                 && !s.revoked.iter().any(|r| r == token)
         })
+    }
+
+    /// The check runs, as they are now.
+    pub fn check_runs(&self) -> Vec<CheckRun> {
+        self.with(|s| s.check_runs.clone())
+    }
+
+    /// Answers every check-run call as GitHub does for an App without
+    /// `checks: write`.
+    pub fn forbid_checks(&self) {
+        self.with(|s| s.checks_forbidden = true);
+    }
+
+    /// Created check runs are stored at once but answered only after
+    /// `delay` (a client killed meanwhile never learns of them).
+    pub fn delay_check_answers(&self, delay: Duration) {
+        self.with(|s| s.check_delay = Some(delay));
     }
 
     /// Waits until a comment post arrives.
@@ -797,4 +858,278 @@ async fn edit_comment(
     let answer = comment_json(comment);
     s.edits.push((id, text));
     Json(answer).into_response()
+}
+
+/// The App (id 1, the harness's), as `GET /app` shows it to its own JWT.
+fn app_json() -> Value {
+    json!({
+        "id": 1,
+        "slug": "smolpaws",
+        "node_id": "MDM6QXBwMQ==",
+        "name": "smolpaws",
+        "description": "AI coding agent runs from GitHub comments",
+        "external_url": "https://smolpaws.example",
+        "html_url": "https://github.com/apps/smolpaws",
+        "owner": { "login": "octo", "id": 1, "type": "Organization" },
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+        "permissions": { "checks": "write", "contents": "write", "issues": "write", "pull_requests": "write", "metadata": "read" },
+        "events": ["issue_comment", "pull_request_review_comment"],
+    })
+}
+
+/// `GET /app`: only to the App's JWT, as on GitHub.
+async fn app(headers: HeaderMap) -> Response {
+    let jwt = presented(&headers).split('.').count() == 3;
+    if !jwt {
+        return unauthorized();
+    }
+    Json(app_json()).into_response()
+}
+
+/// `GET /users/{login}`: the App's bot user; anyone else is a plain user.
+async fn user(
+    State((state, _)): State<AppState>,
+    Path(login): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &headers, "read a user") {
+        return unauthorized();
+    }
+    let bot = login == "smolpaws[bot]";
+    Json(json!({
+        "login": login,
+        "id": if bot { BOT_USER_ID } else { 1_000 + login.len() as u64 },
+        "node_id": "BOT_kgDOBfake",
+        "type": if bot { "Bot" } else { "User" },
+        "site_admin": false,
+        "html_url": format!("https://github.com/{}", if bot { "apps/smolpaws" } else { &login }),
+    }))
+    .into_response()
+}
+
+/// GitHub's answer to a check-run call by an App without `checks: write`.
+fn checks_forbidden(doc: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!({
+            "message": "Resource not accessible by integration",
+            "documentation_url": format!("https://docs.github.com/rest/checks/runs#{doc}"),
+            "status": "403",
+        })),
+    )
+        .into_response()
+}
+
+fn check_run_json(check: &CheckRun) -> Value {
+    let (status, conclusion) = check.state();
+    json!({
+        "id": check.id,
+        "node_id": format!("CR_fake{}", check.id),
+        "head_sha": check.head_sha,
+        "external_id": check.external_id,
+        "url": format!("https://api.github.com/repos/{}/check-runs/{}", check.repository, check.id),
+        "html_url": format!("https://github.com/{}/runs/{}", check.repository, check.id),
+        "details_url": check.details_url,
+        "status": status,
+        "conclusion": conclusion,
+        "started_at": check.started_at,
+        "completed_at": check.completed_at,
+        "output": {
+            "title": check.title,
+            "summary": check.summary,
+            "text": null,
+            "annotations_count": 0,
+            "annotations_url": format!("https://api.github.com/repos/{}/check-runs/{}/annotations", check.repository, check.id),
+        },
+        "name": check.name,
+        "check_suite": { "id": 7_000 + check.id },
+        "app": app_json(),
+        "pull_requests": [],
+    })
+}
+
+/// `status` and `conclusion` of a create or update body: a conclusion
+/// completes the check, whatever `status` says, as on GitHub.
+fn state_of(body: &Value, before: Option<&str>) -> (String, Option<String>) {
+    let conclusion = body["conclusion"].as_str().map(str::to_owned);
+    let status = match &conclusion {
+        Some(_) => "completed".to_owned(),
+        None => body["status"]
+            .as_str()
+            .or(before)
+            .unwrap_or("queued")
+            .to_owned(),
+    };
+    (status, conclusion)
+}
+
+fn now_iso() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn validation_failed(field: &str) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({
+            "message": "Invalid request.",
+            "errors": [format!("\"{field}\" wasn't supplied.")],
+            "documentation_url": "https://docs.github.com/rest/checks/runs#create-a-check-run",
+            "status": "422",
+        })),
+    )
+        .into_response()
+}
+
+/// `POST /repos/{owner}/{repo}/check-runs`.
+async fn create_check_run(
+    State((state, _)): State<AppState>,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !authorized(&state, &headers, "create a check run") {
+        return unauthorized();
+    }
+    let text = |key: &str| body[key].as_str().map(str::to_owned);
+    let (check, delay) = {
+        let mut s = state.lock().expect("fake state");
+        if s.checks_forbidden {
+            return checks_forbidden("create-a-check-run");
+        }
+        let (Some(name), Some(head_sha)) = (text("name"), text("head_sha")) else {
+            return validation_failed(if text("name").is_none() {
+                "name"
+            } else {
+                "head_sha"
+            });
+        };
+        let state = state_of(&body, None);
+        s.next_id += 1;
+        let check = CheckRun {
+            id: s.next_id,
+            repository: format!("{owner}/{repo}"),
+            head_sha,
+            name,
+            external_id: text("external_id"),
+            details_url: text("details_url"),
+            title: body["output"]["title"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            summary: body["output"]["summary"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            started_at: text("started_at").unwrap_or_else(now_iso),
+            completed_at: state
+                .1
+                .as_ref()
+                .map(|_| text("completed_at").unwrap_or_else(now_iso)),
+            states: vec![state],
+        };
+        s.check_runs.push(check.clone());
+        (check, s.check_delay)
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    (StatusCode::CREATED, Json(check_run_json(&check))).into_response()
+}
+
+/// `PATCH /repos/{owner}/{repo}/check-runs/{id}`.
+async fn update_check_run(
+    State((state, _)): State<AppState>,
+    Path((owner, repo, id)): Path<(String, String, i64)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    if !authorized(&state, &headers, "update a check run") {
+        return unauthorized();
+    }
+    let repository = format!("{owner}/{repo}");
+    let mut s = state.lock().expect("fake state");
+    if s.checks_forbidden {
+        return checks_forbidden("update-a-check-run");
+    }
+    let Some(check) = s
+        .check_runs
+        .iter_mut()
+        .find(|c| c.id == id && c.repository == repository)
+    else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "message": "Not Found" })),
+        )
+            .into_response();
+    };
+    let text = |key: &str| body[key].as_str().map(str::to_owned);
+    let state = state_of(&body, Some(check.state().0));
+    if let Some(title) = body["output"]["title"].as_str() {
+        check.title = title.to_owned();
+    }
+    if let Some(summary) = body["output"]["summary"].as_str() {
+        check.summary = summary.to_owned();
+    }
+    check.details_url = text("details_url").or(check.details_url.take());
+    check.external_id = text("external_id").or(check.external_id.take());
+    check.started_at = text("started_at").unwrap_or(check.started_at.clone());
+    if state.1.is_some() {
+        check.completed_at = Some(text("completed_at").unwrap_or_else(now_iso));
+    }
+    check.states.push(state);
+    Json(check_run_json(check)).into_response()
+}
+
+#[derive(Deserialize)]
+struct CheckQuery {
+    #[serde(default)]
+    check_name: Option<String>,
+    #[serde(default)]
+    app_id: Option<u64>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    page: Option<usize>,
+    #[serde(default)]
+    per_page: Option<usize>,
+}
+
+/// `GET /repos/{owner}/{repo}/commits/{sha}/check-runs`: the check runs on
+/// a commit, newest first, filtered and paged as GitHub does.
+async fn list_check_runs(
+    State((state, _)): State<AppState>,
+    Path((owner, repo, sha)): Path<(String, String, String)>,
+    Query(query): Query<CheckQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&state, &headers, "list check runs") {
+        return unauthorized();
+    }
+    let repository = format!("{owner}/{repo}");
+    let s = state.lock().expect("fake state");
+    if s.checks_forbidden {
+        return checks_forbidden("list-check-runs-for-a-git-reference");
+    }
+    let matching: Vec<&CheckRun> = s
+        .check_runs
+        .iter()
+        .rev()
+        .filter(|c| c.repository == repository && c.head_sha == sha)
+        .filter(|c| query.check_name.as_ref().is_none_or(|n| *n == c.name))
+        // Every check run here is the one App's (id 1).
+        .filter(|_| query.app_id.is_none_or(|id| id == 1))
+        .filter(|c| query.status.as_deref().is_none_or(|st| st == c.state().0))
+        .collect();
+    let per_page = query.per_page.unwrap_or(30);
+    let page = query.page.unwrap_or(1).max(1);
+    let shown: Vec<Value> = matching
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .map(|c| check_run_json(c))
+        .collect();
+    Json(json!({ "total_count": matching.len(), "check_runs": shown })).into_response()
 }

@@ -621,7 +621,7 @@ impl Sandbox for DaytonaSandboxes {
 
     async fn provision(&self, launch: Launch<'_>) -> Result<Provisioned, SandboxError> {
         let run = launch.run;
-        let mut vars = self.environment.for_process(run, launch.secret);
+        let mut vars = self.environment.for_process(&launch);
         // The agent prints its report, which the controller reads from the
         // sandbox; it still calls the LLM through the gateway with its run
         // credential.
