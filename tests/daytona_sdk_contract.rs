@@ -16,6 +16,7 @@ use std::process::Output;
 
 use serde_json::json;
 use support::fake_daytona::{FakeDaytona, Fault, KEY, SERVED};
+use support::printed;
 
 /// Runs `tests/python/daytona/contract.py` against `fake`.
 async fn drive(fake: &FakeDaytona) -> Output {
@@ -34,14 +35,6 @@ async fn drive(fake: &FakeDaytona) -> Output {
         .output()
         .await
         .expect("the SDK's Python runs")
-}
-
-fn printed(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[tokio::test]

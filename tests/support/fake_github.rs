@@ -387,18 +387,19 @@ fn comment_json(comment: &Comment) -> Value {
 
 type AppState = (Shared, Arc<tokio::sync::Notify>);
 
-/// The token a request presents, as octocrab sends it (`Bearer` or
-/// `token`); empty without one.
+/// The token a request presents (`Bearer`, as octocrab sends it, `bearer`
+/// or `token`, as octokit does: GitHub reads the scheme in any case);
+/// empty without one.
 fn presented(headers: &HeaderMap) -> String {
     headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("token "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| {
+            scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token")
         })
+        .map(|(_, token)| token.trim().to_owned())
         .unwrap_or_default()
-        .to_owned()
 }
 
 /// Installation routes need a token this fake issued.
@@ -426,13 +427,7 @@ async fn access_token(
     headers: HeaderMap,
     body: Option<Json<Value>>,
 ) -> Response {
-    // The App authenticates with a JWT: three dot-separated parts.
-    let jwt = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t.split('.').count() == 3);
-    if !jwt {
+    if !is_jwt(&headers) {
         return unauthorized();
     }
     let body = body.map(|Json(b)| b).unwrap_or(Value::Null);
@@ -878,10 +873,15 @@ fn app_json() -> Value {
     })
 }
 
+/// Whether a request authenticates as the App: with a JWT, three
+/// dot-separated parts.
+fn is_jwt(headers: &HeaderMap) -> bool {
+    presented(headers).split('.').count() == 3
+}
+
 /// `GET /app`: only to the App's JWT, as on GitHub.
 async fn app(headers: HeaderMap) -> Response {
-    let jwt = presented(&headers).split('.').count() == 3;
-    if !jwt {
+    if !is_jwt(&headers) {
         return unauthorized();
     }
     Json(app_json()).into_response()

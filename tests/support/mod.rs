@@ -16,6 +16,7 @@ pub mod kubelet;
 pub mod kubelet_api;
 pub mod log;
 pub mod node;
+pub mod npm;
 pub mod operator;
 pub mod python;
 pub mod runner;
@@ -214,4 +215,14 @@ pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     let pid = i32::try_from(pid).expect("a pid fits an i32");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
         .unwrap_or_else(|e| panic!("{signal} to {pid}: {e}"));
+}
+
+/// What a process printed, its standard output then its error: the story
+/// a contract test shows when an official client fails.
+pub fn printed(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
