@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 use smolpaws::api::{
-    AgentRun, AgentRunSpec, ChangeDelivery, CommentKind, DeliveryOutcome, PullRequestHead,
-    ReviewContext,
+    AgentRun, AgentRunSpec, ChangeDelivery, CheckRunState, CommentKind, DeliveryOutcome, Phase,
+    PullRequestHead, ReviewContext,
 };
 use smolpaws::controller::ControllerArgs;
 use support::fake_github::{BOT_USER_ID, FakeGitHub, Scripted};
@@ -582,6 +582,15 @@ async fn oversized_and_malformed_bundles_are_refused_and_nothing_is_pushed() {
             .iter()
             .all(|c| c.body.contains("The change was not pushed"))
     );
+    // The controller's own installation token was minted once for both
+    // runs (each run's token is its own, scoped to the repository).
+    let unscoped = scene
+        .github
+        .token_requests()
+        .iter()
+        .filter(|(_, body)| body.get("permissions").is_none())
+        .count();
+    assert_eq!(unscoped, 1, "{:#?}", scene.github.token_requests());
     // The App's bot identity was read once for both runs.
     let calls = scene.github.calls();
     let reads = |call: &str| calls.iter().filter(|c| *c == call).count();
@@ -751,6 +760,19 @@ fn pull_request_comment_spec(comment_id: i64) -> AgentRunSpec {
 }
 
 impl Scene {
+    /// A scene whose sandboxes run a stand-in agent that behaves as
+    /// `agent` (kept in the directory returned beside it), with pull
+    /// request 7 open on `feature`.
+    async fn stand_in_on_pull_request(prefix: &str, agent: Agent<'_>) -> (Self, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let agent = stand_in_agent(dir.path(), agent);
+        let scene = Self::new(prefix, Vec::new(), Some(agent)).await;
+        scene
+            .github
+            .seed_pull(REPO, 7, "feature", &scene.feature, REPO);
+        (scene, dir)
+    }
+
     /// The one check run, once it is completed.
     async fn completed_check(&self) -> support::fake_github::CheckRun {
         eventually("the check run completes", || {
@@ -827,12 +849,7 @@ async fn a_pull_request_run_shows_one_check_run_on_its_pinned_head_until_it_succ
 
 #[tokio::test]
 async fn a_failing_pull_request_run_completes_its_check_run_as_a_failure() {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let agent = stand_in_agent(dir.path(), Agent::Exits(3));
-    let scene = Scene::new("check-failure", Vec::new(), Some(agent)).await;
-    scene
-        .github
-        .seed_pull(REPO, 7, "feature", &scene.feature, REPO);
+    let (scene, _agent) = Scene::stand_in_on_pull_request("check-failure", Agent::Exits(3)).await;
     scene
         .create("broken", pull_request_comment_spec(5252))
         .await;
@@ -923,4 +940,34 @@ async fn a_controller_restarted_after_creating_the_check_run_creates_no_second()
         .and_then(|s| s.check)
         .map(|c| c.id);
     assert_eq!(recorded, Some(check.id));
+}
+
+#[tokio::test]
+async fn deleting_a_pull_request_run_completes_its_check_run_as_cancelled() {
+    let (scene, _agent) = Scene::stand_in_on_pull_request("check-cancel", Agent::Hangs).await;
+    scene
+        .create("dropped", pull_request_comment_spec(5555))
+        .await;
+    until(
+        &scene.runs,
+        "dropped",
+        "running, its check in progress",
+        |run| {
+            run.phase() == Phase::Running
+                && run
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.check.as_ref())
+                    .is_some_and(|c| c.state == CheckRunState::InProgress)
+        },
+    )
+    .await;
+    scene
+        .runs
+        .delete("dropped", &DeleteParams::default())
+        .await
+        .expect("the run is deleted");
+    let check = scene.completed_check().await;
+    assert_eq!(check.state(), ("completed", Some("cancelled")));
+    assert_eq!(check.title, "Cancelled");
 }

@@ -239,3 +239,114 @@ fn report(run: &AgentRun, state: CheckRunState) -> CheckReport {
 fn iso(time: &Time) -> String {
     time.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    use super::*;
+    use crate::api::fixtures;
+    use crate::api::{PostedComment, PullRequestHead};
+
+    /// Run `r` on pull request 7, its head pinned, in `phase`; when ended,
+    /// for `reason` and with its reply posted.
+    fn on_pull_request(phase: Phase, reason: &str) -> AgentRun {
+        let mut run = fixtures::run("r", "octo/hello", phase);
+        run.spec.github.pull_request = true;
+        let status = run.status.as_mut().expect("a status");
+        status.head = Some(PullRequestHead {
+            git_ref: "feature".into(),
+            sha: "a".repeat(40),
+        });
+        if phase.is_terminal() {
+            status.finished_at = Some(crate::api::now());
+            status.conditions.push(Condition {
+                type_: conditions::FINISHED.into(),
+                status: "True".into(),
+                reason: reason.into(),
+                message: "it ended".into(),
+                last_transition_time: crate::api::now(),
+                observed_generation: None,
+            });
+            status.reply = Some(PostedComment {
+                id: 1,
+                html_url: "https://github.com/octo/hello/issues/7#issuecomment-1".into(),
+            });
+        }
+        run
+    }
+
+    #[test]
+    fn the_check_follows_the_phase_and_ends_with_the_outcome() {
+        let cases = [
+            (Phase::Pending, "", CheckRunState::Queued),
+            (Phase::Provisioning, "", CheckRunState::InProgress),
+            (Phase::Running, "", CheckRunState::InProgress),
+            (Phase::Succeeded, "Succeeded", CheckRunState::Success),
+            (Phase::Succeeded, "LimitReached", CheckRunState::Success),
+            (Phase::Failed, "AgentFailed", CheckRunState::Failure),
+            (Phase::Failed, RUN_TIMEOUT, CheckRunState::TimedOut),
+            (Phase::Failed, PENDING_TIMEOUT, CheckRunState::TimedOut),
+            (Phase::Cancelled, "Cancelled", CheckRunState::Cancelled),
+        ];
+        for (phase, reason, state) in cases {
+            let run = on_pull_request(phase, reason);
+            assert_eq!(wanted(&run), Some(state), "{phase:?} {reason}");
+        }
+    }
+
+    #[test]
+    fn an_ended_run_completes_its_check_only_once_its_reply_is_out() {
+        let mut run = on_pull_request(Phase::Succeeded, "Succeeded");
+        run.status.as_mut().expect("a status").reply = None;
+        assert_eq!(wanted(&run), None);
+    }
+
+    #[test]
+    fn issues_runs_off_github_and_skipped_checks_get_none() {
+        let mut issue = on_pull_request(Phase::Running, "");
+        issue.spec.github.pull_request = false;
+        assert_eq!(head_sha(&issue), None);
+        let mut quiet = on_pull_request(Phase::Running, "");
+        quiet.spec.github.post_reply = false;
+        assert_eq!(head_sha(&quiet), None);
+        let mut skipped = on_pull_request(Phase::Running, "");
+        skipped
+            .status
+            .as_mut()
+            .expect("a status")
+            .conditions
+            .push(Condition {
+                type_: conditions::CHECK_RUN.into(),
+                status: "False".into(),
+                reason: "CheckRunSkipped".into(),
+                message: "GitHub refused".into(),
+                last_transition_time: crate::api::now(),
+                observed_generation: None,
+            });
+        assert_eq!(head_sha(&skipped), None);
+        let mut unpinned = on_pull_request(Phase::Running, "");
+        unpinned.status.as_mut().expect("a status").head = None;
+        assert_eq!(head_sha(&unpinned), None);
+        assert_eq!(
+            head_sha(&on_pull_request(Phase::Running, "")),
+            Some("a".repeat(40).as_str())
+        );
+    }
+
+    #[test]
+    fn a_completed_check_links_the_reply_and_says_why() {
+        let run = on_pull_request(Phase::Failed, RUN_TIMEOUT);
+        let report = report(&run, CheckRunState::TimedOut);
+        let reply = "https://github.com/octo/hello/issues/7#issuecomment-1";
+        assert_eq!(report.title, "Timed out");
+        assert!(report.summary.contains("it ended"), "{}", report.summary);
+        assert!(
+            report.summary.contains(&format!("[The reply]({reply})")),
+            "{}",
+            report.summary
+        );
+        assert_eq!(report.details_url.as_deref(), Some(reply));
+        assert!(report.completed_at.is_some());
+    }
+}

@@ -384,6 +384,12 @@ async fn commit_author(run: &AgentRun, ctx: &Context) -> Result<Option<CommitAut
     let Some(github) = &ctx.github else {
         return Ok(None);
     };
+    // Read once per process: a run waiting for its sandbox asks here at
+    // every look, and one made by hand would look its installation up each
+    // time.
+    if let Some(known) = github.known_identity() {
+        return Ok(Some(known));
+    }
     match github.bot_identity(installation(run, ctx).await?).await {
         Ok(author) => Ok(Some(author)),
         Err(error) if error.is_transient() => Err(error.into()),

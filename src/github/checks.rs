@@ -104,7 +104,7 @@ impl GitHub {
             check_runs: Vec<CheckRun>,
         }
         const PAGE: usize = 100;
-        let client = self.installation(installation)?;
+        let client = self.installation(installation).await?;
         let action = format!("list the check runs of {repository}@{head_sha}");
         // Bounded: GitHub keeps at most 1000 check runs of one name in a
         // check suite.
@@ -153,7 +153,7 @@ impl GitHub {
         body["external_id"] = json!(external_id);
         let action = format!("create a check run on {repository}@{head_sha}");
         let created: CheckRun = send(
-            &*self.installation(installation)?,
+            &*self.installation(installation).await?,
             http::Method::POST,
             &format!("/repos/{repository}/check-runs"),
             Some(&body),
@@ -173,7 +173,7 @@ impl GitHub {
     ) -> Result<(), Error> {
         let action = format!("update check run {id} of {repository}");
         let _: Value = send(
-            &*self.installation(installation)?,
+            &*self.installation(installation).await?,
             http::Method::PATCH,
             &format!("/repos/{repository}/check-runs/{id}"),
             Some(&report.body()),

@@ -9,6 +9,11 @@ use super::{Error, GitHub, send};
 use crate::api::contract::CommitAuthor;
 
 impl GitHub {
+    /// The App's bot identity, if it was read already.
+    pub fn known_identity(&self) -> Option<CommitAuthor> {
+        self.identity.get().cloned()
+    }
+
     /// The App's bot identity, read through `installation` the first time
     /// (GitHub answers `/users` to an installation, not to the App's JWT)
     /// and kept after.
@@ -28,7 +33,7 @@ impl GitHub {
                 let login = format!("{}[bot]", app.slug);
                 let action = format!("read the App's bot user {login}");
                 let user: User = send(
-                    &*self.installation(installation)?,
+                    &*self.installation(installation).await?,
                     http::Method::GET,
                     &format!("/users/{}", utf8_percent_encode(&login, NON_ALPHANUMERIC)),
                     None,

@@ -120,17 +120,28 @@ pub struct RunToken {
     pub expires_at: String,
 }
 
+/// An installation's client, and the lock that lets one caller at a time
+/// renew its token: runs reconciled at once share the token the first of
+/// them mints.
+struct Installation {
+    client: Arc<Octocrab>,
+    renewing: tokio::sync::Mutex<()>,
+}
+
+/// How long before its expiry an installation token is renewed: a token
+/// handed to a call is good for the whole call (GitHub's live an hour).
+const RENEW_BEFORE: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
 /// The App's view of GitHub.
 pub struct GitHub {
     app: Octocrab,
     app_id: u64,
     api_url: String,
-    /// One client per installation, shared: octocrab caches a client's
-    /// installation token inside it (until 30 s before it expires, and
-    /// drops it on a 401), and a clone of a client copies that cache
-    /// rather than sharing it, so handing out clones would mint a token
-    /// for every call.
-    installations: Mutex<HashMap<u64, Arc<Octocrab>>>,
+    /// One client per installation, shared by every run: octocrab caches
+    /// a client's installation token inside it (and drops it on a 401),
+    /// and a clone of a client copies that cache rather than sharing it,
+    /// so handing out clones would mint a token for every call.
+    installations: Mutex<HashMap<u64, Arc<Installation>>>,
     /// The App's bot identity, once read.
     identity: tokio::sync::OnceCell<crate::api::contract::CommitAuthor>,
 }
@@ -211,26 +222,44 @@ impl GitHub {
     }
 
     /// A client acting as `installation`, the same one for every run of
-    /// this controller: its installation token is minted once, and again
-    /// only when it nears its expiry or GitHub refuses it.
-    pub(crate) fn installation(&self, installation: u64) -> Result<Arc<Octocrab>, Error> {
-        let mut clients = self
-            .installations
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(client) = clients.get(&installation) {
-            return Ok(Arc::clone(client));
-        }
-        let client = Arc::new(
-            self.app
-                .installation(InstallationId(installation))
-                .map_err(|source| Error::Transport {
-                    action: format!("authenticate as installation {installation}"),
-                    source,
-                })?,
-        );
-        clients.insert(installation, Arc::clone(&client));
-        Ok(client)
+    /// this controller, holding a token that lives at least
+    /// [`RENEW_BEFORE`] more: minted once, and again only when it nears its
+    /// expiry or GitHub refuses it.
+    pub(crate) async fn installation(&self, installation: u64) -> Result<Arc<Octocrab>, Error> {
+        let entry = {
+            let mut clients = self
+                .installations
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match clients.get(&installation) {
+                Some(entry) => Arc::clone(entry),
+                None => {
+                    let client = self
+                        .app
+                        .installation(InstallationId(installation))
+                        .map_err(|source| Error::Transport {
+                            action: format!("authenticate as installation {installation}"),
+                            source,
+                        })?;
+                    let entry = Arc::new(Installation {
+                        client: Arc::new(client),
+                        renewing: tokio::sync::Mutex::new(()),
+                    });
+                    clients.insert(installation, Arc::clone(&entry));
+                    entry
+                }
+            }
+        };
+        let _renewing = entry.renewing.lock().await;
+        entry
+            .client
+            .installation_token_with_buffer(RENEW_BEFORE)
+            .await
+            .map_err(|source| Error::Transport {
+                action: format!("mint a token for installation {installation}"),
+                source,
+            })?;
+        Ok(Arc::clone(&entry.client))
     }
 
     /// The App installation that covers `repository` (`owner/name`).
@@ -317,7 +346,7 @@ impl GitHub {
         };
         let action = format!("react to comment {} in {repo}", comment.id);
         let _: Value = send(
-            &*self.installation(installation)?,
+            &*self.installation(installation).await?,
             http::Method::POST,
             &path,
             Some(&json!({ "content": "eyes" })),
@@ -370,7 +399,7 @@ impl GitHub {
             user: Option<User>,
         }
         const PAGE: usize = 100;
-        let client = self.installation(installation)?;
+        let client = self.installation(installation).await?;
         let repo = &thread.repository;
         let number = thread.number;
         let list = match reply_kind(thread) {
@@ -435,7 +464,7 @@ impl GitHub {
         };
         let action = format!("reply in {repo}#{number}");
         let created: Created = send(
-            &*self.installation(installation)?,
+            &*self.installation(installation).await?,
             http::Method::POST,
             &path,
             Some(&json!({ "body": body })),
@@ -461,7 +490,7 @@ impl GitHub {
     ) -> Result<(), Error> {
         let action = format!("edit comment {id} in {repository}");
         let _: Value = send(
-            &*self.installation(installation)?,
+            &*self.installation(installation).await?,
             http::Method::PATCH,
             &format!("/repos/{repository}/issues/comments/{id}"),
             Some(&json!({ "body": body })),

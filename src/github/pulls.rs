@@ -63,7 +63,7 @@ impl GitHub {
     ) -> Result<Head, Error> {
         let action = format!("read pull request {repository}#{number}");
         let pull: Pull = send(
-            &*self.installation(installation)?,
+            &*self.installation(installation).await?,
             http::Method::GET,
             &format!("/repos/{repository}/pulls/{number}"),
             None,
@@ -86,7 +86,7 @@ impl GitHub {
         repository: &str,
         pull: &NewPull<'_>,
     ) -> Result<PullRequestRef, Error> {
-        let client = self.installation(installation)?;
+        let client = self.installation(installation).await?;
         let owner = repository.split('/').next().unwrap_or_default();
         let action = format!("find the pull request of {repository}:{}", pull.head);
         let found: Vec<Pull> = send(
