@@ -255,9 +255,19 @@ impl GitHub {
             .client
             .installation_token_with_buffer(RENEW_BEFORE)
             .await
-            .map_err(|source| Error::Transport {
-                action: format!("mint a token for installation {installation}"),
-                source,
+            .map_err(|source| {
+                let action = format!("mint a token for installation {installation}");
+                match source {
+                    // Refused (the App uninstalled, say): as any refusal,
+                    // which waiting may not fix.
+                    octocrab::Error::GitHub { source, .. } => refused(
+                        &action,
+                        source.status_code,
+                        &source.headers.unwrap_or_default(),
+                        source.message,
+                    ),
+                    source => Error::Transport { action, source },
+                }
             })?;
         Ok(Arc::clone(&entry.client))
     }
@@ -530,27 +540,32 @@ pub(crate) async fn send<T: DeserializeOwned>(
     }
     .map_err(transport)?;
     let status = response.status();
-    let retry_after = retry_advice(status, response.headers());
+    let headers = response.headers().clone();
     let text = client.body_to_string(response).await.map_err(transport)?;
     if !status.is_success() {
         let message = serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|v| v["message"].as_str().map(str::to_owned))
             .unwrap_or(text);
-        let secondary = message
-            .to_ascii_lowercase()
-            .contains("secondary rate limit");
-        return Err(Error::Status {
-            action: action.to_owned(),
-            status,
-            retry_after: retry_after.or(secondary.then_some(Duration::from_secs(60))),
-            message,
-        });
+        return Err(refused(action, status, &headers, message));
     }
     serde_json::from_str(&text).map_err(|source| Error::Decode {
         action: action.to_owned(),
         source,
     })
+}
+
+/// GitHub's refusal of `action`, with its advice on when to try again.
+fn refused(action: &str, status: StatusCode, headers: &http::HeaderMap, message: String) -> Error {
+    let secondary = message
+        .to_ascii_lowercase()
+        .contains("secondary rate limit");
+    Error::Status {
+        action: action.to_owned(),
+        status,
+        retry_after: retry_advice(status, headers).or(secondary.then_some(Duration::from_secs(60))),
+        message,
+    }
 }
 
 /// GitHub's advice on when to retry: `Retry-After`, or the reset time of an
