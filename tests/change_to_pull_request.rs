@@ -19,7 +19,7 @@ use smolpaws::api::{
 };
 use smolpaws::controller::ControllerArgs;
 use support::fake_github::{BOT_USER_ID, FakeGitHub, Scripted};
-use support::fake_llm::{FakeLlm, Reply};
+use support::fake_llm::{FakeLlm, Reply, finish};
 use support::git_http::GitHttp;
 use support::git_remote::git;
 use support::kubelet::{Behaviour, Kubelet};
@@ -166,6 +166,16 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
         }
     });
     waited.await.unwrap_or_else(|_| panic!("never: {what}"));
+}
+
+/// The installation tokens the controller minted for its own calls: the
+/// ones without a repository scope (each run's own token has one).
+fn installation_mints(github: &FakeGitHub) -> usize {
+    github
+        .token_requests()
+        .iter()
+        .filter(|(_, body)| body.get("permissions").is_none())
+        .count()
 }
 
 /// The model edits `path` (`old` → `new`), then finishes.
@@ -584,13 +594,12 @@ async fn oversized_and_malformed_bundles_are_refused_and_nothing_is_pushed() {
     );
     // The controller's own installation token was minted once for both
     // runs (each run's token is its own, scoped to the repository).
-    let unscoped = scene
-        .github
-        .token_requests()
-        .iter()
-        .filter(|(_, body)| body.get("permissions").is_none())
-        .count();
-    assert_eq!(unscoped, 1, "{:#?}", scene.github.token_requests());
+    assert_eq!(
+        installation_mints(&scene.github),
+        1,
+        "{:#?}",
+        scene.github.token_requests()
+    );
     // The App's bot identity was read once for both runs.
     let calls = scene.github.calls();
     let reads = |call: &str| calls.iter().filter(|c| *c == call).count();
@@ -970,4 +979,37 @@ async fn deleting_a_pull_request_run_completes_its_check_run_as_cancelled() {
     let check = scene.completed_check().await;
     assert_eq!(check.state(), ("completed", Some("cancelled")));
     assert_eq!(check.title, "Cancelled");
+}
+
+#[tokio::test]
+async fn an_installation_token_github_refuses_is_minted_again_and_the_run_goes_on() {
+    let replies = vec![finish("First."), finish("Second.")];
+    let scene = Scene::new("token-refused", replies, None).await;
+    scene
+        .create("first", issue_spec(REPO, 5656, "Codertocat"))
+        .await;
+    until(&scene.runs, "first", "replied", replied).await;
+    // The controller's cached token now answers 401, as one GitHub revoked.
+    scene.github.expire_tokens();
+    scene
+        .create("second", issue_spec(REPO, 5757, "Codertocat"))
+        .await;
+    until(&scene.runs, "second", "replied", replied).await;
+    assert!(
+        !scene.github.unauthorized().is_empty(),
+        "the old token was refused"
+    );
+    assert_eq!(
+        installation_mints(&scene.github),
+        2,
+        "minted once, and once more after the 401"
+    );
+    let replies: Vec<String> = scene
+        .github
+        .comments()
+        .into_iter()
+        .map(|c| c.body)
+        .collect();
+    assert_eq!(replies.len(), 2, "{replies:#?}");
+    assert!(replies[1].starts_with("Second."), "{replies:#?}");
 }

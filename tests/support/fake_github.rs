@@ -106,6 +106,8 @@ struct State_ {
     post_attempts: Vec<(Instant, u16)>,
     unauthorized: Vec<String>,
     revoked: Vec<String>,
+    /// Tokens that answer 401 as if they had expired.
+    expired: Vec<String>,
     /// Every how many calls one fails, when chaos is on.
     chaos_every: Option<u64>,
     chaos_count: u64,
@@ -224,6 +226,12 @@ impl FakeGitHub {
     /// Requests refused for a missing or unknown token.
     pub fn unauthorized(&self) -> Vec<String> {
         self.with(|s| s.unauthorized.clone())
+    }
+
+    /// Every token handed out so far answers 401 from now on, as an
+    /// expired or revoked one does.
+    pub fn expire_tokens(&self) {
+        self.with(|s| s.expired = s.issued.clone());
     }
 
     /// Fails every `every`th call, whatever it is, with a server error or a
@@ -406,7 +414,7 @@ fn presented(headers: &HeaderMap) -> String {
 fn authorized(state: &Shared, headers: &HeaderMap, path: &str) -> bool {
     let token = presented(headers);
     let mut s = state.lock().expect("fake state");
-    let ok = s.issued.contains(&token);
+    let ok = s.issued.contains(&token) && !s.expired.contains(&token);
     if !ok {
         s.unauthorized.push(path.to_owned());
     }
