@@ -4,10 +4,14 @@
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
 use nix::sys::signal::Signal;
 use serde_json::json;
 use smolpaws::dev::session::Session;
@@ -244,6 +248,21 @@ async fn dev_pods_answers_a_comment_from_a_real_pod_and_sigterm_leaves_the_host_
     let dev = Running::pods_beside_notes(&llm.base_url).await;
     eprintln!("dev --pods: ready in {:.2?}", began.elapsed());
 
+    // The controller deletes a pod once its agent reported: every pod
+    // state is recorded as it comes.
+    let pods = Api::<Pod>::namespaced(dev_client(&dev.session).await, "default");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    let recorder = tokio::spawn(
+        watcher(pods, watcher::Config::default())
+            .applied_objects()
+            .for_each(move |pod| {
+                if let Ok(pod) = pod {
+                    recorded.lock().expect("the pods seen").push(pod);
+                }
+                futures::future::ready(())
+            }),
+    );
     let asked = Instant::now();
     let said = dev.comment("@smolpaws what do the notes say?").await;
     eprintln!("dev --pods: comment answered in {:.2?}", asked.elapsed());
@@ -256,13 +275,25 @@ async fn dev_pods_answers_a_comment_from_a_real_pod_and_sigterm_leaves_the_host_
         "the key stays with the gateway"
     );
 
-    // The run's sandbox is a pod the node's containerd ran.
+    // The run's sandbox was a pod the node's containerd ran.
     let run = dev.only_run().await;
-    let pod = Api::<Pod>::namespaced(dev_client(&dev.session).await, "default")
-        .get(run.metadata.name.as_deref().expect("a name"))
-        .await
-        .expect("the run's pod");
-    support::node::assert_ran_under_containerd(pod.status);
+    recorder.abort();
+    let started = seen
+        .lock()
+        .expect("the pods seen")
+        .iter()
+        .rev()
+        .find(|pod| {
+            pod.metadata.name == run.metadata.name
+                && pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.container_id.is_some()))
+        })
+        .cloned()
+        .expect("the run's pod was seen started");
+    support::node::assert_ran_under_containerd(started.status);
 
     // What the node is, to see it gone.
     let processes = descendants(dev.dev.id().expect("a pid"));
