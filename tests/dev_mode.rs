@@ -194,24 +194,26 @@ fn sysctls() -> Vec<(&'static str, String)> {
     smolpaws::node::host::settings().expect("the kernel settings are readable")
 }
 
-/// The cgroup parents of running nodes, in every hierarchy.
-fn node_cgroups() -> Vec<std::path::PathBuf> {
+/// The cgroup parents, in every hierarchy, of the node process `owner`
+/// started (its directory's owner file names it).
+fn node_cgroups(owner: u32) -> Vec<std::path::PathBuf> {
+    use smolpaws::node::host::{OWNER_FILE, PREFIX};
+    let owned = |dir: &std::path::Path| {
+        std::fs::read_to_string(dir.join(OWNER_FILE))
+            .is_ok_and(|pid| pid.trim() == owner.to_string())
+    };
+    let names: Vec<std::ffi::OsString> = std::fs::read_dir(std::env::temp_dir())
+        .expect("the temp dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX) && owned(&e.path()))
+        .map(|e| e.file_name())
+        .collect();
     std::fs::read_dir("/sys/fs/cgroup")
         .into_iter()
         .flatten()
         .flatten()
-        .flat_map(|hierarchy| {
-            std::fs::read_dir(hierarchy.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-        })
-        .map(|entry| entry.path())
-        .filter(|path| {
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(smolpaws::node::host::PREFIX))
-        })
+        .flat_map(|hierarchy| names.iter().map(move |n| hierarchy.path().join(n)))
+        .filter(|path| path.exists())
         .collect()
 }
 
@@ -296,7 +298,8 @@ async fn dev_pods_answers_a_comment_from_a_real_pod_and_sigterm_leaves_the_host_
     support::node::assert_ran_under_containerd(started.status);
 
     // What the node is, to see it gone.
-    let processes = descendants(dev.dev.id().expect("a pid"));
+    let pid = dev.dev.id().expect("a pid");
+    let processes = descendants(pid);
     let kubelet = processes
         .iter()
         .copied()
@@ -306,7 +309,7 @@ async fn dev_pods_answers_a_comment_from_a_real_pod_and_sigterm_leaves_the_host_
         .expect("the kubelet's network")
         .to_string_lossy()
         .into_owned();
-    let cgroups = node_cgroups();
+    let cgroups = node_cgroups(pid);
     assert!(!cgroups.is_empty(), "the node's cgroup parent exists");
 
     dev.stop(Signal::SIGTERM).await;
