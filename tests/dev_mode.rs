@@ -4,87 +4,20 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use futures::StreamExt;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use nix::sys::signal::Signal;
 use serde_json::json;
-use smolpaws::api::{AgentRun, Phase};
 use smolpaws::dev::session::Session;
-use support::fake_llm::{FakeLlm, Reply};
+use support::dev::{LLM_KEY, Running, descendants, dev_client, smolpaws};
+use support::fake_llm::{FakeLlm, Reply, bash, finish};
 use support::git_remote::git;
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-const SMOLPAWS: &str = env!("CARGO_BIN_EXE_smolpaws");
-
-/// Variables of the test's own environment that would change dev mode.
-const CLEARED: &[&str] = &[
-    "LLM_MODEL",
-    "LLM_BASE_URL",
-    "LLM_PROVIDER",
-    "LLM_API_KEY",
-    "GITHUB_APP_ID",
-    "GITHUB_APP_PRIVATE_KEY",
-    "GITHUB_APP_PRIVATE_KEY_FILE",
-    "ALLOWED_ACTORS",
-    "ALLOWED_OWNERS",
-    "ALLOWED_REPOS",
-    "ALLOWED_INSTALLATIONS",
-    "KUBECONFIG",
-];
-
-fn smolpaws(dev_dir: &Path) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(SMOLPAWS);
-    for name in CLEARED {
-        command.env_remove(name);
-    }
-    command
-        .env("SMOLPAWS_DEV_DIR", dev_dir)
-        .env("USER", "ada")
-        .kill_on_drop(true);
-    command
-}
-
-/// The processes descended from `pid`, from /proc.
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut found = vec![pid];
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        let children = std::fs::read_dir(format!("/proc/{parent}/task"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
-            .flat_map(|list| {
-                list.split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .collect::<Vec<u32>>()
-            });
-        found.extend(children);
-        i += 1;
-    }
-    found.remove(0);
-    found
-}
-
-async fn wait_for_session(dir: &Path, lines: &Mutex<Vec<String>>) -> Session {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        if let Ok(session) = Session::load(dir) {
-            return session;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "dev mode did not start: {:?}",
-            lines.lock().expect("the printed lines")
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_comment_on_a_local_repository_is_answered_and_ctrl_c_leaves_nothing_behind() {
@@ -99,48 +32,15 @@ async fn a_comment_on_a_local_repository_is_answered_and_ctrl_c_leaves_nothing_b
         },
     ])
     .await;
-    let dev_dir = tempfile::tempdir().expect("a dev dir");
-    let repo_root = tempfile::tempdir().expect("a repository");
-    let repo = repo_root.path().join("widgets");
-    std::fs::create_dir(&repo).expect("mkdir");
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("README.md"), "helo world\n").expect("write");
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-q", "-m", "first"]);
-
-    let mut dev = smolpaws(dev_dir.path())
-        .args(["dev", "--listen", "127.0.0.1:0"])
-        .env("LLM_MODEL", "scripted-model")
-        .env("LLM_BASE_URL", &llm.base_url)
-        .env("LLM_API_KEY", "sk-dev-test-0123456789")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("smolpaws dev starts");
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let stdout = dev.stdout.take().expect("stdout");
-    let collected = lines.clone();
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            collected.lock().expect("the printed lines").push(line);
-        }
-    });
-    let session = wait_for_session(dev_dir.path(), &lines).await;
-
-    let comment = smolpaws(dev_dir.path())
-        .args(["dev", "comment", "--repo"])
-        .arg(&repo)
-        .arg("@smolpaws fix the typo in the README")
-        .output()
-        .await
-        .expect("smolpaws dev comment runs");
-    let said = String::from_utf8_lossy(&comment.stdout);
-    assert!(
-        comment.status.success(),
-        "the comment's run failed: {said}{}",
-        String::from_utf8_lossy(&comment.stderr)
-    );
+    let dev = Running::start(
+        &[],
+        &llm.base_url,
+        "widgets",
+        &[("README.md", "helo world\n")],
+    )
+    .await;
+    let repo = dev.repo.as_path();
+    let said = dev.comment("@smolpaws fix the typo in the README").await;
     assert!(said.contains("Fixed the typo in README.md."), "{said}");
 
     // The working tree is as it was; the change is a new local branch.
@@ -150,7 +50,7 @@ async fn a_comment_on_a_local_repository_is_answered_and_ctrl_c_leaves_nothing_b
         "the agent left the working tree alone"
     );
     let branch = git(
-        &repo,
+        repo,
         &[
             "for-each-ref",
             "--format=%(refname:short)",
@@ -159,52 +59,41 @@ async fn a_comment_on_a_local_repository_is_answered_and_ctrl_c_leaves_nothing_b
     );
     assert!(branch.starts_with("smolpaws/"), "a branch: {branch}");
     assert_eq!(
-        git(&repo, &["show", &format!("{branch}:README.md")]),
+        git(repo, &["show", &format!("{branch}:README.md")]),
         "hello world"
     );
     assert_eq!(
-        git(&repo, &["rev-list", "--count", &format!("main..{branch}")]),
+        git(repo, &["rev-list", "--count", &format!("main..{branch}")]),
         "1"
     );
     assert_eq!(
-        git(&repo, &["worktree", "list", "--porcelain"])
+        git(repo, &["worktree", "list", "--porcelain"])
             .matches("worktree ")
             .count(),
         1
     );
     assert!(said.contains(&format!("`git merge {branch}`")), "{said}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !lines
-        .lock()
-        .expect("the printed lines")
+    while !dev
+        .printed()
         .iter()
         .any(|l| l.contains("Fixed the typo in README.md."))
     {
         assert!(
             Instant::now() < deadline,
             "dev mode printed no reply: {:?}",
-            lines.lock().expect("the printed lines")
+            dev.printed()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let printed = lines.lock().expect("the printed lines").join("\n");
+    let printed = dev.printed().join("\n");
+    let kubeconfig = &dev.session.kubeconfig;
     assert!(
-        printed.contains(&session.kubeconfig.display().to_string()),
+        printed.contains(&kubeconfig.display().to_string()),
         "{printed}"
     );
 
-    let kubeconfig = Kubeconfig::read_from(&session.kubeconfig).expect("the printed kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("a usable kubeconfig");
-    let client = kube::Client::try_from(config).expect("a client");
-    let runs = Api::<AgentRun>::all(client)
-        .list(&ListParams::default())
-        .await
-        .expect("runs are listed");
-    assert_eq!(runs.items.len(), 1);
-    let run = &runs.items[0];
-    assert_eq!(run.phase(), Phase::Succeeded);
+    let run = dev.only_run().await;
     assert_eq!(run.spec.github.repository, "local/widgets");
     let status = run.status.as_ref().expect("a status");
     assert_eq!(
@@ -218,36 +107,23 @@ async fn a_comment_on_a_local_repository_is_answered_and_ctrl_c_leaves_nothing_b
     );
 
     let name = run.metadata.name.as_deref().expect("a name");
-    let log = support::smolpaws_logs(&session.kubeconfig, "default", name).await;
+    let log = support::smolpaws_logs(kubeconfig, "default", name).await;
     // The agent logs its last step before it reports; once the result is
     // stored the controller stops the sandbox, so nothing after is certain.
     assert!(log.contains("\"finished\""), "the sandbox's output: {log}");
-    assert!(
-        !log.contains("sk-dev-test-0123456789"),
-        "no key in the log: {log}"
-    );
+    assert!(!log.contains(LLM_KEY), "no key in the log: {log}");
 
-    let pid = dev.id().expect("a pid");
-    let children = descendants(pid);
+    let children = descendants(dev.dev.id().expect("a pid"));
     assert!(
         children.len() >= 2,
         "etcd and kube-apiserver run under dev mode: {children:?}"
     );
-    support::signal(pid, nix::sys::signal::Signal::SIGINT);
-    let exited = tokio::time::timeout(Duration::from_secs(60), dev.wait())
-        .await
-        .expect("dev mode stops after Ctrl-C")
-        .expect("its exit status");
-    assert!(exited.success(), "dev mode exited with {exited}");
+    dev.stop(Signal::SIGINT).await;
     let left: Vec<u32> = children
         .into_iter()
         .filter(|p| smolpaws::process::running(*p))
         .collect();
     assert!(left.is_empty(), "processes left behind: {left:?}");
-    assert!(
-        Session::load(dev_dir.path()).is_err(),
-        "the session is removed"
-    );
 }
 
 #[tokio::test]
@@ -311,4 +187,167 @@ async fn the_control_plane_s_etcd_serves_only_the_apiserver() {
         .list(&Default::default())
         .await
         .expect("the apiserver reads etcd");
+}
+
+/// The kernel settings a node's kubelet changes.
+fn sysctls() -> Vec<(&'static str, String)> {
+    smolpaws::node::host::settings().expect("the kernel settings are readable")
+}
+
+/// The cgroup parents, in every hierarchy, of the node process `owner`
+/// started (its directory's owner file names it).
+fn node_cgroups(owner: u32) -> Vec<std::path::PathBuf> {
+    use smolpaws::node::host::{OWNER_FILE, PREFIX};
+    let owned = |dir: &std::path::Path| {
+        std::fs::read_to_string(dir.join(OWNER_FILE))
+            .is_ok_and(|pid| pid.trim() == owner.to_string())
+    };
+    let names: Vec<std::ffi::OsString> = std::fs::read_dir(std::env::temp_dir())
+        .expect("the temp dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(PREFIX) && owned(&e.path()))
+        .map(|e| e.file_name())
+        .collect();
+    std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|hierarchy| names.iter().map(move |n| hierarchy.path().join(n)))
+        .filter(|path| path.exists())
+        .collect()
+}
+
+/// The processes whose network namespace is `namespace` (a `net:[inode]`).
+fn in_network(namespace: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|link| link.to_string_lossy() == namespace)
+        })
+        .collect()
+}
+
+fn command_name(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_pods_answers_a_comment_from_a_real_pod_and_sigterm_leaves_the_host_as_it_was() {
+    let before = sysctls();
+    let llm = FakeLlm::start([
+        bash("cat notes.md && id -u && git log --oneline -1"),
+        finish("The notes say hello."),
+    ])
+    .await;
+    let began = Instant::now();
+    let dev = Running::pods_beside_notes(&llm.base_url).await;
+    eprintln!("dev --pods: ready in {:.2?}", began.elapsed());
+
+    // The controller deletes a pod once its agent reported: every pod
+    // state is recorded as it comes.
+    let pods = Api::<Pod>::namespaced(dev_client(&dev.session).await, "default");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorded = seen.clone();
+    let recorder = tokio::spawn(
+        watcher(pods, watcher::Config::default())
+            .applied_objects()
+            .for_each(move |pod| {
+                if let Ok(pod) = pod {
+                    recorded.lock().expect("the pods seen").push(pod);
+                }
+                futures::future::ready(())
+            }),
+    );
+    let asked = Instant::now();
+    let said = dev.comment("@smolpaws what do the notes say?").await;
+    eprintln!("dev --pods: comment answered in {:.2?}", asked.elapsed());
+    assert!(said.contains("The notes say hello."), "{said}");
+    // The agent cloned the local repository from the node's git daemon and
+    // ran as the sandbox's uid.
+    llm.assert_last_turn_saw(2, &["the notes say hello", "65532"]);
+    assert!(
+        !llm.bodies().iter().any(|r| r.contains(LLM_KEY)),
+        "the key stays with the gateway"
+    );
+
+    // The run's sandbox was a pod the node's containerd ran.
+    let run = dev.only_run().await;
+    recorder.abort();
+    let started = seen
+        .lock()
+        .expect("the pods seen")
+        .iter()
+        .rev()
+        .find(|pod| {
+            pod.metadata.name == run.metadata.name
+                && pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.container_id.is_some()))
+        })
+        .cloned()
+        .expect("the run's pod was seen started");
+    support::node::assert_ran_under_containerd(started.status);
+
+    // What the node is, to see it gone.
+    let pid = dev.dev.id().expect("a pid");
+    let processes = descendants(pid);
+    let kubelet = processes
+        .iter()
+        .copied()
+        .find(|p| command_name(*p) == "kubelet")
+        .expect("a kubelet runs under dev mode");
+    let network = std::fs::read_link(format!("/proc/{kubelet}/ns/net"))
+        .expect("the kubelet's network")
+        .to_string_lossy()
+        .into_owned();
+    let cgroups = node_cgroups(pid);
+    assert!(!cgroups.is_empty(), "the node's cgroup parent exists");
+
+    dev.stop(Signal::SIGTERM).await;
+    let left: Vec<(u32, String)> = processes
+        .into_iter()
+        .filter(|p| smolpaws::process::running(*p))
+        .map(|p| (p, command_name(p)))
+        .collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    assert_eq!(
+        in_network(&network),
+        Vec::<u32>::new(),
+        "the node's network is gone"
+    );
+    assert_eq!(sysctls(), before, "the host's settings are restored");
+    let kept: Vec<_> = cgroups.into_iter().filter(|c| c.exists()).collect();
+    assert!(kept.is_empty(), "cgroups left behind: {kept:?}");
+}
+
+#[tokio::test]
+async fn dev_pods_without_the_node_s_parts_names_the_missing_one_and_fails() {
+    let dev_dir = tempfile::tempdir().expect("a dev dir");
+    let parts = tempfile::tempdir().expect("an empty parts directory");
+    let output = smolpaws(dev_dir.path())
+        .args(["dev", "--pods", "--listen", "127.0.0.1:0"])
+        .env("LLM_MODEL", "scripted-model")
+        .env("LLM_BASE_URL", "http://127.0.0.1:9/v1")
+        .env(smolpaws::node::PARTS_DIR_VAR, parts.path())
+        .output()
+        .await
+        .expect("smolpaws dev runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let kubelet = parts.path().join("kubelet");
+    assert!(
+        stderr.contains(&format!("{}", kubelet.display()))
+            && stderr.contains("tools/node/build.sh"),
+        "names the kubelet and what builds it: {stderr}"
+    );
+    assert!(Session::load(dev_dir.path()).is_err(), "nothing started");
 }

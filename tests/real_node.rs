@@ -151,17 +151,13 @@ fn a_comment_runs_in_a_real_pod_and_is_answered_once() {
         .await
         .expect("the sandbox pod starts");
         let status = pod.status.expect("a pod status");
-        let init = &status.init_container_statuses.expect("an init container")[0];
+        let init = &status
+            .init_container_statuses
+            .clone()
+            .expect("an init container")[0];
         let installed = init.state.as_ref().and_then(|s| s.terminated.as_ref());
         assert_eq!(installed.map(|t| t.exit_code), Some(0), "{init:?}");
-        let agent = &status.container_statuses.expect("a container")[0];
-        assert!(
-            agent
-                .container_id
-                .as_deref()
-                .is_some_and(|id| id.starts_with("containerd://")),
-            "{agent:?}"
-        );
+        support::node::assert_ran_under_containerd(Some(status));
 
         let run = until(&setup.runs, "answered", "replied", replied).await;
         assert_eq!(
@@ -172,13 +168,7 @@ fn a_comment_runs_in_a_real_pod_and_is_answered_once() {
             setup.log("answered").await
         );
         // The agent cloned the repository over HTTP and ran git in it.
-        let requests: Vec<String> = llm.requests().iter().map(|(_, b)| b.to_string()).collect();
-        assert_eq!(requests.len(), 2, "two model turns");
-        assert!(
-            requests[1].contains("the notes say hello") && requests[1].contains(" main"),
-            "the tool saw the checkout: {}",
-            requests[1]
-        );
+        llm.assert_last_turn_saw(2, &["the notes say hello", " main"]);
         let replies = setup.replies();
         assert_eq!(replies.len(), 1, "one reply: {replies:?}");
         assert!(

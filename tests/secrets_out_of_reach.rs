@@ -158,7 +158,7 @@ async fn a_stranger_steering_the_model_reaches_no_secret() {
     let mut secrets: Vec<String> = setup.github.issued_tokens();
     secrets.push(credential.clone());
     secrets.push(LLM_KEY.to_owned());
-    let requests: Vec<String> = llm.requests().iter().map(|(_, b)| b.to_string()).collect();
+    let requests = llm.bodies();
     // The agent's own log and the operator's, besides what the model saw.
     let logs = format!("{}\n{}", setup.kubelet.log("steered"), support::log::text());
     assert!(

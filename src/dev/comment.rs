@@ -48,7 +48,10 @@ pub async fn send(dir: &Path, args: CommentArgs) -> anyhow::Result<()> {
         );
     }
     let repository = format!("{LOCAL_OWNER}/{}", local_name(&checkout));
-    link(&session.repositories.join(&repository), &checkout)?;
+    link(
+        &crate::sandbox::local::link(&session.repositories, &repository),
+        &checkout,
+    )?;
 
     let delivery = crate::random::uuid();
     let body = serde_json::to_vec(&payload(

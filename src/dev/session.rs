@@ -20,7 +20,7 @@ pub struct Session {
     pub webhook_secret: String,
     /// The kubeconfig of the embedded control plane.
     pub kubeconfig: PathBuf,
-    /// Where local repositories are linked, as `<owner>/<name>`.
+    /// Where local repositories are linked, as `<owner>/<name>.git`.
     pub repositories: PathBuf,
     /// The login local comments are made as.
     pub author: String,

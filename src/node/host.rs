@@ -69,6 +69,17 @@ fn owner_alive(dir: &Path) -> bool {
     crate::process::owner_alive(dir, OWNER_FILE)
 }
 
+/// The kernel settings a kubelet changes, as they are now.
+pub fn settings() -> std::io::Result<Vec<(&'static str, String)>> {
+    SYSCTLS
+        .iter()
+        .map(|key| {
+            let value = std::fs::read_to_string(Path::new("/proc/sys").join(key))?;
+            Ok((*key, value.trim().to_owned()))
+        })
+        .collect()
+}
+
 /// Records the machine's kernel settings unless a running node already has
 /// (then they are the kubelet's, not the machine's).
 pub fn record_settings() -> std::io::Result<()> {
@@ -77,9 +88,8 @@ pub fn record_settings() -> std::io::Result<()> {
         return Ok(());
     }
     let mut text = String::new();
-    for key in SYSCTLS {
-        let value = std::fs::read_to_string(Path::new("/proc/sys").join(key))?;
-        text.push_str(&format!("{key}={}\n", value.trim()));
+    for (key, value) in settings()? {
+        text.push_str(&format!("{key}={value}\n"));
     }
     let partial = record().with_extension("partial");
     std::fs::write(&partial, text)?;

@@ -13,25 +13,30 @@
 //! What remains on the host is undone by [`host`].
 //!
 //! A client of the node (its apiserver listens on the node's loopback) runs
-//! on a thread inside the node's network: see [`Node::enter`].
+//! on a thread inside the node's network (see [`Node::enter`]), or on the
+//! host through [`Node::apiserver_on_host`].
 
 mod config;
 pub mod host;
+mod network;
 mod parts;
 
 use std::ffi::OsString;
-use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Node as NodeObject;
 use kube::api::Api;
+use kube::config::Kubeconfig;
 use tempfile::TempDir;
+use tokio_util::sync::CancellationToken;
 
 use crate::controlplane::{self, ControlPlane, Tools, spawn, still_running};
 use crate::process::Process;
 pub use config::{NODE_IP, NODE_NAME};
-pub use parts::{Images, Parts};
+pub use network::{bind, enter, reachable};
+pub use parts::{Images, PARTS_DIR_VAR, Parts, STATIC_BINARY_VAR, static_smolpaws};
 
 /// How long the node may take from its kubelet's start to Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -105,17 +110,15 @@ impl Drop for Node {
 }
 
 impl Node {
-    /// Builds what is not cached yet, then starts a node whose sandbox
-    /// images carry `smolpaws` (a static binary), and waits until it is
-    /// Ready. The calling thread joins the node's network (see
-    /// [`Node::enter`]): run this on a thread of the node's clients.
-    pub async fn start(tools: &Tools, smolpaws: &Path) -> Result<Self, Error> {
+    /// Builds the images not cached yet, then starts a node of `parts`
+    /// whose sandbox images carry `smolpaws` (a static binary), and waits
+    /// until it is Ready. The calling thread joins the node's network (see
+    /// [`Node::enter`]): run this on a thread of the node's clients, or
+    /// through [`Node::start_apart`].
+    pub async fn start(tools: &Tools, parts: &Parts, smolpaws: &Path) -> Result<Self, Error> {
         let began = Instant::now();
-        preflight()?;
         host::sweep();
-        let parts = Parts::locate().await?;
-        parts.check()?;
-        let images = Images::build(smolpaws, &parts).await?;
+        let images = Images::build(smolpaws, parts).await?;
 
         let dir = tempfile::Builder::new()
             .prefix(host::PREFIX)
@@ -143,7 +146,7 @@ impl Node {
         };
         host::record_settings().map_err(io("recording the kernel settings"))?;
         host::make_cgroup_parent(&name).map_err(io("making the node's cgroup parent"))?;
-        let (holder, first) = hold_namespaces(&root, &parts).await?;
+        let (holder, first) = hold_namespaces(&root, parts).await?;
         node.holder = Some(holder);
         node.first = first;
         node.enter().map_err(io("joining the node's network"))?;
@@ -288,11 +291,91 @@ impl Node {
         Ok(node)
     }
 
+    /// [`Node::start`] on a thread of its own (which joins the node's
+    /// network and ends), for a caller whose threads stay on the host.
+    pub async fn start_apart(tools: Tools, parts: Parts, smolpaws: PathBuf) -> Result<Self, Error> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let started = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(io("starting a runtime for the node's start"))
+                .and_then(|runtime| runtime.block_on(Self::start(&tools, &parts, &smolpaws)));
+            // A caller that gave up drops the node, which stops it.
+            let _ = sender.send(started);
+        });
+        receiver.await.unwrap_or_else(|_| {
+            Err(Error::Io {
+                what: "starting the node".into(),
+                source: std::io::Error::other("its start-up thread panicked"),
+            })
+        })
+    }
+
     /// Moves the calling thread into the node's network namespace: its new
     /// sockets reach the apiserver on the node's loopback and listen where
     /// pods reach them ([`NODE_IP`]). Threads it then starts are inside too.
     pub fn enter(&self) -> std::io::Result<()> {
         enter(&self.network())
+    }
+
+    /// Starts `program` with `args` inside the node, stopped with it, once
+    /// `ready` holds (within ten seconds).
+    pub async fn start_process(
+        &mut self,
+        name: &str,
+        program: &Path,
+        args: &[String],
+        ready: impl Fn() -> bool,
+    ) -> Result<(), Error> {
+        let mut process = spawn(name, program, args, &self.launcher(), self.dir.path())?;
+        wait_for(name, Duration::from_secs(10), &mut process, ready).await?;
+        self.processes.push(process);
+        Ok(())
+    }
+
+    /// The node's apiserver reached from the host: a forward from a free
+    /// port of the host's loopback into the node's, served until `stop`.
+    /// Its admin client configuration and kubeconfig (YAML) name the
+    /// forward; the apiserver's certificate holds for any port of
+    /// 127.0.0.1.
+    pub async fn apiserver_on_host(
+        &self,
+        stop: CancellationToken,
+    ) -> Result<(kube::Config, String), Error> {
+        let plane = self.plane();
+        let inside = plane.config().cluster_url.clone();
+        let target = inside
+            .authority()
+            .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
+            .ok_or_else(|| Error::Command {
+                command: "reading the apiserver's address".into(),
+                output: inside.to_string(),
+            })?;
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(io(
+                "listening on a loopback port for the apiserver's forward",
+            ))?;
+        let outside = listener
+            .local_addr()
+            .map_err(io("reading the forward's address"))?;
+        let server = format!("https://{outside}");
+        tokio::spawn(network::forward(listener, self.network(), target, stop));
+
+        let mut config = plane.config().clone();
+        config.cluster_url = server.parse().expect("an https URL of a socket address");
+        let mut kubeconfig = Kubeconfig::read_from(plane.kubeconfig_path())
+            .map_err(|e| Error::ControlPlane(e.into()))?;
+        for cluster in kubeconfig
+            .clusters
+            .iter_mut()
+            .filter_map(|c| c.cluster.as_mut())
+        {
+            cluster.server = Some(server.clone());
+        }
+        let yaml = serde_yaml_ng::to_string(&kubeconfig).expect("a kubeconfig serializes");
+        Ok((config, yaml))
     }
 
     /// The node's network namespace, for [`enter`] on other threads.
@@ -383,13 +466,6 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-}
-
-/// Moves the calling thread into the network namespace at `namespace` (a
-/// `/proc/<pid>/ns/net` path).
-pub fn enter(namespace: &Path) -> std::io::Result<()> {
-    let file = File::open(namespace)?;
-    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
 }
 
 fn ready(node: &NodeObject) -> bool {

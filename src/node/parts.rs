@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::Error;
 use crate::controlplane::run_script;
+use crate::sandbox::args::SandboxArgs;
 
 /// The directory of the node's built binaries.
 #[derive(Clone, Debug)]
@@ -33,18 +34,27 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Names a directory of prebuilt node parts instead of the build script's.
+pub const PARTS_DIR_VAR: &str = "SMOLPAWS_NODE_TOOLS_DIR";
+
 impl Parts {
-    /// Installs and builds what is missing (minutes, once per input set),
-    /// then finds the parts.
-    pub async fn locate() -> Result<Self, Error> {
-        let output = run_script(&script("build.sh"), &[]).await?;
-        Ok(Self {
-            dir: PathBuf::from(output.trim()),
-        })
+    /// The parts, once the machine is found able to run a node: installs
+    /// and builds what is missing (minutes, once per input set), or takes
+    /// the prebuilt ones [`PARTS_DIR_VAR`] names. Fails naming the first
+    /// thing missing and how to get it.
+    pub async fn ready() -> Result<Self, Error> {
+        super::preflight()?;
+        let dir = match std::env::var_os(PARTS_DIR_VAR).filter(|d| !d.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => PathBuf::from(run_script(&script("build.sh"), &[]).await?.trim()),
+        };
+        let parts = Self { dir };
+        parts.check()?;
+        Ok(parts)
     }
 
     /// Fails naming the first part the host lacks.
-    pub fn check(&self) -> Result<(), Error> {
+    fn check(&self) -> Result<(), Error> {
         let built = [
             self.kubelet(),
             self.scheduler(),
@@ -59,8 +69,13 @@ impl Parts {
             .chain(built)
             .find(|p| !p.exists());
         match missing {
+            Some(path) if path.starts_with(&self.dir) => Err(Error::Missing(format!(
+                "{} (tools/node/build.sh builds it into its cache; {PARTS_DIR_VAR}, if set, names \
+                 a directory of prebuilt parts instead)",
+                path.display()
+            ))),
             Some(path) => Err(Error::Missing(format!(
-                "{} (tools/node/build.sh installs or builds it)",
+                "{} (tools/node/build.sh installs it with apt-get)",
                 path.display()
             ))),
             None => Ok(()),
@@ -142,4 +157,64 @@ impl Images {
     pub fn archives(&self) -> &[PathBuf] {
         &self.archives
     }
+
+    /// Points sandboxes configured by `sandbox` at these images.
+    pub fn use_in(&self, sandbox: &mut SandboxArgs) {
+        sandbox.image.clone_from(&self.sandbox);
+        sandbox.agent_image.clone_from(&self.smolpaws);
+    }
+}
+
+/// The Rust target of the static smolpaws the images carry.
+const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+/// Names a prebuilt static smolpaws instead of building one.
+pub const STATIC_BINARY_VAR: &str = "SMOLPAWS_STATIC_BINARY";
+
+/// The static (musl) smolpaws the node's images carry: the one
+/// [`STATIC_BINARY_VAR`] names, or built from this checkout as the
+/// Dockerfile builds it (a no-op when it is up to date).
+pub async fn static_smolpaws() -> Result<PathBuf, Error> {
+    if let Some(binary) = std::env::var_os(STATIC_BINARY_VAR).filter(|b| !b.is_empty()) {
+        let binary = PathBuf::from(binary);
+        if !binary.is_file() {
+            return Err(Error::Missing(format!(
+                "{} ({STATIC_BINARY_VAR} names it)",
+                binary.display()
+            )));
+        }
+        return Ok(binary);
+    }
+    let manifest = env!("CARGO_MANIFEST_DIR");
+    let args = [
+        "build",
+        "--release",
+        "--locked",
+        "--no-default-features",
+        "--target",
+        STATIC_TARGET,
+        "--bin",
+        "smolpaws",
+    ];
+    let command = format!("cargo {}", args.join(" "));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let how = format!(
+        "run `{command}` in {manifest} (it needs `rustup target add {STATIC_TARGET}` and musl-gcc, \
+         Debian's musl-tools) and set {STATIC_BINARY_VAR} to the binary"
+    );
+    let status = tokio::process::Command::new(cargo)
+        .args(args)
+        .current_dir(manifest)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .map_err(|e| Error::Missing(format!("cargo, to build the static smolpaws ({e}): {how}")))?;
+    if !status.success() {
+        return Err(Error::Missing(format!(
+            "a static smolpaws: building it failed ({status}); {how}"
+        )));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(manifest).join("target"));
+    Ok(target.join(STATIC_TARGET).join("release/smolpaws"))
 }

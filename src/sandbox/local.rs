@@ -4,8 +4,10 @@
 //!
 //! Each run gets a directory (its log and, unless the repository is a local
 //! checkout, its workspace). A local repository is a link under
-//! `repositories/<owner>/<name>` to a checkout the agent then works in as
-//! it is, so its edits land where the developer sees them.
+//! `repositories/<owner>/<name>.git` (named as a git server names
+//! repositories, so one can serve the directory as it is) to a checkout the
+//! agent then works in as it is, so its edits land where the developer sees
+//! them.
 
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
@@ -73,8 +75,7 @@ impl LocalSandboxes {
         {
             return None;
         }
-        let link = self.repositories.as_ref()?.join(repository);
-        std::fs::canonicalize(link).ok()
+        std::fs::canonicalize(link(self.repositories.as_ref()?, repository)).ok()
     }
 
     fn processes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Process>> {
@@ -179,6 +180,12 @@ impl Sandbox for LocalSandboxes {
             running: Duration::from_secs(1),
         }
     }
+}
+
+/// Where under `repositories` the link to local repository `repository`
+/// (`<owner>/<name>`) lives.
+pub fn link(repositories: &Path, repository: &str) -> PathBuf {
+    repositories.join(format!("{repository}.git"))
 }
 
 /// The log of the local sandbox in `directory`.

@@ -111,6 +111,23 @@ impl FakeLlm {
         self.script.lock().expect("script").credentials.clone()
     }
 
+    /// Asserts the model was asked `turns` times and its last request held
+    /// each of `seen` (what its tools printed).
+    pub fn assert_last_turn_saw(&self, turns: usize, seen: &[&str]) {
+        let requests = self.bodies();
+        assert_eq!(requests.len(), turns, "{turns} model turns");
+        let last = &requests[turns - 1];
+        assert!(
+            seen.iter().all(|s| last.contains(s)),
+            "the tools saw {seen:?}: {last}"
+        );
+    }
+
+    /// The request bodies received, in order, as JSON text.
+    pub fn bodies(&self) -> Vec<String> {
+        self.requests().iter().map(|(_, b)| b.to_string()).collect()
+    }
+
     /// The request bodies received, with when they arrived.
     pub fn requests(&self) -> Vec<(Instant, Value)> {
         self.script.lock().expect("script").requests.clone()

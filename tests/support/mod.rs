@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod dev;
 pub mod fake_daytona;
 pub mod fake_github;
 pub mod fake_llm;
@@ -22,9 +23,10 @@ pub mod python;
 pub mod runner;
 pub mod runs;
 
+use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, Once, OnceLock};
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, PostParams};
@@ -32,30 +34,19 @@ use kube::{Client, CustomResourceExt};
 use smolpaws::api::AgentRun;
 use smolpaws::controlplane::{self, ControlPlane, Tools};
 
-struct Shared {
-    config: kube::Config,
-    kubeconfig: PathBuf,
-    /// Taken and dropped at exit, which stops the processes and removes
-    /// their directory.
-    plane: Mutex<Option<ControlPlane>>,
-}
-
-static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
-
-extern "C" fn stop_control_plane() {
-    if let Some(Ok(shared)) = SHARED.get() {
-        let plane = shared
-            .plane
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        drop(plane);
-    }
-}
-
-fn shared() -> &'static Shared {
-    let shared = SHARED.get_or_init(|| {
-        // Its own thread and runtime: the caller's runtime ends with its test.
+/// Runs `start` once per test binary, on a thread and a runtime of its own
+/// (a caller's runtime ends with its test), and hands out what it made;
+/// panics naming `what` if that failed.
+pub fn once<T, F>(
+    cell: &'static OnceLock<Result<T, String>>,
+    what: &str,
+    start: impl FnOnce() -> F + Send + 'static,
+) -> &'static T
+where
+    T: Send + Sync + 'static,
+    F: Future<Output = Result<T, String>>,
+{
+    let started = cell.get_or_init(|| {
         std::thread::spawn(|| {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -64,12 +55,72 @@ fn shared() -> &'static Shared {
                 .block_on(start())
         })
         .join()
-        .unwrap_or_else(|_| Err("the control plane start-up thread panicked".into()))
+        .unwrap_or_else(|_| Err("its start-up thread panicked".into()))
     });
-    match shared {
-        Ok(shared) => shared,
-        Err(error) => panic!("the test control plane could not start: {error}"),
+    match started {
+        Ok(started) => started,
+        Err(error) => panic!("{what} could not start: {error}"),
     }
+}
+
+/// What the test binary drops when it exits, last first.
+static AT_EXIT: Mutex<Vec<Box<dyn Send>>> = Mutex::new(Vec::new());
+
+extern "C" fn drop_at_exit_now() {
+    let mut values = AT_EXIT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    while let Some(value) = values.pop() {
+        drop(value);
+    }
+}
+
+/// Drops `value` (which stops what it runs) when the test binary exits: a
+/// test binary's statics are never dropped.
+pub fn drop_at_exit(value: impl Send + 'static) {
+    static REGISTER: Once = Once::new();
+    // SAFETY: registers a plain function with no preconditions; std offers
+    // no exit hook.
+    #[allow(unsafe_code)]
+    REGISTER.call_once(|| unsafe {
+        libc::atexit(drop_at_exit_now);
+    });
+    AT_EXIT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(Box::new(value));
+}
+
+/// An apiserver's admin access, for the tests of a binary.
+pub struct Access {
+    config: kube::Config,
+    kubeconfig: PathBuf,
+}
+
+impl Access {
+    /// The admin access of `plane`.
+    pub fn of(plane: &ControlPlane) -> Self {
+        Self {
+            config: plane.config().clone(),
+            kubeconfig: plane.kubeconfig_path().to_owned(),
+        }
+    }
+
+    /// An admin client, for the calling test's runtime.
+    pub fn client(&self) -> Client {
+        Client::try_from(self.config.clone()).expect("the admin kubeconfig is valid")
+    }
+
+    /// The admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.kubeconfig.clone()
+    }
+}
+
+static SHARED: OnceLock<Result<Access, String>> = OnceLock::new();
+
+fn shared() -> &'static Access {
+    once(&SHARED, "the test control plane", start)
 }
 
 /// A control plane of the caller's own, with the CRDs installed, for tests
@@ -85,14 +136,19 @@ async fn start_plane() -> Result<ControlPlane, String> {
     let plane = ControlPlane::start(&tools)
         .await
         .map_err(|e| e.to_string())?;
-    let client = plane.client().map_err(|e| e.to_string())?;
-    controlplane::install_crds(&client, &[AgentRun::crd()])
-        .await
-        .map_err(|e| e.to_string())?;
+    install_crds(&plane).await?;
     Ok(plane)
 }
 
-async fn start() -> Result<Shared, String> {
+/// Installs the CRDs into `plane`, through a client of the calling thread.
+pub async fn install_crds(plane: &ControlPlane) -> Result<(), String> {
+    let client = plane.client().map_err(|e| e.to_string())?;
+    controlplane::install_crds(&client, &[AgentRun::crd()])
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn start() -> Result<Access, String> {
     let began = std::time::Instant::now();
     let plane = start_plane().await?;
     // Straight to stderr: the test harness captures only print macros.
@@ -103,27 +159,19 @@ async fn start() -> Result<Shared, String> {
         began.elapsed(),
         plane.kubeconfig_path().display()
     );
-    // SAFETY: registers a plain function with no preconditions; std offers
-    // no exit hook, and a test binary's statics are never dropped.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::atexit(stop_control_plane)
-    };
-    Ok(Shared {
-        config: plane.config().clone(),
-        kubeconfig: plane.kubeconfig_path().to_owned(),
-        plane: Mutex::new(Some(plane)),
-    })
+    let access = Access::of(&plane);
+    drop_at_exit(plane);
+    Ok(access)
 }
 
 /// An admin client of the shared control plane, for the calling test's runtime.
 pub fn client() -> Client {
-    Client::try_from(shared().config.clone()).expect("the admin kubeconfig is valid")
+    shared().client()
 }
 
 /// The admin kubeconfig of the shared control plane.
 pub fn kubeconfig() -> PathBuf {
-    shared().kubeconfig.clone()
+    shared().kubeconfig()
 }
 
 /// `smolpaws logs -n <namespace> <run>` through `kubeconfig`: what it
@@ -186,18 +234,30 @@ pub fn fixture(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {path}: {e}"))
 }
 
-/// Creates a namespace of its own for one test and returns its name.
-pub async fn namespace(client: &Client, prefix: &str) -> String {
+/// Creates a namespace named `<prefix>-<random>` with `labels` and
+/// returns its name.
+pub async fn create_namespace(client: &Client, prefix: &str, labels: &[(&str, &str)]) -> String {
     let mut ns = Namespace::default();
     ns.metadata.generate_name = Some(format!("{prefix}-"));
+    ns.metadata.labels = Some(
+        labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    );
     let created = Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
         .await
         .expect("creating a test namespace");
-    let name = created
+    created
         .metadata
         .name
-        .expect("the apiserver names the namespace");
+        .expect("the apiserver names the namespace")
+}
+
+/// Creates a namespace of its own for one test and returns its name.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = create_namespace(client, prefix, &[]).await;
     // Pods need the namespace's default ServiceAccount, which a
     // controller-manager would create; this control plane runs none.
     let mut account = ServiceAccount::default();
