@@ -58,6 +58,11 @@ impl Setup {
                 ("GITHUB_SERVER_URL".into(), git),
                 ("GITHUB_API_URL".into(), github_url),
             ];
+            // The binary's tests share one node of two CPUs and a default
+            // sandbox asks for a whole one, so a run may wait Unschedulable
+            // behind the other tests' pods for longer than the harness's
+            // usual pending timeout.
+            args.pending_timeout = Duration::from_secs(300).into();
             tune(args);
         })
         .await;
