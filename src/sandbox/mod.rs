@@ -110,6 +110,10 @@ pub struct Launch<'a> {
     pub secret: &'a Secret,
     /// How long the agent may run.
     pub timeout: Duration,
+    /// Whether the run was admitted in the same pass, so its sandbox cannot
+    /// exist yet: the backend may make it without looking for it first (one
+    /// made meanwhile still answers that it exists).
+    pub fresh: bool,
 }
 
 /// A backend call that failed; retrying may help when
