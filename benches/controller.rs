@@ -1,13 +1,15 @@
 //! Controller figures on the local control plane (kube-apiserver + etcd on
 //! loopback, GitHub off):
 //! - time from an AgentRun being created to its sandbox pod being created,
-//!   p50/p99 over 200 runs created back to back;
+//!   p50/p99 over 200 runs created back to back, with the apiserver's own
+//!   account of the calls it served meanwhile (how many per run, of which
+//!   kind, how long each took there) beside the floor's;
 //! - with 10,000 AgentRuns stored, the release controller's initial sync time
 //!   and resident memory.
 //!
 //! `cargo bench --bench controller`
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,6 +70,88 @@ async fn namespace(client: &Client, name: &str) -> anyhow::Result<()> {
         .create(&PostParams::default(), &account)
         .await?;
     Ok(())
+}
+
+/// The apiserver's own record of the requests it served (its
+/// `apiserver_request_duration_seconds` metric, watches left out): by verb
+/// and resource, how many and their summed time in seconds.
+async fn served(client: &Client) -> anyhow::Result<BTreeMap<String, (f64, f64)>> {
+    let text = client
+        .request_text(http::Request::get("/metrics").body(Vec::new())?)
+        .await?;
+    let mut served: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (sum, labels) = if let Some(l) =
+            series.strip_prefix("apiserver_request_duration_seconds_sum{")
+        {
+            (true, l)
+        } else if let Some(l) = series.strip_prefix("apiserver_request_duration_seconds_count{") {
+            (false, l)
+        } else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|pair| pair.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches(['"', '}']).to_owned())
+                .unwrap_or_default()
+        };
+        let verb = label("verb");
+        if matches!(verb.as_str(), "WATCH" | "CONNECT") {
+            continue;
+        }
+        let mut resource = label("resource");
+        let subresource = label("subresource");
+        if !subresource.is_empty() {
+            resource = format!("{resource}/{subresource}");
+        }
+        let entry = served.entry(format!("{verb} {resource}")).or_default();
+        let value: f64 = value.parse().unwrap_or(0.0);
+        if sum {
+            entry.1 += value;
+        } else {
+            entry.0 += value;
+        }
+    }
+    Ok(served)
+}
+
+/// What the apiserver served between `before` and `after`, per object made:
+/// the calls by verb and resource, with their mean time, busiest first.
+fn per_object(
+    before: &BTreeMap<String, (f64, f64)>,
+    after: &BTreeMap<String, (f64, f64)>,
+    objects: usize,
+) -> String {
+    let mut calls: Vec<(String, f64, f64)> = after
+        .iter()
+        .filter_map(|(call, (count, sum))| {
+            let (count_before, sum_before) = before.get(call).copied().unwrap_or_default();
+            let count = count - count_before;
+            (count >= 1.0).then(|| (call.clone(), count, sum - sum_before))
+        })
+        .collect();
+    calls.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let total: f64 = calls.iter().map(|c| c.1).sum();
+    let parts: Vec<String> = calls
+        .iter()
+        .map(|(call, count, sum)| {
+            format!(
+                "{call} {:.2}/object, mean {:.1} ms",
+                count / objects as f64,
+                sum / count * 1e3
+            )
+        })
+        .collect();
+    format!(
+        "{:.1} apiserver calls per object: {}",
+        total / objects as f64,
+        parts.join("; ")
+    )
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -149,6 +233,7 @@ async fn created_to_pod(client: &Client) -> anyhow::Result<()> {
     let composed = Operator::new(client.clone()).controller(config, parts, results);
     let controller = tokio::spawn(composed.run(admin, tokio_util::sync::CancellationToken::new()));
     let runs: Api<AgentRun> = Api::namespaced(client.clone(), "latency");
+    let before = served(client).await?;
     let latencies = to_pod(client, "latency", |name| {
         let runs = runs.clone();
         async move {
@@ -159,6 +244,7 @@ async fn created_to_pod(client: &Client) -> anyhow::Result<()> {
         }
     })
     .await?;
+    let ours = per_object(&before, &served(client).await?, LATENCY_RUNS);
     controller.abort();
 
     // The floor: a stand-in controller that only turns each watched
@@ -183,6 +269,7 @@ async fn created_to_pod(client: &Client) -> anyhow::Result<()> {
             }
         }
     });
+    let before = served(client).await?;
     let floor = to_pod(client, "floor", |name| {
         let maps = maps.clone();
         async move {
@@ -193,7 +280,10 @@ async fn created_to_pod(client: &Client) -> anyhow::Result<()> {
         }
     })
     .await?;
+    let floor_calls = per_object(&before, &served(client).await?, LATENCY_RUNS);
     standin.abort();
+    println!("while the controller made its {LATENCY_RUNS} pods, {ours}");
+    println!("while the stand-in made its {LATENCY_RUNS} pods (floor), {floor_calls}");
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(

@@ -20,6 +20,7 @@ pub mod report;
 pub mod retry;
 pub mod run_key;
 pub mod status;
+pub mod superseded;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -174,6 +175,9 @@ pub struct Context {
     pub ahead: Mutex<admission::Ahead>,
     /// Failed reconciles in a row, per run, for their backoff.
     pub failures: retry::Failures,
+    /// Versions of runs this controller wrote past, which its view may
+    /// still show.
+    pub superseded: superseded::Superseded,
     /// Metrics.
     pub metrics: ControllerMetrics,
     /// Asks the controller to reconcile a run now.
@@ -268,6 +272,7 @@ pub async fn run(
         runs: controller.store(),
         ahead: Mutex::new(admission::Ahead::default()),
         failures: retry::Failures::default(),
+        superseded: superseded::Superseded::default(),
         metrics,
         wake,
     });

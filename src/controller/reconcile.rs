@@ -53,21 +53,62 @@ pub async fn reconcile(run: Arc<AgentRun>, ctx: Arc<Context>) -> Result<Action, 
     if !ctx.serves(&namespace) && !held {
         return refuse(&run, &ctx, &namespace).await;
     }
+    if ctx.superseded.is_stale(&run) {
+        return Ok(Action::await_change());
+    }
     let run_key = key(&run);
-    let api: Api<AgentRun> = Api::namespaced(ctx.client.clone(), &namespace);
-    let outcome = finalizer(&api, FINALIZER, run, |event| async {
-        match event {
-            finalizer::Event::Apply(run) => apply(&run, &ctx).await,
-            finalizer::Event::Cleanup(run) => cleanup(&run, &ctx).await,
+    let outcome = if untaken(&run) {
+        match hold(&run, &ctx).await {
+            Ok(held) => apply(&held, &ctx).await,
+            Err(error) => Err(error),
         }
-    })
-    .await
-    .map_err(|error| Error::Finalizer(Box::new(error)));
+    } else {
+        let api: Api<AgentRun> = Api::namespaced(ctx.client.clone(), &namespace);
+        finalizer(&api, FINALIZER, run, |event| async {
+            match event {
+                finalizer::Event::Apply(run) => apply(&run, &ctx).await,
+                finalizer::Event::Cleanup(run) => cleanup(&run, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|error| Error::Finalizer(Box::new(error)))
+    };
     ctx.metrics.reconciled(started.elapsed().as_secs_f64());
     if outcome.is_ok() {
         ctx.failures.succeeded(&run_key);
     }
     outcome
+}
+
+/// A run this controller has not put its finalizer on yet, and that is not
+/// being deleted.
+fn untaken(run: &AgentRun) -> bool {
+    run.metadata.deletion_timestamp.is_none() && !run.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// Puts the controller's finalizer on `run` and answers the run as stored.
+/// kube's `finalizer` helper does the same but ends the pass there, to wait
+/// for the watch to bring the change back; a new run goes on with the
+/// apiserver's answer instead. Guarded by the version read, as the
+/// helper's own patch is by the finalizers it read.
+async fn hold(run: &AgentRun, ctx: &Context) -> Result<AgentRun, Error> {
+    let mut finalizers = run.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": run.metadata.resource_version,
+            "finalizers": finalizers,
+        }
+    });
+    let held = runs(run, ctx)
+        .patch(
+            &run.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    ctx.superseded.wrote_past(run);
+    Ok(held)
 }
 
 /// A run in a namespace this controller does not serve: failed as it
@@ -121,22 +162,27 @@ pub fn error_policy(run: Arc<AgentRun>, error: &Error, ctx: Arc<Context>) -> Act
 }
 
 async fn apply(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
-    let phase = run.phase();
     let unacknowledged = ctx.github.is_some()
         && run.spec.github.comment.is_some()
         && condition(run, conditions::ACKNOWLEDGED).is_none();
-    if !phase.is_terminal() && unacknowledged {
-        return acknowledge(run, ctx).await;
-    }
+    // The acknowledgement is recorded, and the run goes on in the same pass
+    // from the status the apiserver answered.
+    let acknowledged;
+    let run = if !run.phase().is_terminal() && unacknowledged {
+        acknowledged = acknowledge(run, ctx).await?;
+        &acknowledged
+    } else {
+        run
+    };
     if let Some(action) = progress::sync(run, ctx).await? {
         return Ok(action);
     }
     if let Some(action) = check::sync(run, ctx).await? {
         return Ok(action);
     }
-    match phase {
+    match run.phase() {
         Phase::Pending => admit(run, ctx).await,
-        Phase::Provisioning => provision(run, ctx).await,
+        Phase::Provisioning => provision(run, ctx, Admitted::Before).await,
         Phase::Running => supervise(run, ctx).await,
         Phase::Succeeded | Phase::Failed | Phase::Cancelled => reply_then_expire(run, ctx).await,
     }
@@ -166,7 +212,9 @@ pub(super) async fn installation(run: &AgentRun, ctx: &Context) -> Result<u64, E
     }
 }
 
-async fn acknowledge(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
+/// Reacts to the run's comment and records it; answers the run as stored,
+/// for the next step to go on with.
+async fn acknowledge(run: &AgentRun, ctx: &Context) -> Result<AgentRun, Error> {
     let github = ctx.github.as_ref().ok_or(Error::GitHubDisabled)?;
     let acknowledged = match installation(run, ctx).await {
         Ok(installation) => github
@@ -193,8 +241,7 @@ async fn acknowledge(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
     if let Some(head) = pin_head(run, ctx, github).await {
         transition = transition.head(head);
     }
-    write(ctx, run, transition).await?;
-    Ok(Action::await_change())
+    write(ctx, run, transition).await
 }
 
 /// The head of the run's pull request now, when its webhook did not carry
@@ -275,15 +322,31 @@ async fn admit(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
             name,
         });
     }
-    write(ctx, run, transition).await?;
-    Ok(Action::await_change())
+    let provisioning = write(ctx, run, transition).await?;
+    provision(&provisioning, ctx, Admitted::Now).await
+}
+
+/// When the run entered Provisioning: in this same pass, so nothing of its
+/// sandbox can exist yet (the Secret and the sandbox are made only once it
+/// has), or in an earlier one, which may have made them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Admitted {
+    Now,
+    Before,
 }
 
 /// The run's Secret: its credentials, minted once per run. A run that
-/// cannot get them ends, and the action says what to do next.
-async fn ensure_secret(run: &AgentRun, ctx: &Context) -> Result<Result<Secret, Action>, Error> {
+/// cannot get them ends, and the action says what to do next. A run
+/// admitted in this pass has none yet, so it is made without looking.
+async fn ensure_secret(
+    run: &AgentRun,
+    ctx: &Context,
+    admitted: Admitted,
+) -> Result<Result<Secret, Action>, Error> {
     let api = secrets(run, ctx);
-    if let Some(existing) = api.get_opt(&secret_name(run)).await? {
+    if admitted == Admitted::Before
+        && let Some(existing) = api.get_opt(&secret_name(run)).await?
+    {
         return adopt(run, ctx, existing).await;
     }
     let github_token = match &ctx.github {
@@ -320,6 +383,11 @@ async fn ensure_secret(run: &AgentRun, ctx: &Context) -> Result<Result<Secret, A
     {
         Ok(created) => Ok(Ok(created)),
         Err(kube::Error::Api(status)) if status.is_already_exists() => {
+            // Not this token's: it was never handed out, and is worthless
+            // from now on.
+            if let Some(token) = &credentials.github_token {
+                revoke(ctx, token).await;
+            }
             adopt(run, ctx, api.get(&secret_name(run)).await?).await
         }
         Err(error) => Err(error.into()),
@@ -344,12 +412,12 @@ async fn adopt(
     fail(run, ctx, "SecretConflict", message).await.map(Err)
 }
 
-async fn provision(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
+async fn provision(run: &AgentRun, ctx: &Context, admitted: Admitted) -> Result<Action, Error> {
     let sandbox = match ctx.sandboxes.for_run(run) {
         Ok(sandbox) => sandbox,
         Err(missing) => return fail(run, ctx, "BackendUnavailable", missing.into()).await,
     };
-    let secret = match ensure_secret(run, ctx).await? {
+    let secret = match ensure_secret(run, ctx, admitted).await? {
         Ok(secret) => secret,
         Err(action) => return Ok(action),
     };
@@ -359,6 +427,7 @@ async fn provision(run: &AgentRun, ctx: &Context) -> Result<Action, Error> {
         secret: &secret,
         timeout: timeout(run, ctx),
         author: author.as_ref(),
+        fresh: admitted == Admitted::Now,
     };
     let provisioned = sandbox.provision(launch).await?;
     if provisioned.created() {
@@ -615,19 +684,24 @@ async fn owned_secret(run: &AgentRun, ctx: &Context) -> Option<Secret> {
 }
 
 /// Revokes the run's installation token, so a copy that left the sandbox
-/// is worthless from now on (it would expire within the hour anyway: a
-/// failure is logged, not retried).
+/// is worthless from now on.
 async fn revoke_github_token(ctx: &Context, secret: &Secret) {
-    let Some(github) = &ctx.github else {
-        return;
-    };
     let Some(token) = value(secret, env::GITHUB_TOKEN)
         .and_then(|token| std::str::from_utf8(token).ok())
         .map(|token| SecretString::from(token.to_owned()))
     else {
         return;
     };
-    match github.revoke(&token).await {
+    revoke(ctx, &token).await;
+}
+
+/// Revokes an installation token minted for a run (it would expire within
+/// the hour anyway: a failure is logged, not retried).
+async fn revoke(ctx: &Context, token: &SecretString) {
+    let Some(github) = &ctx.github else {
+        return;
+    };
+    match github.revoke(token).await {
         Ok(()) => info!("revoked the run's GitHub token"),
         Err(error) => {
             warn!(%error, "could not revoke the run's GitHub token; it expires within the hour")

@@ -199,6 +199,7 @@ pub async fn record(ctx: &Context, run: &AgentRun, fields: &AgentRunStatus) -> R
     };
     api.patch_status(&run.name_any(), &params(), &Patch::Merge(&patch))
         .await?;
+    ctx.superseded.wrote_past(run);
     Ok(())
 }
 
@@ -209,8 +210,14 @@ fn params() -> PatchParams {
     }
 }
 
-/// Writes `transition` to `run` and records its Event.
-pub async fn write(ctx: &Context, run: &AgentRun, transition: Transition) -> Result<(), Error> {
+/// Writes `transition` to `run` and records its Event; answers the run as
+/// the apiserver stored it, for a step that goes on without waiting for the
+/// watch to bring it back.
+pub async fn write(
+    ctx: &Context,
+    run: &AgentRun,
+    transition: Transition,
+) -> Result<AgentRun, Error> {
     let namespace = run.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<AgentRun> = Api::namespaced(ctx.client.clone(), &namespace);
     let status = patched_status(run, &transition);
@@ -220,8 +227,10 @@ pub async fn write(ctx: &Context, run: &AgentRun, transition: Transition) -> Res
         },
         status: &status,
     };
-    api.patch_status(&run.name_any(), &params(), &Patch::Merge(&patch))
+    let stored = api
+        .patch_status(&run.name_any(), &params(), &Patch::Merge(&patch))
         .await?;
+    ctx.superseded.wrote_past(run);
     if let Some(phase) = transition.phase {
         ctx.metrics.entered(phase);
         if phase.is_terminal() {
@@ -245,5 +254,5 @@ pub async fn write(ctx: &Context, run: &AgentRun, transition: Transition) -> Res
     if let Err(error) = ctx.recorder.publish(&event, &run.object_ref(&())).await {
         tracing::warn!(%error, "could not record an Event");
     }
-    Ok(())
+    Ok(stored)
 }

@@ -112,6 +112,10 @@ pub struct Launch<'a> {
     pub timeout: Duration,
     /// Who the agent's commits are by, when the run has a GitHub App.
     pub author: Option<&'a CommitAuthor>,
+    /// Whether the run was admitted in the same pass, so its sandbox cannot
+    /// exist yet: the backend may make it without looking for it first (one
+    /// made meanwhile still answers that it exists).
+    pub fresh: bool,
 }
 
 /// A backend call that failed; retrying may help when

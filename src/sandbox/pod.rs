@@ -63,7 +63,12 @@ impl Sandbox for PodSandboxes {
         let run = launch.run;
         let api = self.pods(run);
         let name = pod_name(run);
-        let (pod, created) = match api.get_opt(&name).await? {
+        let found = if launch.fresh {
+            None
+        } else {
+            api.get_opt(&name).await?
+        };
+        let (pod, created) = match found {
             Some(pod) if !owned::is_owned_by(&pod.metadata, run) => {
                 return Ok(Provisioned::Failed {
                     reason: "SandboxConflict",

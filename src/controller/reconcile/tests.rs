@@ -59,10 +59,11 @@ impl Sandbox for ScriptedSandbox {
 
     async fn provision(&self, launch: Launch<'_>) -> Result<Provisioned, SandboxError> {
         let secret = launch.secret.metadata.name.as_deref().unwrap_or_default();
+        let fresh = if launch.fresh { ", fresh" } else { "" };
         self.log
             .lock()
             .expect("the log")
-            .push(format!("provision with {secret}"));
+            .push(format!("provision with {secret}{fresh}"));
         Ok(self.provisioned.clone())
     }
 
@@ -220,6 +221,7 @@ fn context(
         runs: store,
         ahead: Mutex::new(crate::controller::admission::Ahead::default()),
         failures: crate::controller::retry::Failures::default(),
+        superseded: crate::controller::superseded::Superseded::default(),
         metrics: ControllerMetrics::register(&mut Registry::default()),
         wake: futures::channel::mpsc::unbounded().0,
     };
@@ -366,6 +368,93 @@ async fn a_run_behind_a_full_queue_fails_at_once_and_says_why() {
     );
 }
 
+/// The condition of a run admitted just now.
+fn admitted_now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        type_: conditions::ADMITTED.into(),
+        status: "True".into(),
+        reason: "Admitted".into(),
+        message: String::new(),
+        last_transition_time: now(),
+        observed_generation: Some(1),
+    }
+}
+
+/// `run` as the apiserver stores it once admitted: in Provisioning under a
+/// new resourceVersion.
+fn in_provisioning(run: &AgentRun) -> AgentRun {
+    let mut admitted = run.clone();
+    let version: u64 = run
+        .metadata
+        .resource_version
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .expect("a numeric resourceVersion");
+    admitted.metadata.resource_version = Some((version + 1).to_string());
+    admitted.status = Some(AgentRunStatus {
+        conditions: vec![admitted_now()],
+        ..in_phase(Phase::Provisioning)
+    });
+    admitted
+}
+
+#[tokio::test]
+async fn a_new_run_is_held_admitted_and_given_its_secret_and_sandbox_in_one_pass() {
+    let log = Log::default();
+    let mut new = run("run-1", AgentRunStatus::default());
+    new.metadata.finalizers = None;
+    new.status = None;
+    let mut held = run("run-1", AgentRunStatus::default());
+    held.metadata.resource_version = Some("8".into());
+    let admitted = in_provisioning(&held);
+    let mut calls = vec![
+        call(Method::PATCH, format!("{RUNS}/run-1"), StatusCode::OK)
+            .answering(serde_json::to_value(&held).expect("JSON")),
+    ];
+    calls.extend(transition(&admitted));
+    calls.push(call(Method::POST, SECRETS, StatusCode::CREATED));
+    let sandbox = scripted(&log, waiting(), None);
+    let ctx = context(&log, calls, sandbox, &[], None);
+    let shared = ctx.0.clone();
+    let (action, bodies) = reconcile_once(new.clone(), ctx).await;
+
+    assert_eq!(
+        entries(&log),
+        [
+            format!("PATCH {RUNS}/run-1"),
+            format!("PATCH {}", status_path("run-1")),
+            format!("POST {EVENTS}"),
+            format!("POST {SECRETS}"),
+            "provision with run-1-run, fresh".to_owned(),
+        ],
+        "no watch awaited between the steps, no lookups of what cannot exist yet"
+    );
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(3))
+    );
+    let finalizer = &bodies[0]["metadata"];
+    assert_eq!(finalizer["resourceVersion"], "7", "{finalizer}");
+    assert_eq!(finalizer["finalizers"], json!([FINALIZER]));
+    let admission = &bodies[1];
+    assert_eq!(
+        admission["metadata"]["resourceVersion"], "8",
+        "admitted on the version the finalizer patch answered: {admission}"
+    );
+    assert_eq!(admission["status"]["phase"], "Provisioning");
+
+    // The watch brings the versions written past a moment later: each
+    // waits for the newest rather than redoing its steps (no call is
+    // scripted: one made would fail the reconcile).
+    for past in [new, held] {
+        let action = reconcile(Arc::new(past), shared.clone())
+            .await
+            .expect("a stale view waits");
+        assert_eq!(action, kube::runtime::controller::Action::await_change());
+    }
+    assert_eq!(entries(&log).len(), 5, "{:?}", entries(&log));
+}
+
 #[tokio::test]
 async fn provisioning_makes_the_secret_then_the_sandbox_then_runs() {
     let log = Log::default();
@@ -420,14 +509,7 @@ async fn provisioning_makes_the_secret_then_the_sandbox_then_runs() {
 async fn a_sandbox_still_starting_is_looked_at_by_the_backend_s_poll() {
     let log = Log::default();
     let mut status = in_phase(Phase::Provisioning);
-    status.conditions = vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-        type_: conditions::ADMITTED.into(),
-        status: "True".into(),
-        reason: "Admitted".into(),
-        message: String::new(),
-        last_transition_time: now(),
-        observed_generation: Some(1),
-    }];
+    status.conditions = vec![admitted_now()];
     let provisioning = run("run-1", status);
     let secret = owned_secret("run-1");
     let calls =
@@ -737,17 +819,30 @@ async fn a_github_outage_does_not_hold_a_run_at_its_acknowledgement() {
     let mut pending = run("run-1", AgentRunStatus::default());
     pending.spec = crate::api::fixtures::spec("octo/hello");
     pending.spec.github.comment = Some(trigger_comment());
-    let calls = Vec::from(transition(&pending));
+    let mut acknowledged = pending.clone();
+    acknowledged.metadata.resource_version = Some("8".into());
+    let mut calls = Vec::from(transition(&acknowledged));
+    calls.extend(transition(&in_provisioning(&acknowledged)));
+    calls.push(call(Method::POST, SECRETS, StatusCode::CREATED));
     let github = github(&log, json!([])).await;
     let sandbox = scripted(&log, waiting(), None);
     let (action, bodies) =
         reconcile_once(pending, context(&log, calls, sandbox, &[], Some(github))).await;
 
-    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Duration::from_secs(3)),
+        "on to its sandbox in the same pass"
+    );
     let condition = &bodies[0]["status"]["conditions"][0];
     assert_eq!(condition["type"], conditions::ACKNOWLEDGED);
     assert_eq!(condition["status"], "False");
     assert_eq!(condition["reason"], "ReactionFailed");
+    assert_eq!(
+        bodies[2]["metadata"]["resourceVersion"], "8",
+        "admitted on the acknowledged version: {}",
+        bodies[2]
+    );
 }
 
 #[tokio::test]
