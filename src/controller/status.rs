@@ -187,8 +187,12 @@ fn patched_status(run: &AgentRun, transition: &Transition) -> AgentRunStatus {
 /// Records `fields` in `run`'s status, guarded by the resourceVersion they
 /// were decided on, without a condition or an Event: what GitHub shows of
 /// the run (its progress comment, its check run) changes often, and is
-/// not a step of its story.
-pub async fn record(ctx: &Context, run: &AgentRun, fields: &AgentRunStatus) -> Result<(), Error> {
+/// not a step of its story. Answers the run as the apiserver stored it.
+pub async fn record(
+    ctx: &Context,
+    run: &AgentRun,
+    fields: &AgentRunStatus,
+) -> Result<AgentRun, Error> {
     let namespace = run.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<AgentRun> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = StatusPatch {
@@ -197,17 +201,15 @@ pub async fn record(ctx: &Context, run: &AgentRun, fields: &AgentRunStatus) -> R
         },
         status: fields,
     };
-    api.patch_status(&run.name_any(), &params(), &Patch::Merge(&patch))
-        .await?;
-    ctx.superseded.wrote_past(run);
-    Ok(())
-}
-
-fn params() -> PatchParams {
-    PatchParams {
+    let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
-    }
+    };
+    let stored = api
+        .patch_status(&run.name_any(), &params, &Patch::Merge(&patch))
+        .await?;
+    ctx.superseded.wrote_past(run);
+    Ok(stored)
 }
 
 /// Writes `transition` to `run` and records its Event; answers the run as
@@ -218,19 +220,7 @@ pub async fn write(
     run: &AgentRun,
     transition: Transition,
 ) -> Result<AgentRun, Error> {
-    let namespace = run.namespace().ok_or(Error::NoNamespace)?;
-    let api: Api<AgentRun> = Api::namespaced(ctx.client.clone(), &namespace);
-    let status = patched_status(run, &transition);
-    let patch = StatusPatch {
-        metadata: Guard {
-            resource_version: run.metadata.resource_version.as_deref(),
-        },
-        status: &status,
-    };
-    let stored = api
-        .patch_status(&run.name_any(), &params(), &Patch::Merge(&patch))
-        .await?;
-    ctx.superseded.wrote_past(run);
+    let stored = record(ctx, run, &patched_status(run, &transition)).await?;
     if let Some(phase) = transition.phase {
         ctx.metrics.entered(phase);
         if phase.is_terminal() {
