@@ -156,6 +156,15 @@ fn cpu_time(pid: u32) -> Duration {
         .sum()
 }
 
+/// The machine's load average, printed beside a figure taken on shared
+/// cores.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
 fn resident_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -354,9 +363,7 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "  the intake spent {:.1} µs of CPU per delivery; the machine's load average {}",
             intake_busy.as_secs_f64() * 1e6 / accepted["requests"].as_f64().unwrap_or(f64::NAN),
-            std::fs::read_to_string("/proc/loadavg")
-                .unwrap_or_default()
-                .trim(),
+            load_average(),
         );
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         rows.push(format!(
@@ -410,9 +417,7 @@ async fn main() -> anyhow::Result<()> {
         intake_busy.as_secs_f64(),
         intake_busy.as_secs_f64() * 1e6 / answered,
         answered / intake_busy.as_secs_f64(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim(),
+        load_average(),
     );
     rows.push(format!(
         "| rejected (bad signature) deliveries per second, intake on one core | {:.0}/s reached; {:.0}/s per CPU-second of the intake | — | | ≥ 20,000/s |",
