@@ -138,15 +138,32 @@ pub fn kill_group(group: u32) {
 /// Whether process `pid` still runs. A zombie has finished, though it stays
 /// listed until its parent reaps it.
 pub fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            // The state follows the command name, which may hold anything
-            // but ends at the last `)`.
-            let (_, rest) = stat.rsplit_once(") ")?;
-            Some(!rest.starts_with('Z'))
-        })
-        .unwrap_or(false)
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| runs(&stat))
+}
+
+/// A process held by its `/proc` directory: once it has ended, its id
+/// taken by a new process cannot make it look alive.
+pub struct Held(cap_std::fs::Dir);
+
+impl Held {
+    /// Holds process `pid`.
+    pub fn new(pid: u32) -> io::Result<Self> {
+        cap_std::fs::Dir::open_ambient_dir(format!("/proc/{pid}"), cap_std::ambient_authority())
+            .map(Self)
+    }
+
+    /// Whether the process still runs (see [`running`]).
+    pub fn running(&self) -> bool {
+        self.0.read_to_string("stat").is_ok_and(|stat| runs(&stat))
+    }
+}
+
+/// Whether a `/proc/<pid>/stat` line is of a process that has not ended.
+fn runs(stat: &str) -> bool {
+    // The state follows the command name, which may hold anything but ends
+    // at the last `)`.
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, rest)| !rest.starts_with('Z'))
 }
 
 /// Whether the owner of directory `dir`, the process named in its file

@@ -33,7 +33,7 @@ use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 
 use crate::controlplane::{self, ControlPlane, Tools, spawn, still_running};
-use crate::process::Process;
+use crate::process::{Held, Process};
 pub use config::{NODE_IP, NODE_NAME};
 pub use network::{bind, enter, reachable};
 pub use parts::{Images, PARTS_DIR_VAR, Parts, STATIC_BINARY_VAR, static_smolpaws};
@@ -92,16 +92,34 @@ pub struct Node {
     holder: Option<Process>,
     /// The first process of the node's namespaces (the host's pid).
     first: u32,
+    /// That process, held to see it end.
+    first_held: Option<Held>,
     images: Images,
     started_in: Duration,
     dir: TempDir,
 }
+
+/// How long a killed node's PID namespace may take to empty.
+const FIRST_EXIT: Duration = Duration::from_secs(30);
 
 impl Drop for Node {
     fn drop(&mut self) {
         self.processes.clear();
         self.plane = None;
         self.holder = None;
+        // Killing the holder ends the namespaces' first process, and the
+        // kernel completes that exit only once every process of the node's
+        // PID namespace (a pod's too) is gone: waiting for it keeps any of
+        // them from outliving the node.
+        if let Some(first) = &self.first_held {
+            let deadline = Instant::now() + FIRST_EXIT;
+            while first.running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if first.running() {
+                eprintln!("the node's PID namespace still runs {FIRST_EXIT:?} after it was killed");
+            }
+        }
         for left in host::undo(self.dir.path()) {
             // Nothing else can be done at this point but say so.
             eprintln!("the node left behind {left}");
@@ -140,6 +158,7 @@ impl Node {
             plane: None,
             holder: None,
             first: 0,
+            first_held: None,
             images,
             started_in: Duration::ZERO,
             dir,
@@ -149,6 +168,8 @@ impl Node {
         let (holder, first) = hold_namespaces(&root, parts).await?;
         node.holder = Some(holder);
         node.first = first;
+        node.first_held =
+            Some(Held::new(first).map_err(io("holding the namespaces' first process"))?);
         node.enter().map_err(io("joining the node's network"))?;
         let launcher = node.launcher();
 
