@@ -32,7 +32,7 @@ use crate::intake::metrics::IntakeMetrics;
 use crate::intake::{Intake, IntakeConfig};
 use crate::sandbox::Sandboxes;
 use crate::sandbox::daytona::DaytonaSandboxes;
-use crate::sandbox::env::AgentEnvironment;
+use crate::sandbox::env::{AgentEnvironment, GitHubUrls};
 use crate::sandbox::pod::PodSandboxes;
 
 /// Why a process stopped before it was asked to.
@@ -330,6 +330,10 @@ pub fn agent_environment(args: &ControllerArgs, result_url: &str) -> Arc<AgentEn
     Arc::new(AgentEnvironment {
         settings: args.sandbox.clone(),
         result_url: result_url.to_owned(),
+        github: GitHubUrls {
+            api: args.github.api_url.clone(),
+            server: args.github.server_url.clone(),
+        },
     })
 }
 

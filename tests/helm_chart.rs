@@ -19,14 +19,13 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::Discovery;
 use kube::runtime::wait::await_condition;
-use secrecy::SecretString;
 use serde::Deserialize;
 use smolpaws::api::AgentRun;
-use smolpaws::controlplane::Tools;
-use smolpaws::intake::signature::sign;
 use support::fake_github::FakeGitHub;
+use support::helm::{helm, helm_ok};
 use support::kubelet::{Behaviour, Kubelet};
 use support::operator::{Agent, app_key, stand_in_agent};
+use support::webhook;
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/smolpaws");
 const ALL_FEATURES: &str = concat!(
@@ -41,45 +40,6 @@ const CLUSTER_WIDE: [&str; 4] = [
     "--set",
     "sandboxNamespaces={team-a}",
 ];
-
-async fn helm_binary() -> PathBuf {
-    Tools::locate().await.expect("the test tools").helm()
-}
-
-/// Runs helm; its stdout, or a panic with its stderr when `expect_ok` and
-/// it fails. Returns (succeeded, stdout, stderr).
-async fn helm(args: &[&str]) -> (bool, String, String) {
-    let output = tokio::process::Command::new(helm_binary().await)
-        .args(args)
-        // Helm keeps caches and plugins under these; keep them out of $HOME.
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("smolpaws-helm/cache"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("smolpaws-helm/config"),
-        )
-        .env(
-            "HELM_DATA_HOME",
-            std::env::temp_dir().join("smolpaws-helm/data"),
-        )
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("helm runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-async fn helm_ok(args: &[&str]) -> String {
-    let (ok, stdout, stderr) = helm(args).await;
-    assert!(ok, "helm {args:?} failed:\n{stderr}");
-    stdout
-}
 
 /// `helm template` of the chart as `release` in `namespace`, with `extra`.
 async fn render(release: &str, namespace: &str, extra: &[&str]) -> String {
@@ -1273,50 +1233,15 @@ fn deployment_env(
         .collect()
 }
 
-/// Sends a signed comment `id`, mentioning smolpaws and written just now, to
-/// the intake at `url`; returns the name of the run it made.
+/// Sends a signed comment `id`, mentioning smolpaws, to the intake at `url`;
+/// returns the name of the run it made.
 async fn comment(url: &str, secret: &str, id: i64) -> String {
-    let mut payload = support::fixture("issue_comment_created.json");
-    payload["comment"]["body"] = "@smolpaws please look at this".into();
-    payload["comment"]["id"] = id.into();
-    payload["comment"]["created_at"] = k8s_openapi::jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-        .into();
-    let delivery = format!("0b5f8e34-1111-4e5e-9a3c-{id:012}");
-    let body = serde_json::to_vec(&payload).expect("JSON");
-    let signature = sign(&SecretString::from(secret.to_owned()), &body);
-    let client = reqwest::Client::new();
-    let mut wait = Duration::from_millis(100);
-    for _ in 0..60 {
-        let sent = client
-            .post(format!("{url}/webhooks/github"))
-            .header("content-type", "application/json")
-            .header("x-github-event", "issue_comment")
-            .header("x-github-delivery", &delivery)
-            .header("x-hub-signature-256", &signature)
-            .body(body.clone())
-            .send()
-            .await;
-        match sent {
-            Ok(response) if response.status() == 202 => {
-                let answer = response.text().await.unwrap_or_default();
-                return answer
-                    .strip_prefix("accepted: agentrun ")
-                    .unwrap_or_else(|| panic!("the intake names no run: {answer}"))
-                    .to_owned();
-            }
-            Ok(response) => panic!(
-                "the intake answered {}: {}",
-                response.status(),
-                response.text().await.unwrap_or_default()
-            ),
-            // Not listening yet.
-            Err(_) => tokio::time::sleep(wait).await,
-        }
-        wait = (wait * 2).min(Duration::from_secs(1));
-    }
-    panic!("the intake at {url} never answered");
+    let payload = webhook::comment(
+        "issue_comment_created.json",
+        id,
+        "@smolpaws please look at this",
+    );
+    webhook::deliver(url, secret, &payload).await
 }
 
 async fn run_of(

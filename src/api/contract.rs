@@ -31,6 +31,10 @@ pub mod env {
     /// The read-only installation token for the run's repository (a Secret
     /// key).
     pub const GITHUB_TOKEN: &str = "GITHUB_TOKEN";
+    /// The GitHub the agent clones from (git over HTTPS): the controller's.
+    pub const GITHUB_SERVER_URL: &str = "GITHUB_SERVER_URL";
+    /// The GitHub REST API the agent reads: the controller's.
+    pub const GITHUB_API_URL: &str = "GITHUB_API_URL";
     /// The LLM provider's key (a Secret key). Sandboxes never get it: they
     /// call [`LLM_GATEWAY`] instead.
     pub const LLM_API_KEY: &str = "LLM_API_KEY";

@@ -59,6 +59,10 @@ impl Pki {
                 "kubernetes",
                 "kubernetes.default",
                 "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+                // The `kubernetes` Service's address in the plane's
+                // service range, which in-cluster clients dial.
+                "10.96.0.1",
             ]
             .map(String::from)
             .to_vec(),

@@ -18,6 +18,7 @@
 
 mod config;
 pub mod host;
+mod in_cluster;
 mod network;
 mod parts;
 
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::controlplane::{self, ControlPlane, Tools, spawn, still_running};
 use crate::process::{Held, Process};
 pub use config::{NODE_IP, NODE_NAME};
+pub use in_cluster::{APISERVER_FRONT, ClusterTools};
 pub use network::{bind, enter, reachable};
 pub use parts::{Images, PARTS_DIR_VAR, Parts, STATIC_BINARY_VAR, static_smolpaws};
 
@@ -85,6 +87,8 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 
 /// A running node, stopped (and the host restored) when dropped.
 pub struct Node {
+    /// Stops the apiserver's forward for pods, when it serves one.
+    front: Option<tokio_util::sync::DropGuard>,
     // Dropped in order: the node's own processes, the control plane, then
     // the first process of its namespaces, which takes whatever is left.
     processes: Vec<Process>,
@@ -104,6 +108,7 @@ const FIRST_EXIT: Duration = Duration::from_secs(30);
 
 impl Drop for Node {
     fn drop(&mut self) {
+        self.front = None;
         self.processes.clear();
         self.plane = None;
         self.holder = None;
@@ -154,6 +159,7 @@ impl Node {
             .to_owned();
         // From here on, a failure drops the node, which undoes what it did.
         let mut node = Self {
+            front: None,
             processes: Vec::new(),
             plane: None,
             holder: None,
@@ -365,14 +371,7 @@ impl Node {
         stop: CancellationToken,
     ) -> Result<(kube::Config, String), Error> {
         let plane = self.plane();
-        let inside = plane.config().cluster_url.clone();
-        let target = inside
-            .authority()
-            .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
-            .ok_or_else(|| Error::Command {
-                command: "reading the apiserver's address".into(),
-                output: inside.to_string(),
-            })?;
+        let target = self.apiserver_address()?;
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
             .map_err(io(
@@ -397,6 +396,17 @@ impl Node {
         }
         let yaml = serde_yaml_ng::to_string(&kubeconfig).expect("a kubeconfig serializes");
         Ok((config, yaml))
+    }
+
+    /// Where the apiserver listens, on the node's loopback.
+    fn apiserver_address(&self) -> Result<SocketAddr, Error> {
+        let url = &self.plane().config().cluster_url;
+        url.authority()
+            .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
+            .ok_or_else(|| Error::Command {
+                command: "reading the apiserver's address".into(),
+                output: url.to_string(),
+            })
     }
 
     /// The node's network namespace, for [`enter`] on other threads.
@@ -548,8 +558,10 @@ fn path(path: &Path) -> String {
 
 /// The node's namespaces' setup, run as their first process before it
 /// becomes the pause binary that holds them: state under the node's
-/// directory (`$1`), the loopback up, and the pods' bridge with the node's
-/// address, which is also what the kubelet registers.
+/// directory (`$1`), the loopback up, the pods' bridge with the node's
+/// address, which is also what the kubelet registers, and a route for the
+/// Services' addresses, which the kernel needs before kube-proxy's rules
+/// rewrite them (the node has no default route).
 const SETUP: &str = r#"set -eu
 mkdir -p "$1/var-lib" "$1/var-log"
 mount --bind "$1/var-lib" /var/lib
@@ -559,6 +571,7 @@ ip link set lo up
 ip link add "$3" type bridge
 ip addr add "$4" dev "$3"
 ip link set "$3" up
+ip route add "$5" dev "$3"
 touch "$1/namespaces-ready"
 exec "$2"
 "#;
@@ -585,7 +598,8 @@ async fn hold_namespaces(root: &Path, parts: &Parts) -> Result<(Process, u32), E
         .arg(root)
         .arg(parts.pause())
         .arg(config::BRIDGE)
-        .arg(format!("{NODE_IP}/16"));
+        .arg(format!("{NODE_IP}/16"))
+        .arg(config::SERVICE_CIDR);
     let mut holder = Process::spawn("namespaces", command, &root.join("namespaces.log"))
         .map_err(io("starting unshare"))?;
     let ready = root.join("namespaces-ready");

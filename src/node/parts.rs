@@ -123,6 +123,8 @@ pub struct Images {
     /// The pods' pause image.
     pub pause: String,
     archives: Vec<PathBuf>,
+    /// The sandbox image's archive, the base of the operator's.
+    pub(super) sandbox_archive: PathBuf,
 }
 
 impl Images {
@@ -149,6 +151,7 @@ impl Images {
             smolpaws,
             sandbox,
             pause,
+            sandbox_archive: archives[2].clone(),
             archives,
         })
     }

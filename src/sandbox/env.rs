@@ -18,6 +18,18 @@ pub struct AgentEnvironment {
     pub settings: SandboxArgs,
     /// The URL sandboxes reach the result endpoint at.
     pub result_url: String,
+    /// The controller's GitHub, which the agent clones from and reads, so
+    /// that a GitHub Enterprise Server's runs clone from it.
+    pub github: GitHubUrls,
+}
+
+/// Where a GitHub is reached.
+#[derive(Clone, Debug)]
+pub struct GitHubUrls {
+    /// The REST API.
+    pub api: String,
+    /// The web and git server.
+    pub server: String,
 }
 
 fn var(name: &str, value: impl Into<String>) -> EnvVar {
@@ -97,6 +109,21 @@ impl AgentEnvironment {
         ] {
             if let Some(value) = value {
                 vars.push(var(name, value));
+            }
+        }
+        // The operator's extra variables may point the agent elsewhere (dev
+        // mode's git daemon); a name set twice would only hide one.
+        for (name, value) in [
+            (env::GITHUB_API_URL, &self.github.api),
+            (env::GITHUB_SERVER_URL, &self.github.server),
+        ] {
+            if !self
+                .settings
+                .extra_env
+                .iter()
+                .any(|(extra, _)| extra == name)
+            {
+                vars.push(var(name, value.clone()));
             }
         }
         vars.extend(

@@ -83,8 +83,17 @@ pub struct FakeLlm {
 }
 
 impl FakeLlm {
-    /// Starts the fake with `replies`, answered in order.
+    /// Starts the fake on loopback with `replies`, answered in order.
     pub async fn start(replies: impl IntoIterator<Item = Reply>) -> Self {
+        Self::start_at(std::net::Ipv4Addr::LOCALHOST.into(), replies).await
+    }
+
+    /// Starts the fake on `host` (for callers outside this process, such as
+    /// an operator's pods) with `replies`, answered in order.
+    pub async fn start_at(
+        host: std::net::IpAddr,
+        replies: impl IntoIterator<Item = Reply>,
+    ) -> Self {
         let script = Arc::new(Mutex::new(Script {
             replies: replies.into_iter().collect(),
             ..Script::default()
@@ -93,9 +102,9 @@ impl FakeLlm {
             .route("/v1/chat/completions", post(openai))
             .route("/v1/messages", post(anthropic))
             .with_state(script.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind((host, 0))
             .await
-            .expect("a loopback port");
+            .expect("a free port");
         let base_url = format!("http://{}/v1", listener.local_addr().expect("an address"));
         tokio::spawn(async move {
             axum::serve(listener, router)
@@ -103,6 +112,11 @@ impl FakeLlm {
                 .expect("the fake LLM serves");
         });
         Self { script, base_url }
+    }
+
+    /// Adds `replies` to the end of the script.
+    pub fn push(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.script.lock().expect("script").replies.extend(replies);
     }
 
     /// The credential each request presented (`Authorization` or

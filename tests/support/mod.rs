@@ -13,6 +13,7 @@ pub mod fake_github;
 pub mod fake_llm;
 pub mod git_http;
 pub mod git_remote;
+pub mod helm;
 pub mod kubelet;
 pub mod kubelet_api;
 pub mod log;
@@ -22,6 +23,7 @@ pub mod operator;
 pub mod python;
 pub mod runner;
 pub mod runs;
+pub mod webhook;
 
 use std::future::Future;
 use std::io::Write;

@@ -17,32 +17,73 @@ use kube::Client;
 use kube::api::Api;
 use smolpaws::controller::ControllerArgs;
 use smolpaws::controlplane::Tools;
-use smolpaws::node::{self, Images, Node, Parts};
+use smolpaws::node::{self, ClusterTools, Images, Node, Parts};
 
 use super::Access;
 
 struct Shared {
     access: Access,
     network: PathBuf,
+    /// The node's directory: its configuration, state and logs.
+    dir: PathBuf,
     images: Images,
+    /// Set on a node serving a cluster's own workloads: its tools and the
+    /// operator's image.
+    cluster: Option<(ClusterTools, String)>,
+}
+
+/// What a binary's node serves beyond sandbox pods.
+#[derive(Clone, Copy)]
+enum Serves {
+    /// Sandbox pods only: the apiserver is out of their reach.
+    Sandboxes,
+    /// Also workloads of the cluster's own (an operator's pods): the
+    /// apiserver reached through the `kubernetes` Service, and NetworkPolicy
+    /// enforced by kube-router.
+    Cluster,
 }
 
 static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
+static CLUSTER: OnceLock<Result<Shared, String>> = OnceLock::new();
 
 fn shared() -> &'static Shared {
     // The start-up thread moves into the node's network.
-    super::once(&SHARED, "the test node", start)
+    match (SHARED.get(), CLUSTER.get()) {
+        (None, Some(_)) => cluster(),
+        _ => super::once(&SHARED, "the test node", || start(Serves::Sandboxes)),
+    }
 }
 
-async fn start() -> Result<Shared, String> {
+fn cluster() -> &'static Shared {
+    super::once(&CLUSTER, "the test cluster node", || start(Serves::Cluster))
+}
+
+async fn start(serves: Serves) -> Result<Shared, String> {
     let began = std::time::Instant::now();
     let parts = Parts::ready().await.map_err(|e| e.to_string())?;
     let smolpaws = node::static_smolpaws().await.map_err(|e| e.to_string())?;
     let tools = Tools::locate().await.map_err(|e| e.to_string())?;
-    let node = Node::start(&tools, &parts, &smolpaws)
+    let mut node = Node::start(&tools, &parts, &smolpaws)
         .await
         .map_err(|e| e.to_string())?;
     super::install_crds(node.plane()).await?;
+    let cluster = match serves {
+        Serves::Sandboxes => None,
+        Serves::Cluster => {
+            let cluster = ClusterTools::locate().await.map_err(|e| e.to_string())?;
+            node.serve_apiserver_to_pods()
+                .await
+                .map_err(|e| e.to_string())?;
+            node.enforce_network_policies(&cluster.kube_router())
+                .await
+                .map_err(|e| e.to_string())?;
+            let operator = node
+                .import_operator_image(&smolpaws)
+                .await
+                .map_err(|e| e.to_string())?;
+            Some((cluster, operator))
+        }
+    };
     // Straight to stderr: the test harness captures only print macros.
     let _ = writeln!(
         std::io::stderr(),
@@ -55,7 +96,9 @@ async fn start() -> Result<Shared, String> {
     let shared = Shared {
         access: Access::of(node.plane()),
         network: node.network(),
+        dir: node.dir().to_owned(),
         images: node.images().clone(),
+        cluster,
     };
     super::drop_at_exit(node);
     Ok(shared)
@@ -68,7 +111,26 @@ where
     F: Future<Output = T>,
     T: Send + 'static,
 {
-    let network = shared().network.clone();
+    run_on(shared(), test)
+}
+
+/// [`run`] on a node that also serves the cluster's own workloads: pods
+/// reach the apiserver as in-cluster clients, and NetworkPolicy is
+/// enforced.
+pub fn run_in_cluster<F, T>(test: impl FnOnce() -> F + Send + 'static) -> T
+where
+    F: Future<Output = T>,
+    T: Send + 'static,
+{
+    run_on(cluster(), test)
+}
+
+fn run_on<F, T>(shared: &'static Shared, test: impl FnOnce() -> F + Send + 'static) -> T
+where
+    F: Future<Output = T>,
+    T: Send + 'static,
+{
+    let network = shared.network.clone();
     let thread = std::thread::spawn(move || {
         node::enter(&network).expect("joining the node's network");
         tokio::runtime::Builder::new_current_thread()
@@ -91,6 +153,37 @@ pub fn client() -> Client {
 /// The admin kubeconfig of the node's apiserver.
 pub fn kubeconfig() -> PathBuf {
     shared().access.kubeconfig()
+}
+
+/// The last `lines` lines of the node's process `name`'s log.
+pub fn log_tail(name: &str, lines: usize) -> String {
+    let path = shared().dir.join(format!("{name}.log"));
+    let log =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| format!("({}: {e})", path.display()));
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The node's images.
+pub fn images() -> Images {
+    shared().images.clone()
+}
+
+/// `kubectl`, built from the node's Kubernetes release.
+pub fn kubectl() -> PathBuf {
+    cluster_parts().0.kubectl()
+}
+
+/// The operator's image, as the Dockerfile lays it out.
+pub fn operator_image() -> String {
+    cluster_parts().1.clone()
+}
+
+fn cluster_parts() -> &'static (ClusterTools, String) {
+    cluster()
+        .cluster
+        .as_ref()
+        .expect("a cluster node has its tools")
 }
 
 /// Asserts the first container of a pod with `status` ran under containerd.
