@@ -161,7 +161,14 @@ impl Operator {
             .as_ref()
             .and_then(|lease| lease.namespace.clone())
             .unwrap_or_else(|| self.client.default_namespace().to_owned());
-        let key = Arc::new(RunKey::shared(&self.client, &key_namespace).await?);
+        let key = Arc::new(
+            RunKey::shared(
+                &self.client,
+                &key_namespace,
+                role.config.deployment.as_deref(),
+            )
+            .await?,
+        );
         let auth = Arc::new(RunAuth::new(self.client.clone(), key.clone()));
         // Sandboxes reach one listener: the result endpoint and the gateway.
         let sandbox_facing =

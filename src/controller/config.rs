@@ -51,6 +51,10 @@ pub struct ControllerConfig {
     pub changes: ChangeSettings,
     /// How the progress comment behaves.
     pub progress: ProgressSettings,
+    /// The operator's own Deployment, in the Lease's namespace: what the
+    /// replicas keep beyond any one of them (the run key's Secret) is owned
+    /// by it, so removing the Deployment removes that too.
+    pub deployment: Option<String>,
 }
 
 /// The leader-election Lease.
@@ -82,6 +86,7 @@ impl Default for ControllerConfig {
             lease: None,
             changes: ChangeSettings::default(),
             progress: ProgressSettings::default(),
+            deployment: None,
         }
     }
 }
@@ -181,6 +186,12 @@ pub struct ControllerArgs {
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
 
+    /// The operator's own Deployment, in the Lease's namespace, which owns
+    /// what the replicas share (the run key's Secret): uninstalling the
+    /// Deployment removes it.
+    #[arg(long, env = "SMOLPAWS_DEPLOYMENT")]
+    pub deployment: Option<String>,
+
     /// What becomes of an agent's change when its run does not say:
     /// `reply` (described only), `branch` (pushed to a branch) or
     /// `pullRequest` (pushed, and a draft pull request opened).
@@ -232,6 +243,7 @@ impl ControllerArgs {
                 enabled: self.progress_comment,
                 interval: self.progress_interval.into(),
             },
+            deployment: self.deployment.clone(),
         }
     }
 }

@@ -5,15 +5,18 @@
 //!
 //! Every replica must hold the same key, and a restart must keep it, or live
 //! runs could no longer report. It lives in a Secret in the operator's
-//! namespace, made by whichever replica starts first.
+//! namespace, made by whichever replica starts first and owned by the
+//! operator's Deployment, so that uninstalling the operator removes it.
 
 use std::collections::BTreeMap;
 
 use hmac::{Hmac, Mac};
 use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, PostParams, ResourceExt};
+use kube::{Client, Resource};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use sha2::Sha256;
 
@@ -32,6 +35,18 @@ pub enum RunKeyError {
     Apiserver {
         /// Where it was looked for.
         namespace: String,
+        /// What the apiserver said.
+        source: kube::Error,
+    },
+    /// The operator's Deployment, which owns the Secret, could not be read.
+    #[error(
+        "could not read the operator's Deployment {namespace}/{name}, which owns the run key: {source}"
+    )]
+    Owner {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
         /// What the apiserver said.
         source: kube::Error,
     },
@@ -62,8 +77,13 @@ impl RunKey {
     }
 
     /// The key every replica in `namespace` shares: read from its Secret,
-    /// which the first replica to start creates.
-    pub async fn shared(client: &Client, namespace: &str) -> Result<Self, RunKeyError> {
+    /// which the first replica to start creates, owned by `deployment` (the
+    /// operator's, in `namespace`) when named.
+    pub async fn shared(
+        client: &Client,
+        namespace: &str,
+        deployment: Option<&str>,
+    ) -> Result<Self, RunKeyError> {
         let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
         let failed = |source| RunKeyError::Apiserver {
             namespace: namespace.to_owned(),
@@ -72,9 +92,13 @@ impl RunKey {
         let found = match secrets.get_opt(SECRET_NAME).await.map_err(failed)? {
             Some(found) => found,
             None => {
+                let owner = match deployment {
+                    Some(name) => Some(owner(client, namespace, name).await?),
+                    None => None,
+                };
                 let fresh = Self::generate();
                 match secrets
-                    .create(&PostParams::default(), &fresh.secret())
+                    .create(&PostParams::default(), &fresh.secret(owner))
                     .await
                 {
                     Ok(_) => return Ok(fresh),
@@ -97,7 +121,7 @@ impl RunKey {
             })
     }
 
-    fn secret(&self) -> Secret {
+    fn secret(&self, owner: Option<OwnerReference>) -> Secret {
         let data = BTreeMap::from([(
             KEY_FIELD.to_owned(),
             ByteString(self.0.expose_secret().to_vec()),
@@ -109,6 +133,7 @@ impl RunKey {
                     "app.kubernetes.io/managed-by".to_owned(),
                     "smolpaws".to_owned(),
                 )])),
+                owner_references: owner.map(|owner| vec![owner]),
                 ..ObjectMeta::default()
             },
             data: Some(data),
@@ -150,6 +175,25 @@ impl RunKey {
         self.mac(namespace, name, uid).verify_slice(&mac).ok()?;
         Some(uid)
     }
+}
+
+/// An owner reference to the Deployment `name` in `namespace`.
+async fn owner(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<OwnerReference, RunKeyError> {
+    let failed = |source| RunKeyError::Owner {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        source,
+    };
+    let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .map_err(failed)?;
+    // The apiserver's answer always has a name and uid.
+    Ok(deployment.owner_ref(&()).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use kube::api::{Api, PostParams};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Error, Node, config, io, network, write};
+use super::{Error, Node, config, io, network};
 use crate::controlplane::run_script;
 
 /// The apiserver's address as pods reach it: the `kubernetes` Service's
