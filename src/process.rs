@@ -99,9 +99,7 @@ impl Process {
 
     /// The last `lines` lines of the process's output, for error messages.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        tail(&self.log, lines)
     }
 
     /// The OS process id.
@@ -178,4 +176,11 @@ pub fn owner_alive(dir: &Path, owner_file: &str) -> bool {
             .and_then(|t| t.elapsed().ok())
             .is_none_or(|age| age < std::time::Duration::from_secs(600)),
     }
+}
+
+/// The last `lines` lines of the log at `path` (none when unreadable).
+pub fn tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }

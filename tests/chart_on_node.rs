@@ -23,7 +23,7 @@ use kube::api::{Api, ListParams};
 use serde_json::json;
 use smolpaws::api::{AgentRun, Phase};
 use support::fake_github::FakeGitHub;
-use support::fake_llm::{FakeLlm, bash, finish};
+use support::fake_llm::{FakeLlm, Reply, bash, finish};
 use support::git_http::GitHttp;
 use support::helm::helm_ok;
 use support::runs::replied;
@@ -130,13 +130,7 @@ impl Install {
     /// Runs the real kubectl against the node; its stdout, or a panic with
     /// its stderr.
     async fn kubectl(&self, args: &[&str]) -> String {
-        let output = tokio::process::Command::new(support::node::kubectl())
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .output()
-            .await
-            .expect("kubectl runs");
+        let output = kubectl(args).await;
         assert!(
             output.status.success(),
             "kubectl {args:?} failed: {}",
@@ -289,6 +283,17 @@ async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) ->
     }
 }
 
+/// The real kubectl run against the node with `args`.
+async fn kubectl(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(support::node::kubectl())
+        .arg("--kubeconfig")
+        .arg(support::node::kubeconfig())
+        .args(args)
+        .output()
+        .await
+        .expect("kubectl runs")
+}
+
 /// What the release's pods are and say, as kubectl shows them.
 async fn explain() -> String {
     let mut told = String::new();
@@ -305,14 +310,8 @@ async fn explain() -> String {
             "--prefix",
         ],
     ] {
-        let output = tokio::process::Command::new(support::node::kubectl())
-            .arg("--kubeconfig")
-            .arg(support::node::kubeconfig())
-            .args(["-n", NAMESPACE])
-            .args(args)
-            .output()
-            .await
-            .expect("kubectl runs");
+        let args = [&["-n", NAMESPACE][..], args].concat();
+        let output = kubectl(&args).await;
         told.push_str(&format!(
             "$ kubectl {}\n{}\n",
             args.join(" "),
@@ -329,13 +328,16 @@ async fn explain() -> String {
 /// sandbox, then the cluster DNS and the result endpoint.
 fn probes(tag: &str, operator: &str, sandbox: &str) -> String {
     let results = format!("{RELEASE}-results.{NAMESPACE}.svc.cluster.local");
+    // The lines are made at run time ("$t"): the command itself goes back
+    // to the model with its output, and must not hold what it prints.
     format!(
-        "probe() {{ if timeout 4 bash -c \"exec 3<>/dev/tcp/$2/$3\" 2>/dev/null; \
-         then echo \"{tag}:$1=open\"; else echo \"{tag}:$1=closed\"; fi; }}; \
+        "t={tag}; \
+         probe() {{ if timeout 4 bash -c \"exec 3<>/dev/tcp/$2/$3\" 2>/dev/null; \
+         then echo \"$t:$1=open\"; else echo \"$t:$1=closed\"; fi; }}; \
          probe webhook {operator} 8080; \
          probe apiserver 10.96.0.1 443; \
          probe sandbox {sandbox} 9418; \
-         if getent hosts {results} >/dev/null; then echo {tag}:dns=open; else echo {tag}:dns=closed; fi; \
+         if getent hosts {results} >/dev/null; then echo \"$t:dns=open\"; else echo \"$t:dns=closed\"; fi; \
          probe results {results} 8081"
     )
 }
@@ -360,15 +362,22 @@ fn probed(llm: &FakeLlm, tag: &str) -> Vec<String> {
 /// the probing sandbox; returns what the probes printed.
 async fn probe_from_a_sandbox(install: &mut Install, tag: &str) -> Vec<String> {
     let asked = install.llm.requests().len();
-    install.llm.push([bash(
-        "git daemon --reuseaddr --listen=0.0.0.0 --port=9418 --base-path=/tmp --export-all --detach \
-         --pid-file=/tmp/daemon.pid && sleep 600",
-    )]);
+    // Longer than the bash tool's default timeout, so that this run never
+    // asks the model again (and takes the prober's scripted turns) before
+    // it is cancelled.
+    install.llm.push([Reply::Tool {
+        name: "bash",
+        arguments: json!({
+            "command": "git daemon --reuseaddr --listen=0.0.0.0 --port=9418 --base-path=/tmp \
+                        --export-all --detach --pid-file=/tmp/daemon.pid && sleep 900",
+            "timeout_seconds": 900,
+        }),
+    }]);
     let target = install.comment("serve git for a moment").await;
     let target_ip = install.sandbox_ip(&target).await;
     install.asked(asked + 1).await;
-    // The daemon listens once its pid file is written; the tool call
-    // started it at once after the request.
+    // The daemon binds its port right after it writes its pid file; the
+    // prober's pod, started after this wait, takes longer than that again.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let operator = install.operator_pods().await[0]
@@ -526,12 +535,12 @@ fn the_chart_on_a_real_node_serves_comments_enforces_its_policy_rolls_and_uninst
         // Ten comments, one after another: comment -> reply.
         let mut took = Vec::new();
         for n in 0..10 {
-            let reply: &'static str = Box::leak(format!("Answer {n}.").into_boxed_str());
-            install.llm.push([finish(reply)]);
+            let reply = format!("Answer {n}.");
+            install.llm.push([finish(&reply)]);
             let sent = Instant::now();
             let name = install.comment("a quick question").await;
             eventually("the reply being posted", async || {
-                (install.replies(reply) == 1).then_some(())
+                (install.replies(&reply) == 1).then_some(())
             })
             .await;
             took.push(sent.elapsed());
@@ -693,8 +702,34 @@ fn the_chart_on_a_real_node_serves_comments_enforces_its_policy_rolls_and_uninst
 
         // 5. Uninstall, as the README says: the runs deleted while the
         // operator runs, then the release. Everything the chart made is gone
-        // but the CRD, and no sandbox pod or Secret is left; the user's own
-        // two Secrets stay.
+        // but the CRD, and so is what the operator made: no sandbox pod or
+        // Secret, no run key, no Lease. The user's own two Secrets stay.
+        let deployments: Api<Deployment> = Api::namespaced(install.client.clone(), NAMESPACE);
+        let owner = deployments
+            .get(RELEASE)
+            .await
+            .expect("the Deployment")
+            .metadata
+            .uid;
+        let secrets: Api<Secret> = Api::namespaced(install.client.clone(), NAMESPACE);
+        let leases: Api<Lease> = Api::namespaced(install.client.clone(), NAMESPACE);
+        let key = secrets.get("smolpaws-run-key").await.expect("the run key");
+        let lease = leases.get("smolpaws-controller").await.expect("the Lease");
+        for (what, owners) in [
+            ("the run key", key.metadata.owner_references),
+            ("the Lease", lease.metadata.owner_references),
+        ] {
+            let owners: Vec<_> = owners
+                .into_iter()
+                .flatten()
+                .map(|o| (o.kind, Some(o.uid)))
+                .collect();
+            assert_eq!(
+                owners,
+                [("Deployment".to_owned(), owner.clone())],
+                "{what}'s owners"
+            );
+        }
         let manifest = install
             .helm(&["get", "manifest", RELEASE, "-n", NAMESPACE])
             .await;
@@ -736,17 +771,21 @@ fn the_chart_on_a_real_node_serves_comments_enforces_its_policy_rolls_and_uninst
             },
         )
         .await;
-        let secrets: Api<Secret> = Api::namespaced(install.client.clone(), NAMESPACE);
-        let mut left: Vec<String> = secrets
-            .list(&ListParams::default())
-            .await
-            .expect("a Secret list")
-            .items
-            .into_iter()
-            .filter_map(|s| s.metadata.name)
-            .collect();
-        left.sort();
-        assert_eq!(left, ["smolpaws-github", "smolpaws-llm"], "Secrets left");
+        // The garbage collector removes what the Deployment owned.
+        eventually("the run key and the Lease going away", async || {
+            let mut left: Vec<String> = secrets
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter_map(|s| s.metadata.name)
+                .collect();
+            left.sort();
+            let lease = leases.get_opt("smolpaws-controller").await.ok()?;
+            (left == ["smolpaws-github", "smolpaws-llm"] && lease.is_none()).then_some(())
+        })
+        .await;
         let runs = install
             .runs
             .list(&ListParams::default())

@@ -3,13 +3,19 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::metrics::ControllerMetrics;
+use super::owner;
 use super::run_key::RunKey;
 use super::{ControllerConfig, ControllerParts, LeaseConfig};
+
+/// The Lease's name.
+const LEASE_NAME: &str = "smolpaws-controller";
 
 /// Why leading ended.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +46,7 @@ pub async fn lead(
         .unwrap_or_else(|| client.default_namespace().to_owned());
     let identity = lease.identity.clone().unwrap_or_else(crate::random::token);
     let seconds = lease.duration.as_secs().max(2);
-    let manager = LeaseManagerBuilder::new(client.clone(), "smolpaws-controller")
+    let manager = LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
         .with_namespace(&namespace)
         .with_identity(&identity)
         .with_duration(seconds)
@@ -56,6 +62,9 @@ pub async fn lead(
         }
     }
     info!(%identity, "leading: reconciling AgentRuns");
+    if let Some(deployment) = &config.deployment {
+        own_lease(&client, &namespace, deployment).await;
+    }
     let lost = async {
         loop {
             if leading.changed().await.is_err() || !*leading.borrow_and_update() {
@@ -71,4 +80,23 @@ pub async fn lead(
     drop(leading);
     let _ = lease.await;
     outcome
+}
+
+/// Makes the operator's Deployment own the Lease (the lease manager makes
+/// it without one), so uninstalling removes it. A failure leaves only a
+/// Lease behind, so it is logged and leading goes on.
+async fn own_lease(client: &kube::Client, namespace: &str, deployment: &str) {
+    let owned = async {
+        let owner = owner::deployment(client, namespace, deployment)
+            .await
+            .map_err(|e| e.to_string())?;
+        let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+        let lease = leases.get(LEASE_NAME).await.map_err(|e| e.to_string())?;
+        owner::adopt(&leases, &lease, &owner)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    if let Err(error) = owned.await {
+        warn!(%error, "could not make the operator's Deployment own the leader Lease");
+    }
 }

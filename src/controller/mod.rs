@@ -14,6 +14,7 @@ pub mod decide;
 pub mod gateway;
 pub mod leader;
 pub mod metrics;
+pub mod owner;
 pub mod progress;
 pub mod reconcile;
 pub mod report;

@@ -12,14 +12,14 @@ use std::collections::BTreeMap;
 
 use hmac::{Hmac, Mac};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams, ResourceExt};
-use kube::{Client, Resource};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use sha2::Sha256;
 
+use super::owner::{self, OwnerError};
 use crate::api::AgentRun;
 
 /// The Secret holding the key.
@@ -38,18 +38,9 @@ pub enum RunKeyError {
         /// What the apiserver said.
         source: kube::Error,
     },
-    /// The operator's Deployment, which owns the Secret, could not be read.
-    #[error(
-        "could not read the operator's Deployment {namespace}/{name}, which owns the run key: {source}"
-    )]
-    Owner {
-        /// Its namespace.
-        namespace: String,
-        /// Its name.
-        name: String,
-        /// What the apiserver said.
-        source: kube::Error,
-    },
+    /// The operator's Deployment, which owns the Secret, could not be had.
+    #[error(transparent)]
+    Owner(#[from] OwnerError),
     /// The Secret exists but holds no usable key.
     #[error(
         "the Secret {namespace}/{SECRET_NAME} has no {KEY_BYTES}-byte `{KEY_FIELD}`; delete it and restart to make a new one"
@@ -78,7 +69,8 @@ impl RunKey {
 
     /// The key every replica in `namespace` shares: read from its Secret,
     /// which the first replica to start creates, owned by `deployment` (the
-    /// operator's, in `namespace`) when named.
+    /// operator's, in `namespace`) when named; a Secret an older operator
+    /// made without one is adopted.
     pub async fn shared(
         client: &Client,
         namespace: &str,
@@ -89,13 +81,20 @@ impl RunKey {
             namespace: namespace.to_owned(),
             source,
         };
+        let owner = match deployment {
+            Some(name) => Some(owner::deployment(client, namespace, name).await?),
+            None => None,
+        };
         let found = match secrets.get_opt(SECRET_NAME).await.map_err(failed)? {
-            Some(found) => found,
+            Some(found) => {
+                if let Some(owner) = &owner {
+                    owner::adopt(&secrets, &found, owner)
+                        .await
+                        .map_err(failed)?;
+                }
+                found
+            }
             None => {
-                let owner = match deployment {
-                    Some(name) => Some(owner(client, namespace, name).await?),
-                    None => None,
-                };
                 let fresh = Self::generate();
                 match secrets
                     .create(&PostParams::default(), &fresh.secret(owner))
@@ -175,25 +174,6 @@ impl RunKey {
         self.mac(namespace, name, uid).verify_slice(&mac).ok()?;
         Some(uid)
     }
-}
-
-/// An owner reference to the Deployment `name` in `namespace`.
-async fn owner(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-) -> Result<OwnerReference, RunKeyError> {
-    let failed = |source| RunKeyError::Owner {
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-        source,
-    };
-    let deployment = Api::<Deployment>::namespaced(client.clone(), namespace)
-        .get(name)
-        .await
-        .map_err(failed)?;
-    // The apiserver's answer always has a name and uid.
-    Ok(deployment.owner_ref(&()).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -14,14 +14,14 @@
 //! (iptables and ipset, in the node's network namespace). This kernel lacks
 //! the nftables `queue` expression, which kube-network-policies needs.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, PostParams};
-use serde_json::json;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use kube::api::{Api, ObjectMeta, PostParams};
 use tokio_util::sync::CancellationToken;
 
 use super::{Error, Node, config, io, network};
@@ -29,14 +29,15 @@ use crate::controlplane::run_script;
 
 /// The apiserver's address as pods reach it: the `kubernetes` Service's
 /// endpoint.
-pub const APISERVER_FRONT: SocketAddr =
+const APISERVER_FRONT: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::new(10, 89, 0, 2)), 443);
 /// The node's side of the link to the front.
 const FRONT_GATEWAY: &str = "10.89.0.1";
 /// The node's end of that link.
 const FRONT_LINK: &str = "front0";
 /// Where kube-router answers health checks: the node's loopback.
-const ENFORCER_HEALTH: &str = "127.0.0.1:20244";
+const ENFORCER_HEALTH: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 20244);
 
 /// The front's namespace setup, run inside its new network namespace (and
 /// the node's mount and PID namespaces, where pid 1 holds the node's
@@ -143,42 +144,55 @@ impl Node {
             .to_owned();
         let front = self.inside(&format!("/proc/{pid}/ns/net"));
         let stop = CancellationToken::new();
-        serve_forward(
-            front,
-            self.network(),
-            self.apiserver_address()?,
-            stop.clone(),
-        )
-        .await?;
-        self.front = Some(stop.drop_guard());
+        // Held before the forward starts: a forward that starts late, after
+        // its start is given up, still stops with the node.
+        self.front = Some(stop.clone().drop_guard());
+        serve_forward(front, self.network(), self.apiserver_address()?, stop).await?;
 
         let client = self.plane().client()?;
-        let slice: EndpointSlice = serde_json::from_value(json!({
-            "metadata": {
-                "name": "kubernetes",
-                "labels": {
-                    "kubernetes.io/service-name": "kubernetes",
-                    "endpointslice.kubernetes.io/managed-by": "smolpaws-node",
-                },
+        let slice = EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some("kubernetes".into()),
+                labels: Some(BTreeMap::from([
+                    ("kubernetes.io/service-name".into(), "kubernetes".into()),
+                    (
+                        "endpointslice.kubernetes.io/managed-by".into(),
+                        "smolpaws-node".into(),
+                    ),
+                ])),
+                ..ObjectMeta::default()
             },
-            "addressType": "IPv4",
-            "endpoints": [{
-                "addresses": [APISERVER_FRONT.ip().to_string()],
-                "conditions": { "ready": true },
-            }],
-            "ports": [{ "name": "https", "port": APISERVER_FRONT.port(), "protocol": "TCP" }],
-        }))
-        .expect("a valid EndpointSlice");
+            address_type: "IPv4".into(),
+            endpoints: Some(vec![Endpoint {
+                addresses: vec![APISERVER_FRONT.ip().to_string()],
+                conditions: Some(EndpointConditions {
+                    ready: Some(true),
+                    ..EndpointConditions::default()
+                }),
+                ..Endpoint::default()
+            }]),
+            ports: Some(vec![EndpointPort {
+                name: Some("https".into()),
+                port: Some(APISERVER_FRONT.port().into()),
+                protocol: Some("TCP".into()),
+                ..EndpointPort::default()
+            }]),
+        };
         Api::<EndpointSlice>::namespaced(client, "default")
             .create(&PostParams::default(), &slice)
             .await
-            .map_err(|e| Error::ControlPlane(e.into()))?;
+            .map_err(|e| Error::Command {
+                command: "creating the kubernetes Service's EndpointSlice".into(),
+                output: e.to_string(),
+            })?;
         Ok(())
     }
 
     /// Enforces NetworkPolicy on the node's pods with kube-router's network
     /// policy controller alone (`binary`), run beside kube-proxy as the
-    /// node's admin.
+    /// node's admin. Returns once it answers health checks, before its first
+    /// sync: a policy, or a pod, is enforced once the controller has seen it
+    /// (within a second here), as with kube-router in any cluster.
     pub async fn enforce_network_policies(&mut self, binary: &Path) -> Result<(), Error> {
         let args = [
             format!("--kubeconfig={}", self.plane().kubeconfig_path().display()),
@@ -191,17 +205,13 @@ impl Node {
             "--enable-cni=false".into(),
             "--enable-ipv6=false".into(),
             format!("--service-cluster-ip-range={}", config::SERVICE_CIDR),
-            "--health-addr=127.0.0.1".into(),
-            format!(
-                "--health-port={}",
-                ENFORCER_HEALTH.rsplit_once(':').map_or("", |(_, p)| p)
-            ),
+            format!("--health-addr={}", ENFORCER_HEALTH.ip()),
+            format!("--health-port={}", ENFORCER_HEALTH.port()),
             "--v=2".into(),
         ];
         let network = self.network();
-        let health: SocketAddr = ENFORCER_HEALTH.parse().expect("a socket address");
         self.start_process("kube-router", binary, &args, move || {
-            network::reachable(&network, health)
+            network::reachable(&network, ENFORCER_HEALTH)
         })
         .await
     }

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::controlplane::{self, ControlPlane, Tools, spawn, still_running};
 use crate::process::{Held, Process};
 pub use config::{NODE_IP, NODE_NAME};
-pub use in_cluster::{APISERVER_FRONT, ClusterTools};
+pub use in_cluster::ClusterTools;
 pub use network::{bind, enter, reachable};
 pub use parts::{Images, PARTS_DIR_VAR, Parts, STATIC_BINARY_VAR, static_smolpaws};
 

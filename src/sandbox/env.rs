@@ -159,3 +159,69 @@ pub fn resolve(vars: Vec<EnvVar>, secret: &Secret) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::api::{Phase, fixtures};
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    }
+
+    /// The environment of an operator whose GitHub is a GitHub Enterprise
+    /// Server, with `extra` variables.
+    fn environment(extra: &[(&str, &str)]) -> AgentEnvironment {
+        let mut settings = Flags::try_parse_from(["smolpaws"])
+            .expect("the defaults parse")
+            .sandbox;
+        settings.extra_env = extra
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        AgentEnvironment {
+            settings,
+            result_url: "http://smolpaws-results:8081".into(),
+            github: GitHubUrls {
+                api: "https://ghe.example/api/v3".into(),
+                server: "https://ghe.example".into(),
+            },
+        }
+    }
+
+    fn values(vars: &[EnvVar], name: &str) -> Vec<String> {
+        vars.iter()
+            .filter(|v| v.name == name)
+            .filter_map(|v| v.value.clone())
+            .collect()
+    }
+
+    #[test]
+    fn the_agent_clones_from_and_reads_the_controllers_github() {
+        let run = fixtures::run("asked", "octo/hello", Phase::Provisioning);
+        let vars = environment(&[]).for_pod(&run, None);
+        assert_eq!(
+            values(&vars, env::GITHUB_SERVER_URL),
+            ["https://ghe.example"]
+        );
+        assert_eq!(
+            values(&vars, env::GITHUB_API_URL),
+            ["https://ghe.example/api/v3"]
+        );
+    }
+
+    #[test]
+    fn an_extra_variable_points_the_agent_elsewhere_and_is_set_once() {
+        let run = fixtures::run("asked", "octo/hello", Phase::Provisioning);
+        let vars = environment(&[(env::GITHUB_SERVER_URL, "git://10.88.0.1")]).for_pod(&run, None);
+        assert_eq!(values(&vars, env::GITHUB_SERVER_URL), ["git://10.88.0.1"]);
+        assert_eq!(
+            values(&vars, env::GITHUB_API_URL),
+            ["https://ghe.example/api/v3"]
+        );
+    }
+}

@@ -32,8 +32,8 @@ struct Shared {
     cluster: Option<(ClusterTools, String)>,
 }
 
-/// What a binary's node serves beyond sandbox pods.
-#[derive(Clone, Copy)]
+/// What a binary's node serves beyond sandbox pods; one kind per binary.
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Serves {
     /// Sandbox pods only: the apiserver is out of their reach.
     Sandboxes,
@@ -43,19 +43,20 @@ enum Serves {
     Cluster,
 }
 
+static KIND: OnceLock<Serves> = OnceLock::new();
 static SHARED: OnceLock<Result<Shared, String>> = OnceLock::new();
-static CLUSTER: OnceLock<Result<Shared, String>> = OnceLock::new();
 
-fn shared() -> &'static Shared {
+/// The binary's node, started as `serves` says by its first user.
+fn node(serves: Serves) -> &'static Shared {
+    let kind = *KIND.get_or_init(|| serves);
+    assert_eq!(kind, serves, "a test binary runs one kind of node");
     // The start-up thread moves into the node's network.
-    match (SHARED.get(), CLUSTER.get()) {
-        (None, Some(_)) => cluster(),
-        _ => super::once(&SHARED, "the test node", || start(Serves::Sandboxes)),
-    }
+    super::once(&SHARED, "the test node", move || start(kind))
 }
 
-fn cluster() -> &'static Shared {
-    super::once(&CLUSTER, "the test cluster node", || start(Serves::Cluster))
+/// The binary's node, of whichever kind it runs.
+fn shared() -> &'static Shared {
+    node(*KIND.get_or_init(|| Serves::Sandboxes))
 }
 
 async fn start(serves: Serves) -> Result<Shared, String> {
@@ -63,14 +64,19 @@ async fn start(serves: Serves) -> Result<Shared, String> {
     let parts = Parts::ready().await.map_err(|e| e.to_string())?;
     let smolpaws = node::static_smolpaws().await.map_err(|e| e.to_string())?;
     let tools = Tools::locate().await.map_err(|e| e.to_string())?;
+    // Before the node's start moves this thread into its network, where
+    // no package or module can be fetched.
+    let cluster_tools = match serves {
+        Serves::Sandboxes => None,
+        Serves::Cluster => Some(ClusterTools::locate().await.map_err(|e| e.to_string())?),
+    };
     let mut node = Node::start(&tools, &parts, &smolpaws)
         .await
         .map_err(|e| e.to_string())?;
     super::install_crds(node.plane()).await?;
-    let cluster = match serves {
-        Serves::Sandboxes => None,
-        Serves::Cluster => {
-            let cluster = ClusterTools::locate().await.map_err(|e| e.to_string())?;
+    let cluster = match cluster_tools {
+        None => None,
+        Some(cluster) => {
             node.serve_apiserver_to_pods()
                 .await
                 .map_err(|e| e.to_string())?;
@@ -111,7 +117,7 @@ where
     F: Future<Output = T>,
     T: Send + 'static,
 {
-    run_on(shared(), test)
+    run_on(node(Serves::Sandboxes), test)
 }
 
 /// [`run`] on a node that also serves the cluster's own workloads: pods
@@ -122,7 +128,7 @@ where
     F: Future<Output = T>,
     T: Send + 'static,
 {
-    run_on(cluster(), test)
+    run_on(node(Serves::Cluster), test)
 }
 
 fn run_on<F, T>(shared: &'static Shared, test: impl FnOnce() -> F + Send + 'static) -> T
@@ -157,11 +163,7 @@ pub fn kubeconfig() -> PathBuf {
 
 /// The last `lines` lines of the node's process `name`'s log.
 pub fn log_tail(name: &str, lines: usize) -> String {
-    let path = shared().dir.join(format!("{name}.log"));
-    let log =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| format!("({}: {e})", path.display()));
-    let all: Vec<&str> = log.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    smolpaws::process::tail(&shared().dir.join(format!("{name}.log")), lines)
 }
 
 /// The node's images.
@@ -180,7 +182,7 @@ pub fn operator_image() -> String {
 }
 
 fn cluster_parts() -> &'static (ClusterTools, String) {
-    cluster()
+    node(Serves::Cluster)
         .cluster
         .as_ref()
         .expect("a cluster node has its tools")

@@ -31,9 +31,15 @@ if [[ -n "${SMOLPAWS_CLUSTER_TOOLS_DIR:-}" ]]; then
 fi
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-version() { awk -v m="$2" '$1 == m || ($1 == "require" && $2 == m) { print $NF; exit }' "$here/$1/go.mod"; }
+# The version a go.mod requires of module $1, in a block or on one line.
+version() { awk -v m="$1" '$1 == m { print $2; exit } $1 == "require" && $2 == m { print $3; exit }' "$2"; }
+k8s=$(version k8s.io/kubernetes "$here/kubectl/go.mod")
+if [[ "$k8s" != "$(version k8s.io/kubernetes "$here/../go.mod")" ]]; then
+	echo "tools/cluster/kubectl/go.mod pins k8s.io/kubernetes $k8s, tools/go.mod another release: pin one" >&2
+	exit 1
+fi
 key=$(cat "$here"/*/go.mod "$here"/*/go.sum "$0" | sha256sum | cut -c1-12)
-dir="${XDG_CACHE_HOME:-$HOME/.cache}/smolpaws/tools/cluster-$(version kubectl k8s.io/kubernetes)-$key"
+dir="${XDG_CACHE_HOME:-$HOME/.cache}/smolpaws/tools/cluster-$k8s-$key"
 bins=(kubectl kube-router)
 
 ready() {
@@ -50,8 +56,7 @@ mkdir -p "$dir"
 exec 9>"$dir.lock"
 flock 9
 if ! ready; then
-	k8s=$(version kubectl k8s.io/kubernetes)
-	echo "building kubectl $k8s and kube-router $(version kube-router github.com/cloudnativelabs/kube-router/v2)" \
+	echo "building kubectl $k8s and kube-router $(version github.com/cloudnativelabs/kube-router/v2 "$here/kube-router/go.mod")" \
 		"into $dir (first run only, several minutes)" >&2
 	start=$(date +%s)
 	export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -mod=readonly -trimpath"

@@ -21,6 +21,7 @@ ref="localhost/smolpaws/operator:$key"
 archive="$cache/operator-$key.tar"
 if [[ ! -f "$archive" ]]; then
 	work=$(mktemp -d)
+	trap 'rm -rf "$work" "$archive.tmp"' EXIT
 	skopeo copy --quiet "oci-archive:$base" "oci:$work/oci:image"
 	mkdir "$work/root"
 	install -m 0755 "$smolpaws" "$work/root/smolpaws"
@@ -30,6 +31,5 @@ if [[ ! -f "$archive" ]]; then
 	umoci gc --layout "$work/oci"
 	skopeo copy --quiet "oci:$work/oci:image" "oci-archive:$archive.tmp:$ref"
 	mv "$archive.tmp" "$archive"
-	rm -rf "$work"
 fi
 echo "$ref $archive"
