@@ -127,6 +127,16 @@ impl Install {
         helm_ok(&all).await
     }
 
+    /// `helm upgrade` of the release as the README's section 3 does it,
+    /// keeping the values and setting `values`.
+    async fn upgrade(&self, values: &[&str]) {
+        let mut args = vec!["upgrade", RELEASE, CHART, "-n", NAMESPACE, "--reuse-values"];
+        for value in values {
+            args.extend(["--set", value]);
+        }
+        self.helm(&args).await;
+    }
+
     /// Runs the real kubectl against the node; its stdout, or a panic with
     /// its stderr.
     async fn kubectl(&self, args: &[&str]) -> String {
@@ -578,18 +588,7 @@ fn the_chart_on_a_real_node_serves_comments_enforces_its_policy_rolls_and_uninst
                 ]
             )
         );
-        install
-            .helm(&[
-                "upgrade",
-                RELEASE,
-                CHART,
-                "-n",
-                NAMESPACE,
-                "--reuse-values",
-                "--set",
-                "networkPolicy.enabled=false",
-            ])
-            .await;
+        install.upgrade(&["networkPolicy.enabled=false"]).await;
         eventually("the NetworkPolicies going away", async || {
             let list = policies.list(&ListParams::default()).await.ok()?;
             list.items.is_empty().then_some(())
@@ -652,18 +651,7 @@ fn the_chart_on_a_real_node_serves_comments_enforces_its_policy_rolls_and_uninst
         // pods serve.
         let before = install.ready(2).await;
         install
-            .helm(&[
-                "upgrade",
-                RELEASE,
-                CHART,
-                "-n",
-                NAMESPACE,
-                "--reuse-values",
-                "--set",
-                "networkPolicy.enabled=true",
-                "--set",
-                "limits.maxConcurrentRuns=4",
-            ])
+            .upgrade(&["networkPolicy.enabled=true", "limits.maxConcurrentRuns=4"])
             .await;
         install
             .kubectl(&[

@@ -22,8 +22,7 @@ impl Tools {
         if let Some(dir) = std::env::var_os("SMOLPAWS_TOOLS_DIR").filter(|d| !d.is_empty()) {
             return Ok(Self { dir: dir.into() });
         }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/build.sh");
-        let output = run_script(&script, &[]).await?;
+        let output = run_script("build.sh", &[]).await?;
         let dir = PathBuf::from(output.trim());
         Ok(Self { dir })
     }
@@ -44,22 +43,25 @@ impl Tools {
     }
 }
 
-/// Runs one of the project's build scripts with `args`, its progress on
-/// stderr, and returns what it printed on stdout.
-pub(crate) async fn run_script(script: &Path, args: &[&OsStr]) -> Result<String, Error> {
+/// Runs the project's build script `tools/<script>` with `args`, its
+/// progress on stderr, and returns what it printed on stdout.
+pub(crate) async fn run_script(script: &str, args: &[&OsStr]) -> Result<String, Error> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tools")
+        .join(script);
     let output = Command::new("bash")
-        .arg(script)
+        .arg(&script)
         .args(args)
         .stderr(std::process::Stdio::inherit())
         .output()
         .await
         .map_err(|source| Error::ToolsBuild {
-            script: script.to_owned(),
+            script: script.clone(),
             reason: source.to_string(),
         })?;
     if !output.status.success() {
         return Err(Error::ToolsBuild {
-            script: script.to_owned(),
+            script,
             reason: format!("it exited with {} (its output is above)", output.status),
         });
     }

@@ -68,8 +68,7 @@ impl ClusterTools {
     /// Finds the binaries, building them first when they are not cached yet
     /// (minutes, once per pinned version set).
     pub async fn locate() -> Result<Self, Error> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/cluster/build.sh");
-        let output = run_script(&script, &[]).await?;
+        let output = run_script("cluster/build.sh", &[]).await?;
         Ok(Self {
             dir: PathBuf::from(output.trim()),
         })
@@ -92,17 +91,17 @@ impl Node {
     /// Dockerfile lays it out, imports it into the node's runtime and
     /// returns its reference.
     pub async fn import_operator_image(&self, smolpaws: &Path) -> Result<String, Error> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/cluster/operator-image.sh");
+        let script = "cluster/operator-image.sh";
         let args = [
             smolpaws.as_os_str(),
-            self.images.sandbox_archive.as_os_str(),
+            self.images.sandbox_archive().as_os_str(),
         ];
-        let output = run_script(&script, &args).await?;
+        let output = run_script(script, &args).await?;
         let (reference, archive) = output
             .trim()
             .split_once(' ')
             .ok_or_else(|| Error::Command {
-                command: script.display().to_string(),
+                command: format!("tools/{script}"),
                 output: output.clone(),
             })?;
         self.run(

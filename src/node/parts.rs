@@ -28,12 +28,6 @@ const PACKAGED: [&str; 6] = [
     "/usr/lib/cni/host-local",
 ];
 
-fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tools/node")
-        .join(name)
-}
-
 /// Names a directory of prebuilt node parts instead of the build script's.
 pub const PARTS_DIR_VAR: &str = "SMOLPAWS_NODE_TOOLS_DIR";
 
@@ -46,7 +40,7 @@ impl Parts {
         super::preflight()?;
         let dir = match std::env::var_os(PARTS_DIR_VAR).filter(|d| !d.is_empty()) {
             Some(dir) => PathBuf::from(dir),
-            None => PathBuf::from(run_script(&script("build.sh"), &[]).await?.trim()),
+            None => PathBuf::from(run_script("node/build.sh", &[]).await?.trim()),
         };
         let parts = Self { dir };
         parts.check()?;
@@ -122,9 +116,9 @@ pub struct Images {
     pub sandbox: String,
     /// The pods' pause image.
     pub pause: String,
+    /// The archives, in the order images.sh prints them: smolpaws, pause,
+    /// sandbox.
     archives: Vec<PathBuf>,
-    /// The sandbox image's archive, the base of the operator's.
-    pub(super) sandbox_archive: PathBuf,
 }
 
 impl Images {
@@ -133,7 +127,7 @@ impl Images {
     pub async fn build(smolpaws: &Path, parts: &Parts) -> Result<Self, Error> {
         let pause = parts.pause();
         let args: [&OsStr; 2] = [smolpaws.as_os_str(), pause.as_os_str()];
-        let output = run_script(&script("images.sh"), &args).await?;
+        let output = run_script("node/images.sh", &args).await?;
         let mut refs = Vec::new();
         let mut archives = Vec::new();
         for line in output.lines() {
@@ -151,9 +145,13 @@ impl Images {
             smolpaws,
             sandbox,
             pause,
-            sandbox_archive: archives[2].clone(),
             archives,
         })
+    }
+
+    /// The sandbox image's archive, the base of the operator's.
+    pub(super) fn sandbox_archive(&self) -> &Path {
+        &self.archives[2]
     }
 
     /// The OCI archives to import into the node's runtime.
